@@ -1,0 +1,224 @@
+"""The pyfuse3 adapter: translates kernel requests into Tree calls, and nothing else.
+
+One trio thread runs every handler, so a handler never blocks on the disk when it can avoid
+it: directories not yet merged are built, unknown inode numbers recovered and large reads done
+in worker threads (trio.to_thread); everything cached answers inline.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from .tree import Attr, Tree, TreeError
+
+T = TypeVar("T")
+
+# Reads this large go to a worker thread: a cold disk read must not stall other nodes' lookups.
+THREAD_READ_BYTES = 64 * 1024
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+PID_XATTR = b"user.onesuite.pid"
+STATS_XATTR = b"user.onesuite.stats"
+
+
+def _erofs() -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(errno.EROFS)
+
+
+class OnesuiteOperations(pyfuse3.Operations):
+    supports_dot_lookup = True  # NFS export: LOOKUP(ino, ".") and ("..") after eviction
+
+    def __init__(self, tree: Tree, cache_timeout: float) -> None:
+        super().__init__()
+        self.tree = tree
+        self.cache_timeout = cache_timeout
+        self.stats: Counter[str] = Counter()
+        self._listings: dict[int, list[tuple[str, Attr]]] = {}
+        self._next_dir_handle = 1
+
+    # ----- plumbing -------------------------------------------------------------------
+    def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = attr.ino
+        entry.generation = attr.generation
+        entry.st_mode = attr.mode
+        entry.st_nlink = attr.nlink
+        entry.st_uid = attr.uid
+        entry.st_gid = attr.gid
+        entry.st_rdev = attr.rdev
+        entry.st_size = attr.size
+        entry.st_blocks = attr.blocks
+        entry.st_blksize = 4096
+        entry.st_atime_ns = attr.atime_ns
+        entry.st_mtime_ns = attr.mtime_ns
+        entry.st_ctime_ns = attr.ctime_ns
+        entry.entry_timeout = self.cache_timeout
+        entry.attr_timeout = self.cache_timeout
+        return entry
+
+    async def _run(self, ino: int, call: Callable[[], T]) -> T:
+        """Run a Tree call; build what it needs in a thread first; map errors to errno."""
+        try:
+            if not self.tree.dir_ready(ino):
+                await trio.to_thread.run_sync(self.tree.merged, ino)
+            try:
+                return call()
+            except TreeError as exc:
+                if exc.errno != errno.ESTALE:
+                    raise
+                # A number an earlier daemon issued: find it once, then answer as usual.
+                self.stats["recover"] += 1
+                if not await trio.to_thread.run_sync(self.tree.recover, ino):
+                    self.stats["stale"] += 1
+                    raise
+                if not self.tree.dir_ready(ino):
+                    await trio.to_thread.run_sync(self.tree.merged, ino)
+                return call()
+        except TreeError as exc:
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except OSError as exc:
+            self.stats["errors"] += 1
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+
+    # ----- lookups and attributes -------------------------------------------------------
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
+                     ) -> pyfuse3.EntryAttributes:
+        self.stats["lookup"] += 1
+        try:
+            attr = await self._run(parent_inode,
+                                   lambda: self.tree.lookup(parent_inode, os.fsdecode(name)))
+        except pyfuse3.FUSEError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            # A negative entry the kernel may cache: the tree only changes on a reload.
+            negative = pyfuse3.EntryAttributes()
+            negative.st_ino = 0
+            negative.entry_timeout = self.cache_timeout
+            return negative
+        return self._entry(attr)
+
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        self.stats["getattr"] += 1
+        return self._entry(await self._run(inode, lambda: self.tree.attr(inode)))
+
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        # Mappings are derived from the numbers and never dropped: the kernel may ask
+        # LOOKUP(ino, ".") for a forgotten inode when an NFS handle comes back.
+        self.stats["forget"] += len(inode_list)
+
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return await self._run(inode, lambda: self.tree.readlink(inode))
+
+    # ----- directories --------------------------------------------------------------------
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        self.stats["opendir"] += 1
+        listing = await self._run(inode, lambda: self.tree.listdir(inode))
+        handle = self._next_dir_handle
+        self._next_dir_handle += 1
+        self._listings[handle] = listing
+        return handle
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        listing = self._listings[fh]
+        for index in range(start_id, len(listing)):
+            name, attr = listing[index]
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(attr), index + 1):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        self._listings.pop(fh, None)
+
+    # ----- files --------------------------------------------------------------------------
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        self.stats["open"] += 1
+        if flags & _WRITE_FLAGS:
+            raise _erofs()
+        fd = await self._run(inode, lambda: self.tree.open(inode))
+        # keep_cache: the data only changes on a reload, which invalidates explicitly.
+        return pyfuse3.FileInfo(fh=fd, keep_cache=True)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        self.stats["read"] += 1
+        try:
+            if size >= THREAD_READ_BYTES:
+                return await trio.to_thread.run_sync(os.pread, fh, size, off)
+            return os.pread(fh, size, off)
+        except OSError as exc:
+            self.stats["errors"] += 1
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+
+    async def release(self, fh: int) -> None:
+        os.close(fh)
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        source = self.tree.statfs()
+        data = pyfuse3.StatvfsData()
+        for field in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                      "f_ffree", "f_favail", "f_namemax"):
+            setattr(data, field, getattr(source, field))
+        return data
+
+    # ----- extended attributes --------------------------------------------------------------
+    def _daemon_xattrs(self, inode: int) -> dict[bytes, bytes]:
+        if inode != pyfuse3.ROOT_INODE:
+            return {}
+        return {PID_XATTR: str(os.getpid()).encode(),
+                STATS_XATTR: json.dumps(dict(self.stats), sort_keys=True).encode()}
+
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        daemon = self._daemon_xattrs(inode)
+        if name in daemon:
+            return daemon[name]
+        values = await self._run(inode, lambda: self.tree.xattrs(inode))
+        value = values.get(os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        values = await self._run(inode, lambda: self.tree.xattrs(inode))
+        return [*self._daemon_xattrs(inode), *(os.fsencode(n) for n in values)]
+
+    # ----- everything that would write: the mount is read-only ---------------------------
+    async def setattr(self, *_args: Any) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def setxattr(self, *_args: Any) -> None:
+        raise _erofs()
+
+    async def removexattr(self, *_args: Any) -> None:
+        raise _erofs()
+
+    async def mknod(self, *_args: Any) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def mkdir(self, *_args: Any) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def unlink(self, *_args: Any) -> None:
+        raise _erofs()
+
+    async def rmdir(self, *_args: Any) -> None:
+        raise _erofs()
+
+    async def symlink(self, *_args: Any) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def rename(self, *_args: Any) -> None:
+        raise _erofs()
+
+    async def link(self, *_args: Any) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def create(self, *_args: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise _erofs()
+
+    async def write(self, *_args: Any) -> int:
+        raise _erofs()

@@ -1,0 +1,200 @@
+"""Read-only access to layer directories (an image or an override tree) on the server.
+
+Every access walks from the layer's root one component at a time with ``O_NOFOLLOW``, so a
+symlink inside an image or override (absolute, ``..`` or swapped in behind our back) is never
+followed on the server: it is data, returned to the client as a link. Scans are cached per
+(layer, directory) and shared by every view that contains the layer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Meta(NamedTuple):
+    """The lstat fields a view needs, compact and immutable."""
+
+    mode: int
+    ino: int
+    dev: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    rdev: int
+    blocks: int
+
+    @classmethod
+    def from_stat(cls, st: os.stat_result) -> Meta:
+        return cls(
+            st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, st.st_size,
+            st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_rdev, st.st_blocks,
+        )
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One tree laid into a node's root: the image or an override."""
+
+    kind: str  # "image" or "override"
+    name: str
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def split_relpath(relpath: str) -> list[str]:
+    """'' is the layer root; 'etc/ssh' is two components. Refuses anything that could escape."""
+    if not relpath:
+        return []
+    parts = relpath.split("/")
+    for part in parts:
+        if part in ("", ".", "..") or "\0" in part:
+            raise ValueError(f"unsafe relative path {relpath!r}")
+    return parts
+
+
+class LayerStore:
+    """All layers known to a site, each with a cache of its scanned directories.
+
+    Layers are numbered; views refer to them by number so that cache keys stay small.
+    A scan result is published with one dict assignment, so scans may run in worker
+    threads while the FUSE loop reads published results.
+    """
+
+    def __init__(self) -> None:
+        self.layers: list[Layer] = []
+        self._ids: dict[Layer, int] = {}
+        self._listings: dict[tuple[int, str], dict[str, Meta] | None] = {}
+        self._root_metas: dict[int, Meta] = {}
+        self._lock = threading.Lock()
+
+    def add(self, layer: Layer) -> int:
+        with self._lock:
+            found = self._ids.get(layer)
+            if found is not None:
+                return found
+            self.layers.append(layer)
+            self._ids[layer] = len(self.layers) - 1
+            return len(self.layers) - 1
+
+    def layer(self, layer_id: int) -> Layer:
+        return self.layers[layer_id]
+
+    @contextmanager
+    def open_dir(self, layer_id: int, relpath: str) -> Iterator[int]:
+        """A directory fd for relpath inside the layer, reached without following links."""
+        fd = os.open(self.layers[layer_id].path, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        try:
+            for part in split_relpath(relpath):
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+            yield fd
+        finally:
+            os.close(fd)
+
+    def cached_listing(self, layer_id: int, relpath: str) -> dict[str, Meta] | None | bool:
+        """The cached scan, or False when the directory has not been scanned yet."""
+        return self._listings.get((layer_id, relpath), False)
+
+    def listing(self, layer_id: int, relpath: str) -> dict[str, Meta] | None:
+        """name -> Meta of the directory relpath in the layer; None if it is not a directory."""
+        key = (layer_id, relpath)
+        found = self._listings.get(key, False)
+        if found is not False:
+            return found
+        result = self._scan(layer_id, relpath)
+        self._listings[key] = result
+        return result
+
+    def _scan(self, layer_id: int, relpath: str) -> dict[str, Meta] | None:
+        try:
+            with self.open_dir(layer_id, relpath) as fd:
+                entries: dict[str, Meta] = {}
+                with os.scandir(fd) as it:
+                    for entry in it:
+                        try:
+                            entries[entry.name] = Meta.from_stat(
+                                entry.stat(follow_symlinks=False))
+                        except FileNotFoundError:
+                            continue  # removed while we scanned
+                return entries
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            # ELOOP: a symlink where a directory was expected; never follow it.
+            if exc.errno == errno.ELOOP:
+                return None
+            raise
+
+    def root_meta(self, layer_id: int) -> Meta:
+        found = self._root_metas.get(layer_id)
+        if found is None:
+            found = self._root_metas[layer_id] = self.lstat(layer_id, "")
+        return found
+
+    def walk(self, layer_id: int) -> Iterator[tuple[str, Meta]]:
+        """Every entry of the layer (not the root), depth first, without caching scans."""
+        pending = [""]
+        while pending:
+            directory = pending.pop()
+            for name, meta in sorted((self._scan(layer_id, directory) or {}).items()):
+                path = f"{directory}/{name}" if directory else name
+                yield path, meta
+                if meta.is_dir:
+                    pending.append(path)
+
+    def lstat(self, layer_id: int, relpath: str) -> Meta:
+        parent, _, name = relpath.rpartition("/")
+        if not name:
+            return Meta.from_stat(os.stat(self.layers[layer_id].path))
+        with self.open_dir(layer_id, parent) as fd:
+            return Meta.from_stat(os.stat(name, dir_fd=fd, follow_symlinks=False))
+
+    def open_file(self, layer_id: int, relpath: str) -> int:
+        """An O_RDONLY fd of a regular file in the layer (never through a symlink)."""
+        parent, _, name = relpath.rpartition("/")
+        with self.open_dir(layer_id, parent) as fd:
+            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+
+    def readlink(self, layer_id: int, relpath: str) -> bytes:
+        parent, _, name = relpath.rpartition("/")
+        with self.open_dir(layer_id, parent) as fd:
+            return os.readlink(os.fsencode(name), dir_fd=fd)
+
+    def xattrs(self, layer_id: int, relpath: str) -> dict[str, bytes]:
+        """All extended attributes of the entry itself (not of a symlink's target)."""
+        parent, _, name = relpath.rpartition("/")
+        with self.open_dir(layer_id, parent) as fd:
+            # /proc/self/fd/N/name: the directory is the verified fd; only `name` is looked
+            # up, and follow_symlinks=False keeps a final symlink from being followed.
+            # The layer root is the fd itself: its magic link must be followed.
+            path = f"/proc/self/fd/{fd}/{name}" if name else f"/proc/self/fd/{fd}"
+            follow = not name
+            try:
+                names = os.listxattr(path, follow_symlinks=follow)
+                return {n: os.getxattr(path, n, follow_symlinks=follow) for n in names}
+            except OSError as exc:
+                if exc.errno in (errno.ENOTSUP, errno.ENODATA):
+                    return {}
+                raise

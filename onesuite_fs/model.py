@@ -1,0 +1,88 @@
+"""What a SystemImager site is, once read and validated: plain frozen data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# HostRange::sort_group gives groups without a usable priority this rank.
+MAXINT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Group:
+    """A cluster.xml <group> (or the groups that cluster.txt lines name)."""
+
+    name: str
+    priority: int | None  # as written; None when absent (lower number = more important)
+    image: str | None
+    overrides: tuple[str, ...]  # XML order: the first is the most important
+    nodes: tuple[str, ...]
+    ip_range: str | None = None
+    domain: str | None = None
+    source: str = ""  # file:line, for messages
+
+    @property
+    def rank(self) -> tuple[int, str]:
+        """SystemImager's sort_group key: priority (missing or 0 = MAXINT), then name."""
+        return (self.priority or MAXINT, self.name.lower())
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster topology: every group with its nodes and overrides."""
+
+    global_name: str
+    global_overrides: tuple[str, ...]  # XML order: the first is the most important
+    groups: tuple[Group, ...]  # sort_group order (most important first)
+    source: str  # the file it came from
+    master: str | None = None
+
+    def groups_of(self, host: str) -> tuple[Group, ...]:
+        return tuple(g for g in self.groups if host in g.nodes)
+
+    def hosts(self) -> list[str]:
+        return sorted({host for g in self.groups for host in g.nodes})
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    path: Path
+    found_by: str  # "rsync stub FILE" or "images directory"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    groups: tuple[str, ...]  # sort_group order
+    image: str
+
+
+@dataclass(frozen=True)
+class SiteLayout:
+    """Where a SystemImager server keeps things, already taken under --root."""
+
+    root: Path
+    config_dir: Path  # etc/systemimager
+    cluster_xml: Path
+    rsync_stubs_dir: Path
+    images_dir: Path
+    overrides_dir: Path
+    scripts_dir: Path
+
+    @property
+    def cluster_txt(self) -> Path:
+        return self.scripts_dir / "cluster.txt"
+
+
+@dataclass(frozen=True)
+class Site:
+    layout: SiteLayout
+    cluster: Cluster
+    images: dict[str, Image]
+    nodes: dict[str, Node]
+    warnings: tuple[str, ...] = field(default=())
+
+    def override_path(self, name: str) -> Path:
+        return self.layout.overrides_dir / name

@@ -1,0 +1,170 @@
+"""Mounting and unmounting: pyfuse3 session, trio loop, daemon start-up and clean stop.
+
+``mount`` returns only when the kernel mount exists (or fails with the reason): in daemon mode
+the child reports success or failure through a pipe before the parent exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from .errors import ConfigError
+from .fuse_ops import PID_XATTR, OnesuiteOperations
+from .tree import Tree
+
+log = logging.getLogger("onesuite.mount")
+
+MOUNT_OPTIONS = {
+    "fsname=onesuite",
+    "subtype=onesuite",
+    "allow_other",  # nfs-ganesha and other users must reach the views
+    "default_permissions",  # the kernel enforces each entry's mode and owner
+    "nosuid",  # setuid files in an image grant nothing on the server
+    "nodev",  # device nodes in an image never open the server's devices
+}
+
+
+def check_mountpoint(mountpoint: Path) -> None:
+    """Refuse early, with a reason, instead of leaving a half-started daemon."""
+    try:
+        st = os.stat(mountpoint)
+    except FileNotFoundError:
+        raise ConfigError(f"mount point {mountpoint} does not exist",
+                          hint="create the directory first") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise ConfigError(f"{mountpoint} is a mount whose daemon died",
+                              hint=f"run: onesuite umount {mountpoint}") from None
+        raise
+    if not os.path.isdir(mountpoint):
+        raise ConfigError(f"mount point {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise ConfigError(f"{mountpoint} is already a mount point",
+                          hint=f"unmount it first (onesuite umount {mountpoint})")
+    del st
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise ConfigError("/dev/fuse is not accessible", hint="mount as root")
+
+
+async def _serve() -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("signal %d: unmounting", signum)
+                    pyfuse3.terminate()
+                    return
+
+        nursery.start_soon(stop_on_signal)
+        await pyfuse3.main(min_tasks=4, max_tasks=64)
+        nursery.cancel_scope.cancel()
+
+
+def _run_session(tree: Tree, mountpoint: Path, cache_timeout: float, debug: bool) -> None:
+    options = set(MOUNT_OPTIONS)
+    if debug:
+        options.add("debug")
+    pyfuse3.init(OnesuiteOperations(tree, cache_timeout), str(mountpoint), options)
+
+
+def _loop() -> None:
+    try:
+        trio.run(_serve)
+    except BaseException:
+        pyfuse3.close(unmount=True)
+        raise
+    pyfuse3.close(unmount=True)
+
+
+def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: float,
+          log_file: Path | None, debug: bool = False) -> int:
+    """Mount and serve; in daemon mode return 0 once the mount is ready."""
+    if foreground:
+        _run_session(tree, mountpoint, cache_timeout, debug)
+        log.info("mounted %s", mountpoint)
+        _loop()
+        return 0
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end) as status:
+            message = status.read()
+        if message.startswith("ready"):
+            return 0
+        os.waitpid(pid, 0)
+        print(f"onesuite: error: {message.strip() or 'the daemon exited during start-up'}",
+              file=sys.stderr)
+        return 1
+    # The daemon: its own session, stdio away from the caller's terminal.
+    os.close(read_end)
+    os.setsid()
+    try:
+        _run_session(tree, mountpoint, cache_timeout, debug)
+    except Exception as exc:  # report any start-up failure to the waiting parent
+        os.write(write_end, f"mounting {mountpoint} failed: {exc}".encode())
+        os._exit(1)
+    _detach_stdio(log_file)
+    os.write(write_end, b"ready")
+    os.close(write_end)
+    try:
+        _loop()
+    except BaseException:
+        log.exception("daemon failed")
+        os._exit(1)
+    os._exit(0)
+
+
+def _detach_stdio(log_file: Path | None) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    target = (os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+              if log_file else devnull)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+
+
+def daemon_pid(mountpoint: Path) -> int | None:
+    try:
+        return int(os.getxattr(mountpoint, PID_XATTR.decode()))
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")  # an exited daemon may linger as a zombie of init
+
+
+def umount(mountpoint: Path, timeout: float = 30.0) -> None:
+    """Unmount and wait for the daemon to exit; ConfigError says why it could not."""
+    pid = daemon_pid(mountpoint)
+    done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        detail = done.stderr.strip()
+        hint = ("something still uses it (an NFS server exporting it, a shell inside it); "
+                "stop that first" if "busy" in detail else None)
+        raise ConfigError(f"could not unmount {mountpoint}: {detail}", hint=hint)
+    if pid is None:
+        return
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"daemon {pid} of {mountpoint} did not exit within "
+                              f"{timeout:.0f} s after the unmount")
+        time.sleep(0.05)

@@ -1,0 +1,175 @@
+"""Merging layer directories the way SystemImager's rsync passes do (domain.md A.2.3-A.2.5).
+
+A node's stack is a sequence of *stages*, applied in order onto an empty root. A stage is a
+tuple of layers copied by one rsync run:
+
+* sequential orders (4.3 autoinstall, si_updateclient): one layer per stage, so the layer
+  applied last wins;
+* si_pushoverrides: the image, then ONE stage with every override as a source of one
+  multi-source rsync, where the first source wins and a directory beats a non-directory
+  (rsync's ``clean_flist`` rule).
+
+Applying a stage onto the tree built so far follows ``rsync -a`` without ``--force`` or
+``--delete``: a directory merges into a directory and takes the new metadata; a non-directory
+replaces a non-directory or an *empty* directory, but never a non-empty one (rsync: "cannot
+delete non-empty directory"); a directory replaces a non-directory. Nothing is ever deleted.
+
+Only the layers whose copy of a directory actually took part in it are kept for that directory
+(its *contribution*), and merged listings are cached by (path, contribution): two nodes whose
+stacks differ only in a host override share every directory that override does not touch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from .layers import LayerStore, Meta
+
+# Per stage, the ids of the layers whose copy of a directory is merged into it.
+Contribution = tuple[tuple[int, ...], ...]
+
+
+class Child(NamedTuple):
+    """One entry of a merged directory: where its winning copy lives."""
+
+    name: str
+    layer: int  # the winning layer (for a directory: the one giving its metadata)
+    meta: Meta
+    contribution: Contribution | None  # set for directories only
+
+    @property
+    def is_dir(self) -> bool:
+        return self.contribution is not None
+
+
+class MergedDir:
+    """The merged listing of one directory for one contribution; immutable once built."""
+
+    __slots__ = ("path", "contribution", "layer", "meta", "children", "names")
+
+    def __init__(self, path: str, contribution: Contribution, layer: int, meta: Meta,
+                 children: dict[str, Child]) -> None:
+        self.path = path
+        self.contribution = contribution
+        self.layer = layer
+        self.meta = meta
+        self.children = children
+        self.names = sorted(children)
+
+    def child_path(self, name: str) -> str:
+        return f"{self.path}/{name}" if self.path else name
+
+
+class _Pending:
+    """A child while stages are applied: mutable, turned into a Child at the end."""
+
+    __slots__ = ("layer", "meta", "contribution")
+
+    def __init__(self, layer: int, meta: Meta, dir_layers: list[int] | None) -> None:
+        self.layer = layer
+        self.meta = meta
+        self.contribution: list[tuple[int, ...]] | None = (
+            [tuple(dir_layers)] if dir_layers is not None else None)
+
+
+class Resolver:
+    """Builds and caches merged directories over one LayerStore."""
+
+    def __init__(self, store: LayerStore) -> None:
+        self.store = store
+        self._dirs: dict[tuple[str, Contribution], MergedDir] = {}
+        self._lock = threading.Lock()
+
+    def root(self, stages: Iterable[Iterable[int]]) -> MergedDir:
+        """The merged root of a stack; every layer's root is a directory by construction."""
+        contribution = tuple(tuple(stage) for stage in stages if stage)
+        top = contribution[-1][0]
+        return self.merged_dir("", contribution, top, self.store.lstat(top, ""))
+
+    def cached_dir(self, path: str, contribution: Contribution) -> MergedDir | None:
+        return self._dirs.get((path, contribution))
+
+    def merged_dir(self, path: str, contribution: Contribution, layer: int,
+                   meta: Meta) -> MergedDir:
+        """The merged directory; `layer`/`meta` are its metadata winner (the first directory
+        of the last stage that has it), as the parent's listing recorded them."""
+        key = (path, contribution)
+        found = self._dirs.get(key)
+        if found is not None:
+            return found
+        built = MergedDir(path, contribution, layer, meta, self._merge_children(path, contribution))
+        # Another thread may have built it meanwhile; keep the first so identity is stable.
+        with self._lock:
+            return self._dirs.setdefault(key, built)
+
+    def dir_of(self, parent: MergedDir, child: Child) -> MergedDir:
+        assert child.contribution is not None
+        return self.merged_dir(parent.child_path(child.name), child.contribution,
+                               child.layer, child.meta)
+
+    def _merge_children(self, path: str, contribution: Contribution) -> dict[str, Child]:
+        state: dict[str, _Pending] = {}
+        for stage in contribution:
+            self._apply_stage(path, self._stage_entries(path, stage), state)
+        return {
+            name: Child(name, p.layer, p.meta,
+                        tuple(p.contribution) if p.contribution is not None else None)
+            for name, p in state.items()
+        }
+
+    def _stage_entries(self, path: str, stage: tuple[int, ...]) -> dict[str, _Pending]:
+        """One rsync run with several sources: the first source wins, a directory beats a
+        non-directory, and the contents of every source's directory are merged."""
+        entries: dict[str, _Pending] = {}
+        for layer in stage:
+            listing = self.store.listing(layer, path) or {}
+            for name, meta in listing.items():
+                found = entries.get(name)
+                if found is None:
+                    entries[name] = _Pending(layer, meta, [layer] if meta.is_dir else None)
+                elif found.contribution is not None:
+                    if meta.is_dir:
+                        found.contribution[0] += (layer,)
+                elif meta.is_dir:
+                    entries[name] = _Pending(layer, meta, [layer])
+        return entries
+
+    def _apply_stage(self, path: str, incoming: dict[str, _Pending],
+                     state: dict[str, _Pending]) -> None:
+        """Lay one stage's entries onto the tree built so far, as rsync -a would."""
+        for name, new in incoming.items():
+            current = state.get(name)
+            if current is None:
+                state[name] = new
+            elif new.contribution is not None:
+                if current.contribution is not None:  # directory into directory: merge
+                    current.contribution.append(new.contribution[0])
+                    current.layer, current.meta = new.layer, new.meta
+                else:  # a directory replaces a non-directory
+                    state[name] = new
+            elif current.contribution is None:  # non-directory over non-directory
+                state[name] = new
+            elif self._is_empty(f"{path}/{name}" if path else name, current.contribution):
+                state[name] = new  # rsync removes an empty directory to make way
+            # else: rsync cannot delete a non-empty directory; it stays as it is.
+
+    def _is_empty(self, path: str, contribution: list[tuple[int, ...]]) -> bool:
+        # Nothing is ever deleted, so a merged directory is empty exactly when every copy
+        # of it that was merged in was empty.
+        return not any(self.store.listing(layer, path) for stage in contribution
+                       for layer in stage)
+
+    def walk(self, root: MergedDir) -> Iterable[tuple[MergedDir, Child]]:
+        """Every (parent, child) below root, depth first in sorted order."""
+        stack = [root]
+        while stack:
+            directory = stack.pop()
+            for name in directory.names:
+                child = directory.children[name]
+                yield directory, child
+            for name in reversed(directory.names):
+                child = directory.children[name]
+                if child.is_dir:
+                    stack.append(self.dir_of(directory, child))

@@ -1,0 +1,106 @@
+"""Settings: command-line options over an optional ``onesuite.toml`` over defaults.
+
+The file can name every path and policy explicitly (example in docs/configuration.md)::
+
+    [paths]                       # absolute, or relative to the file
+    root = "/"
+    cluster_xml = "/etc/systemimager/cluster.xml"
+    images_dir = "/var/lib/systemimager/images"
+    overrides_dir = "/var/lib/systemimager/overrides"
+    scripts_dir = "/var/lib/systemimager/scripts"
+    rsync_stubs_dir = "/etc/systemimager/rsync_stubs"
+
+    [images]                      # image name -> directory, over rsync stubs
+    rhel9 = "/data/images/rhel9"
+
+    [policy]
+    override_order = "autoinstall"    # or "updateclient", "pushoverrides"
+    allow_dynamic_nodes = false
+
+    [mount]
+    cache_timeout = 300.0             # kernel entry/attr cache, seconds
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+OVERRIDE_ORDERS = ("autoinstall", "updateclient", "pushoverrides")
+
+_PATH_KEYS = ("root", "cluster_xml", "images_dir", "overrides_dir", "scripts_dir",
+              "rsync_stubs_dir")
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "paths": {key: str for key in _PATH_KEYS},
+    "policy": {"override_order": str, "allow_dynamic_nodes": bool},
+    "mount": {"cache_timeout": (int, float)},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path = Path("/")
+    cluster_xml: Path | None = None
+    images_dir: Path | None = None
+    overrides_dir: Path | None = None
+    scripts_dir: Path | None = None
+    rsync_stubs_dir: Path | None = None
+    images: dict[str, Path] = field(default_factory=dict)
+    override_order: str = "autoinstall"
+    allow_dynamic_nodes: bool = False
+    cache_timeout: float = 300.0
+
+    def with_options(self, **options: Any) -> Settings:
+        """These settings with every option that is not None replaced."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if "override_order" in given:
+            check_override_order(given["override_order"])
+        return replace(self, **given)
+
+
+def check_override_order(order: str, file: str | None = None) -> str:
+    if order not in OVERRIDE_ORDERS:
+        raise ConfigError(f"unknown override order {order!r}", file=file,
+                          hint=f"use one of: {', '.join(OVERRIDE_ORDERS)}")
+    return order
+
+
+def load_settings(path: Path) -> Settings:
+    """Read onesuite.toml; unknown sections or keys and wrong types are errors."""
+    filename = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("configuration file not found", file=filename) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=filename) from None
+    base = path.parent.resolve()
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if section == "images":
+            if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+                raise ConfigError("[images] must map image names to directory strings",
+                                  file=filename)
+            values["images"] = {name: base / p for name, p in table.items()}
+            continue
+        schema = _SCHEMA.get(section)
+        if schema is None or not isinstance(table, dict):
+            raise ConfigError(f"unknown section [{section}]", file=filename,
+                              hint=f"known sections: {', '.join([*_SCHEMA, 'images'])}")
+        for key, value in table.items():
+            expected = schema.get(key)
+            if expected is None:
+                raise ConfigError(f"unknown key {key!r} in [{section}]", file=filename,
+                                  hint=f"known keys: {', '.join(schema)}")
+            if not isinstance(value, expected) or (expected is not bool
+                                                   and isinstance(value, bool)):
+                raise ConfigError(f"[{section}] {key} has the wrong type "
+                                  f"({type(value).__name__})", file=filename)
+            values[key] = base / value if section == "paths" else value
+    if "override_order" in values:
+        check_override_order(values["override_order"], filename)
+    return Settings(**values)

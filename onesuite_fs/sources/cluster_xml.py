@@ -1,0 +1,198 @@
+"""``/etc/systemimager/cluster.xml``: the cluster topology (domain.md A.3).
+
+Parsed with expat directly so that every element keeps its line and column for messages, and
+so that no DTD, entity declaration or external entity is ever processed (a billion-laughs
+file is refused, not expanded).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.parsers import expat
+
+from ..errors import ConfigError
+from ..model import Cluster, Group
+from ..names import check_name
+from .hostrange import expand_range_list
+
+_PRIORITY = re.compile(r"^\s*[0-9]+\s*$")
+_TOP_ELEMENTS = {"master", "name", "override", "group"}
+_GROUP_ELEMENTS = {"name", "priority", "image", "override", "node", "dynamic_node",
+                   "ip-range", "domain"}
+
+
+@dataclass
+class Element:
+    tag: str
+    line: int
+    column: int
+    text: str = ""
+    children: list[Element] = field(default_factory=list)
+
+    def all(self, tag: str) -> list[Element]:
+        return [c for c in self.children if c.tag == tag]
+
+
+def parse_xml(data: bytes, filename: str) -> Element:
+    """Parse XML into Elements with positions; refuse DTDs and entities."""
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    root: list[Element] = []
+    stack: list[Element] = []
+
+    def here() -> tuple[int, int]:
+        return parser.CurrentLineNumber, parser.CurrentColumnNumber + 1
+
+    def refuse_dtd(*_args: object) -> None:
+        line, column = here()
+        raise ConfigError("DOCTYPE and entity declarations are not allowed in cluster.xml",
+                          file=filename, line=line, column=column,
+                          hint="remove the <!DOCTYPE ...> block; cluster.xml needs none")
+
+    def start(tag: str, _attrs: dict[str, str]) -> None:
+        line, column = here()
+        element = Element(tag, line, column)
+        (stack[-1].children if stack else root).append(element)
+        stack.append(element)
+
+    def end(_tag: str) -> None:
+        stack.pop()
+
+    def text(data: str) -> None:
+        if stack:
+            stack[-1].text += data
+
+    parser.StartDoctypeDeclHandler = refuse_dtd
+    parser.EntityDeclHandler = refuse_dtd
+    parser.ExternalEntityRefHandler = refuse_dtd
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        raise ConfigError(f"malformed XML: {expat.errors.messages[exc.code]}", file=filename,
+                          line=exc.lineno, column=exc.offset + 1,
+                          hint="fix the XML syntax at that position") from None
+    return root[0]
+
+
+def _single_text(parent: Element, tag: str, filename: str, *, required: bool,
+                 what: str) -> tuple[str | None, Element | None]:
+    found = parent.all(tag)
+    if not found:
+        if required:
+            raise ConfigError(f"{what} has no <{tag}>", file=filename, line=parent.line,
+                              column=parent.column, hint=f"add a <{tag}> element")
+        return None, None
+    if len(found) > 1:
+        raise ConfigError(f"{what} has more than one <{tag}>", file=filename,
+                          line=found[1].line, column=found[1].column,
+                          hint=f"keep exactly one <{tag}>")
+    value = found[0].text.strip()
+    if required and not value:
+        raise ConfigError(f"<{tag}> of {what} is empty", file=filename, line=found[0].line,
+                          column=found[0].column)
+    return value or None, found[0]
+
+
+def parse_cluster_xml(path: Path, *, dynamic_nodes: Callable[[str], str] | None = None,
+                      warn: Callable[[str], None] = lambda _m: None) -> Cluster:
+    """Read cluster.xml. `dynamic_nodes(command)` returns a <dynamic_node> command's output;
+    when it is None, such commands are not run (and a warning says so)."""
+    filename = str(path)
+    root = parse_xml(path.read_bytes(), filename)
+    for child in root.children:
+        if child.tag not in _TOP_ELEMENTS:
+            warn(f"{filename}:{child.line}: unknown element <{child.tag}> ignored")
+    global_name, _ = _single_text(root, "name", filename, required=True,
+                                  what="cluster.xml (the global group)")
+    global_overrides = tuple(
+        check_name("override", e.text.strip(), file=filename, line=e.line)
+        for e in root.all("override") if e.text.strip())
+    if not root.all("override"):
+        raise ConfigError("cluster.xml has no top-level <override>", file=filename,
+                          line=root.line, column=root.column,
+                          hint="SystemImager requires one (it may name an override "
+                               "directory that does not exist)")
+    groups = [_parse_group(e, filename, dynamic_nodes, warn) for e in root.all("group")]
+    seen: dict[str, Group] = {}
+    for group in groups:
+        if group.name in seen:
+            raise ConfigError(f"group {group.name!r} is defined twice (first at "
+                              f"{seen[group.name].source})", file=filename,
+                              line=int(group.source.rsplit(":", 1)[1]))
+        seen[group.name] = group
+    master, _ = _single_text(root, "master", filename, required=False, what="cluster.xml")
+    return Cluster(global_name=global_name or "", global_overrides=global_overrides,
+                   groups=tuple(sorted(groups, key=lambda g: g.rank)), source=filename,
+                   master=master)
+
+
+def _parse_group(element: Element, filename: str,
+                 dynamic_nodes: Callable[[str], str] | None,
+                 warn: Callable[[str], None]) -> Group:
+    where = f"<group> at line {element.line}"
+    name, name_el = _single_text(element, "name", filename, required=True, what=where)
+    assert name is not None and name_el is not None
+    check_name("group", name, file=filename, line=name_el.line)
+    what = f"group {name!r}"
+    for child in element.children:
+        if child.tag == "base_image":
+            raise ConfigError(f"{what}: <base_image> is deprecated", file=filename,
+                              line=child.line, column=child.column,
+                              hint="use <override> instead (as si_clusterconfig says)")
+        if child.tag not in _GROUP_ELEMENTS:
+            warn(f"{filename}:{child.line}: unknown element <{child.tag}> in {what} ignored")
+    priority_text, priority_el = _single_text(element, "priority", filename, required=False,
+                                              what=what)
+    priority = None
+    if priority_text is not None:
+        assert priority_el is not None
+        if not _PRIORITY.match(priority_text):
+            raise ConfigError(f"{what}: <priority> {priority_text!r} is not a number",
+                              file=filename, line=priority_el.line, column=priority_el.column,
+                              hint="use a non-negative integer; lower means more important")
+        priority = int(priority_text)
+    image, image_el = _single_text(element, "image", filename, required=False, what=what)
+    if image is not None:
+        assert image_el is not None
+        check_name("image", image, file=filename, line=image_el.line)
+    overrides = tuple(check_name("override", e.text.strip(), file=filename, line=e.line)
+                      for e in element.all("override") if e.text.strip())
+    hosts: set[str] = set()
+    for node_el in element.all("node"):
+        for host in expand_range_list(node_el.text):
+            hosts.add(check_name("node", host, file=filename, line=node_el.line))
+    for dyn in element.all("dynamic_node"):
+        command = dyn.text.strip()
+        if dynamic_nodes is None:
+            warn(f"{filename}:{dyn.line}: {what}: <dynamic_node> command {command!r} not run "
+                 "(pass --allow-dynamic-nodes to run it); its nodes are not included")
+            continue
+        for line in dynamic_nodes(command).splitlines():
+            for host in expand_range_list(line):
+                hosts.add(check_name("node", host, file=filename, line=dyn.line))
+    ip_range, _ = _single_text(element, "ip-range", filename, required=False, what=what)
+    domain, _ = _single_text(element, "domain", filename, required=False, what=what)
+    return Group(name=name, priority=priority, image=image, overrides=overrides,
+                 nodes=tuple(sorted(hosts)), ip_range=ip_range, domain=domain,
+                 source=f"{filename}:{element.line}")
+
+
+def run_dynamic_node(command: str, timeout: float = 60.0) -> str:
+    """Run a <dynamic_node> command as SystemImager does (through the shell)."""
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"<dynamic_node> command {command!r} did not finish in "
+                          f"{timeout:.0f} s") from None
+    if done.returncode != 0:
+        raise ConfigError(f"<dynamic_node> command {command!r} failed with exit status "
+                          f"{done.returncode}: {done.stderr.strip()[:300]}")
+    return done.stdout

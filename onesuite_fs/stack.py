@@ -1,0 +1,100 @@
+"""Which layers make up a node's root, in which order (domain.md A.2.2-A.2.5, D.2, D.5).
+
+Three SystemImager tools lay overrides differently; each is a policy here:
+
+* ``autoinstall`` (4.3, the default): image, the override named like the master script (the
+  image name), global overrides in reverse XML order, ``reverse(unique(field 4 of the node's
+  cluster.txt lines))``, the override named like the host; one rsync each, last wins.
+  Not de-duplicated, exactly as the tool runs them (the script override can appear twice).
+* ``updateclient``: image, global overrides reversed, then the group overrides as above; no
+  script-named and no host override.
+* ``pushoverrides``: image, then ONE multi-source rsync of host, groups in sort_group order
+  (each group's overrides in XML order), global overrides in XML order; first source wins.
+
+A stack is a list of stages (see resolve.py); an override whose directory is missing is
+listed (so ``onesuite nodes`` can show it) but not laid, as SystemImager only warns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .layers import Layer
+from .model import Group, Site
+
+
+@dataclass(frozen=True)
+class StackEntry:
+    layer: Layer
+    role: str  # why it is in the stack: "image", "script override", "group Login", ...
+    present: bool  # False when the directory does not exist (skipped, as SystemImager does)
+
+
+Stages = list[list[StackEntry]]
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for name in names:
+        if name:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def _group_override_roles(groups: tuple[Group, ...]) -> dict[str, str]:
+    roles: dict[str, str] = {}
+    for group in groups:
+        for name in group.overrides:
+            roles.setdefault(name, f"group {group.name}")
+    return roles
+
+
+def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
+                 host: str | None, order: str) -> Stages:
+    """The stages for a node (host set) or a group's view (host None)."""
+
+    def override(name: str, role: str) -> StackEntry:
+        path = site.override_path(name)
+        return StackEntry(Layer("override", name, path), role, path.is_dir())
+
+    stages: Stages = []
+    if image is not None:
+        stages.append([StackEntry(Layer("image", image, site.images[image].path), "image",
+                                  True)])
+    roles = _group_override_roles(groups)
+    global_roles = {name: "global" for name in site.cluster.global_overrides}
+    field4 = [name for group in groups for name in group.overrides]
+    if order == "pushoverrides":
+        # One rsync with many sources: a name given twice acts at its first position.
+        names = _unique([host or "", *field4, *site.cluster.global_overrides])
+        stages.append([override(n, "host" if n == host else roles.get(n) or global_roles[n])
+                       for n in names])
+        return stages
+    sequence: list[StackEntry] = []
+    if order == "autoinstall" and image is not None:
+        sequence.append(override(image, "script override"))
+    sequence += [override(n, "global") for n in reversed(site.cluster.global_overrides)]
+    sequence += [override(n, roles[n]) for n in reversed(_unique(field4))]
+    if order == "autoinstall" and host is not None:
+        sequence.append(override(host, "host"))
+    stages += [[entry] for entry in sequence]
+    return stages
+
+
+def node_stages(site: Site, host: str, order: str) -> Stages:
+    node = site.nodes[host]
+    return build_stages(site, image=node.image, groups=site.cluster.groups_of(host), host=host,
+                        order=order)
+
+
+def group_stages(site: Site, group: Group, order: str) -> Stages:
+    return build_stages(site, image=group.image, groups=(group,), host=None, order=order)
+
+
+def image_stages(site: Site, image: str) -> Stages:
+    return [[StackEntry(Layer("image", image, site.images[image].path), "image", True)]]
+
+
+def missing_overrides(stages: Stages) -> list[StackEntry]:
+    return [entry for stage in stages for entry in stage if not entry.present]

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# setup.sh - install what onesuite-fs needs on Debian 12, idempotently.
+#
+# Debian packages: libfuse3 (mount + pyfuse3 build), rsync (the SystemImager oracle in tests),
+# attr (getfattr), nfs-ganesha + libnfs (NFS export and its tests). A virtualenv in .venv built
+# from Debian's python3 (the interpreter a fresh Debian 12 machine has), with onesuite-fs
+# installed in editable mode. Re-running does nothing unless something is missing or
+# pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr rsync
+              nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${ONESUITE_PYTHON:-/usr/bin/python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $PYTHON" >&2
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.onesuite-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "setup: installing onesuite-fs and its Python dependencies into .venv" >&2
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v 'is ignored' >&2 || true
+    .venv/bin/python -c 'import pyfuse3, trio, xattr, pytest, hypothesis' # fail here, not later
+    echo "$want" > "$stamp"
+fi
