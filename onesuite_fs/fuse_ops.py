@@ -91,6 +91,8 @@ class OnesuiteOperations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
         self.stats["lookup"] += 1
+        if name in (b".", b".."):  # the kernel decoding an NFS handle (export support)
+            self.stats["lookup_dot" if name == b"." else "lookup_dotdot"] += 1
         try:
             attr = await self._run(parent_inode,
                                    lambda: self.tree.lookup(parent_inode, os.fsdecode(name)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 # HostRange::sort_group gives groups without a usable priority this rank.
@@ -38,11 +39,20 @@ class Cluster:
     source: str  # the file it came from
     master: str | None = None
 
+    @cached_property
+    def _groups_by_host(self) -> dict[str, tuple[Group, ...]]:
+        found: dict[str, list[Group]] = {}
+        for group in self.groups:
+            for host in group.nodes:
+                found.setdefault(host, []).append(group)
+        return {host: tuple(groups) for host, groups in found.items()}
+
     def groups_of(self, host: str) -> tuple[Group, ...]:
-        return tuple(g for g in self.groups if host in g.nodes)
+        """The host's groups, most important first."""
+        return self._groups_by_host.get(host, ())
 
     def hosts(self) -> list[str]:
-        return sorted({host for g in self.groups for host in g.nodes})
+        return sorted(self._groups_by_host)
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,9 @@ class Site:
     images: dict[str, Image]
     nodes: dict[str, Node]
     warnings: tuple[str, ...] = field(default=())
+    # Names under overrides_dir that are directories, read once: one listdir, not a stat
+    # per node and override.
+    present_overrides: frozenset[str] = field(default=frozenset())
 
     def override_path(self, name: str) -> Path:
         return self.layout.overrides_dir / name

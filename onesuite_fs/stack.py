@@ -56,7 +56,7 @@ def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
 
     def override(name: str, role: str) -> StackEntry:
         path = site.override_path(name)
-        return StackEntry(Layer("override", name, path), role, path.is_dir())
+        return StackEntry(Layer("override", name, path), role, name in site.present_overrides)
 
     stages: Stages = []
     if image is not None:

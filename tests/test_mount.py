@@ -151,6 +151,7 @@ def test_file_handles_survive_eviction_and_daemon_restart(example_site, mount_si
                "image file": node / "usr/bin/passwd"}
     handles = {what: name_to_handle(path) for what, path in targets.items()}
     content = (node / "etc/chrony.conf").read_bytes()
+    sysconfig_ino = os.stat(node / "etc/sysconfig").st_ino
 
     def check() -> None:
         mount_fd = os.open(mount.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
@@ -161,6 +162,7 @@ def test_file_handles_survive_eviction_and_daemon_restart(example_site, mount_si
                 try:
                     if what == "dir":
                         assert "ifcfg-eth0" in os.listdir(fd)
+                        assert os.stat("..", dir_fd=fd).st_ino == sysconfig_ino
                     elif what == "file":
                         assert os.pread(fd, 4096, 0) == content
                     else:
@@ -177,6 +179,8 @@ def test_file_handles_survive_eviction_and_daemon_restart(example_site, mount_si
     check()
     stats = json.loads(os.getxattr(mount.mountpoint, "user.onesuite.stats"))
     assert stats.get("recover", 0) >= 1 and "stale" not in stats
+    # The kernel reconnected the decoded directory to its parents with LOOKUP(ino, "..").
+    assert stats.get("lookup_dot", 0) >= 1 and stats.get("lookup_dotdot", 0) >= 1
 
 
 def test_umount_waits_for_the_daemon(example_site, mount_site):
@@ -210,3 +214,27 @@ def test_nodes_json(example_site):
         "rocky9", "rocky9", "all", "compute-tuning", "compute", "node001"]
     node007 = next(n for n in data["nodes"] if n["name"] == "node007")
     assert node007["groups"] == ["GPU", "Compute"]
+
+
+def test_nothing_resolves_outside_the_layers(tmp_path, mount_site):
+    from sitetools import make_site
+
+    root = make_site(tmp_path / "site", "<xml><name>all</name><override>all</override><group>"
+                     "<name>G</name><image>img</image><node>n1</node></group></xml>",
+                     images=("img",), overrides=("all",))
+    image = root / "var/lib/systemimager/images/img"
+    os.symlink("/etc", image / "server-etc")
+    os.symlink("../../../../../../..", image / "up")
+    os.symlink("/usr", image / "usr")
+    override = root / "var/lib/systemimager/overrides/all"
+    (override / "usr").mkdir()
+    (override / "usr/only-this").write_text("x")
+    (override / "etc").mkdir()
+    os.symlink("/", override / "etc/rootlink")
+    node = mount_site(root).node("n1")
+    assert os.readlink(node / "server-etc") == "/etc"
+    assert os.readlink(node / "up") == "../../../../../../.."
+    assert os.readlink(node / "etc/rootlink") == "/"
+    # rsync replaces a symlink by the override's directory; nothing of the server's /usr.
+    assert os.listdir(node / "usr") == ["only-this"]
+    assert sorted(os.listdir(node / "etc")) == ["image", "rootlink"]

@@ -6,6 +6,7 @@ name (stub ``path=``, systemimager.conf directories) is taken under PREFIX (doma
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -158,6 +159,16 @@ def assign_images(cluster: Cluster, images: dict[str, Image]) -> dict[str, Node]
     return nodes
 
 
+def present_overrides(overrides_dir: Path) -> frozenset[str]:
+    """Names of the override directories that exist (a symlink to a directory counts: the
+    layer root is configuration, not image content)."""
+    try:
+        entries = list(os.scandir(overrides_dir))
+    except FileNotFoundError:
+        return frozenset()
+    return frozenset(e.name for e in entries if e.is_dir())
+
+
 def load_site(settings: Settings) -> Site:
     """Read and validate the whole server; raises ConfigError on anything unusable."""
     warnings: list[str] = []
@@ -167,4 +178,4 @@ def load_site(settings: Settings) -> Site:
     nodes = assign_images(cluster, images)
     images = {name: image for name, image in images.items() if image.path.is_dir()}
     return Site(layout=layout, cluster=cluster, images=images, nodes=nodes,
-                warnings=tuple(warnings))
+                warnings=tuple(warnings), present_overrides=present_overrides(layout.overrides_dir))
