@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 # HostRange::sort_group gives groups without a usable priority this rank.
-MAXINT = 2**31 - 1
+MAXINT = 2**32 - 1  # HostRange.pm: unpack("I", pack("I", -1))
 
 
 @dataclass(frozen=True)

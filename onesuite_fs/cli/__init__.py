@@ -1,0 +1,65 @@
+"""``onesuite``: the command-line front end, a thin client of the core like the mount.
+
+Each module of this package registers its own subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import ConfigError
+from . import core
+from .common import EXIT_FAILURE, EXIT_USAGE, site_options
+
+DESCRIPTION = """\
+onesuite-fs serves a SystemImager image server (golden images, overrides and cluster.xml)
+as one read-only FUSE mount with every node's effective root, resolved when a path is looked
+up, without copying a tree:
+
+  MOUNTPOINT/nodes/<host>/     the node's root: image + its overrides, as SystemImager
+                               would have installed it
+  MOUNTPOINT/groups/<group>/   a group's root, without any host override
+  MOUNTPOINT/images/<image>/   a golden image as it is
+
+Every entry carries the extended attribute user.onesuite.origin naming the layer it comes
+from (e.g. "override:node001 /etc/hostname").
+"""
+
+EPILOG = """\
+exit status: 0 success, 1 failure, 2 bad configuration or usage.
+examples:
+  onesuite nodes --root /srv/si
+  onesuite mount --root /srv/si /export/roots
+  getfattr -n user.onesuite.origin /export/roots/nodes/node001/etc/hostname
+  onesuite umount /export/roots
+"""
+
+
+COMMAND_MODULES = (core,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onesuite", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = site_options()
+    for module in COMMAND_MODULES:
+        module.register(commands, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"onesuite: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_FAILURE
