@@ -23,7 +23,6 @@ T = TypeVar("T")
 
 # Reads this large go to a worker thread: a cold disk read must not stall other nodes' lookups.
 THREAD_READ_BYTES = 64 * 1024
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 PID_XATTR = b"user.onesuite.pid"
 STATS_XATTR = b"user.onesuite.stats"
 
@@ -67,7 +66,7 @@ class OnesuiteOperations(pyfuse3.Operations):
         """Run a Tree call; build what it needs in a thread first; map errors to errno."""
         try:
             if not self.tree.dir_ready(ino):
-                await trio.to_thread.run_sync(self.tree.merged, ino)
+                await trio.to_thread.run_sync(self.tree.prepare, ino)
             try:
                 return call()
             except TreeError as exc:
@@ -79,7 +78,7 @@ class OnesuiteOperations(pyfuse3.Operations):
                     self.stats["stale"] += 1
                     raise
                 if not self.tree.dir_ready(ino):
-                    await trio.to_thread.run_sync(self.tree.merged, ino)
+                    await trio.to_thread.run_sync(self.tree.prepare, ino)
                 return call()
         except TreeError as exc:
             raise pyfuse3.FUSEError(exc.errno) from None
@@ -140,10 +139,9 @@ class OnesuiteOperations(pyfuse3.Operations):
     # ----- files --------------------------------------------------------------------------
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         self.stats["open"] += 1
-        if flags & _WRITE_FLAGS:
-            raise _erofs()
-        fd = await self._run(inode, lambda: self.tree.open(inode))
-        # keep_cache: the data only changes on a reload, which invalidates explicitly.
+        fd = await self._run(inode, lambda: self.tree.open(inode, flags))
+        # keep_cache: layer data only changes on a reload, which invalidates explicitly;
+        # writable (persistent) files change only through this mount.
         return pyfuse3.FileInfo(fh=fd, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -188,39 +186,79 @@ class OnesuiteOperations(pyfuse3.Operations):
         values = await self._run(inode, lambda: self.tree.xattrs(inode))
         return [*self._daemon_xattrs(inode), *(os.fsencode(n) for n in values)]
 
-    # ----- everything that would write: the mount is read-only ---------------------------
-    async def setattr(self, *_args: Any) -> pyfuse3.EntryAttributes:
-        raise _erofs()
+    # ----- writes: EROFS, except inside a node's persistent paths -------------------------
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        self.stats["write"] += 1
+        try:
+            return os.pwrite(fh, buf, off)
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fd, attr = await self._run(parent_inode, lambda: self.tree.create(
+            parent_inode, os.fsdecode(name), mode, flags, ctx.uid, ctx.gid))
+        return pyfuse3.FileInfo(fh=fd), self._entry(attr)
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._entry(await self._run(parent_inode, lambda: self.tree.make(
+            parent_inode, os.fsdecode(name), "dir", mode, ctx.uid, ctx.gid)))
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._entry(await self._run(parent_inode, lambda: self.tree.make(
+            parent_inode, os.fsdecode(name), "symlink", 0o777, ctx.uid, ctx.gid, target)))
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._entry(await self._run(parent_inode, lambda: self.tree.make(
+            parent_inode, os.fsdecode(name), "node", mode, ctx.uid, ctx.gid, rdev=rdev)))
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self._run(parent_inode, lambda: self.tree.remove(
+            parent_inode, os.fsdecode(name), is_dir=False))
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self._run(parent_inode, lambda: self.tree.remove(
+            parent_inode, os.fsdecode(name), is_dir=True))
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        if flags:
+            raise pyfuse3.FUSEError(errno.EINVAL)  # no RENAME_EXCHANGE / NOREPLACE
+        await self._run(parent_inode_old, lambda: self.tree.rename(
+            parent_inode_old, os.fsdecode(name_old), parent_inode_new,
+            os.fsdecode(name_new)))
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        changes: dict[str, Any] = {}
+        if fields.update_size:
+            changes["size"] = attr.st_size
+        if fields.update_mode:
+            changes["mode"] = attr.st_mode
+        if fields.update_uid:
+            changes["uid"] = attr.st_uid
+        if fields.update_gid:
+            changes["gid"] = attr.st_gid
+        if fields.update_atime or fields.update_mtime:
+            current = await self._run(inode, lambda: self.tree.attr(inode))
+            changes["times_ns"] = (
+                attr.st_atime_ns if fields.update_atime else current.atime_ns,
+                attr.st_mtime_ns if fields.update_mtime else current.mtime_ns)
+        return self._entry(await self._run(inode, lambda: self.tree.set_attrs(inode,
+                                                                              **changes)))
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await trio.to_thread.run_sync(os.fdatasync if datasync else os.fsync, fh)
+
+    async def link(self, *_args: Any) -> pyfuse3.EntryAttributes:
+        raise _erofs()  # hard links would tie a node's state to another path
 
     async def setxattr(self, *_args: Any) -> None:
         raise _erofs()
 
     async def removexattr(self, *_args: Any) -> None:
-        raise _erofs()
-
-    async def mknod(self, *_args: Any) -> pyfuse3.EntryAttributes:
-        raise _erofs()
-
-    async def mkdir(self, *_args: Any) -> pyfuse3.EntryAttributes:
-        raise _erofs()
-
-    async def unlink(self, *_args: Any) -> None:
-        raise _erofs()
-
-    async def rmdir(self, *_args: Any) -> None:
-        raise _erofs()
-
-    async def symlink(self, *_args: Any) -> pyfuse3.EntryAttributes:
-        raise _erofs()
-
-    async def rename(self, *_args: Any) -> None:
-        raise _erofs()
-
-    async def link(self, *_args: Any) -> pyfuse3.EntryAttributes:
-        raise _erofs()
-
-    async def create(self, *_args: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        raise _erofs()
-
-    async def write(self, *_args: Any) -> int:
         raise _erofs()

@@ -109,22 +109,48 @@ class Resolver:
         return self.merged_dir(parent.child_path(child.name), child.contribution,
                                child.layer, child.meta)
 
-    def _merge_children(self, path: str, contribution: Contribution) -> dict[str, Child]:
+    def _merge_children(self, path: str, contribution: Contribution,
+                        only: str | None = None) -> dict[str, Child]:
         state: dict[str, _Pending] = {}
         for stage in contribution:
-            self._apply_stage(path, self._stage_entries(path, stage), state)
+            self._apply_stage(path, self._stage_entries(path, stage, only), state)
         return {
             name: Child(name, p.layer, p.meta,
                         tuple(p.contribution) if p.contribution is not None else None)
             for name, p in state.items()
         }
 
-    def _stage_entries(self, path: str, stage: tuple[int, ...]) -> dict[str, _Pending]:
+    def child(self, parent: MergedDir | None, path: str, contribution: Contribution,
+              name: str) -> Child | None:
+        """One entry of a directory, merged without merging the whole directory (cheap when
+        only one path matters, e.g. finding every node's /etc/sysimage.conf)."""
+        if parent is not None:
+            return parent.children.get(name)
+        return self._merge_children(path, contribution, only=name).get(name)
+
+    def resolve_path(self, root_contribution: Contribution, path: str) -> Child | None:
+        """The entry at `path` (no leading '/') of the stack, or None; not for the root."""
+        contribution, parent_path, found = root_contribution, "", None
+        for part in path.split("/"):
+            if contribution is None:
+                return None  # a non-directory on the way
+            cached = self.cached_dir(parent_path, contribution)
+            found = self.child(cached, parent_path, contribution, part)
+            if found is None:
+                return None
+            contribution = found.contribution
+            parent_path = f"{parent_path}/{part}" if parent_path else part
+        return found
+
+    def _stage_entries(self, path: str, stage: tuple[int, ...],
+                       only: str | None = None) -> dict[str, _Pending]:
         """One rsync run with several sources: the first source wins, a directory beats a
         non-directory, and the contents of every source's directory are merged."""
         entries: dict[str, _Pending] = {}
         for layer in stage:
             listing = self.store.listing(layer, path) or {}
+            if only is not None:
+                listing = {only: listing[only]} if only in listing else {}
             for name, meta in listing.items():
                 found = entries.get(name)
                 if found is None:

@@ -6,8 +6,8 @@ Three SystemImager tools lay overrides differently; each is a policy here:
   image name), global overrides in reverse XML order, ``reverse(unique(field 4 of the node's
   cluster.txt lines))``, the override named like the host; one rsync each, last wins.
   Not de-duplicated, exactly as the tool runs them (the script override can appear twice).
-* ``updateclient``: image, global overrides reversed, then the group overrides as above; no
-  script-named and no host override.
+* ``updateclient``: image, global overrides reversed, then ``reverse(field 4)`` (not made
+  unique: si_updateclient's Perl has no unique step); no script-named and no host override.
 * ``pushoverrides``: image, then ONE multi-source rsync of host, groups in sort_group order
   (each group's overrides in XML order), global overrides in XML order; first source wins.
 
@@ -75,7 +75,9 @@ def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
     if order == "autoinstall" and image is not None:
         sequence.append(override(image, "script override"))
     sequence += [override(n, "global") for n in reversed(site.cluster.global_overrides)]
-    sequence += [override(n, roles[n]) for n in reversed(_unique(field4))]
+    # autoinstall's shell takes unique names (`unique`); si_updateclient's Perl does not.
+    group_sequence = _unique(field4) if order == "autoinstall" else [n for n in field4 if n]
+    sequence += [override(n, roles[n]) for n in reversed(group_sequence)]
     if order == "autoinstall" and host is not None:
         sequence.append(override(host, "host"))
     stages += [[entry] for entry in sequence]

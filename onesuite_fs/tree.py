@@ -1,9 +1,11 @@
 """The mount's whole tree, independent of FUSE: ``nodes/``, ``groups/``, ``images/`` and each
-entry's merged root, addressed by deterministic inode numbers.
+entry's root, addressed by deterministic inode numbers.
 
-This is what the FUSE adapter translates and what the CLI reads; both see the same answers.
-Every method is synchronous; the ones that may touch the disk (building a directory that is
-not cached yet) are announced by ``dir_ready`` so an adapter can run them in a worker thread.
+A node's root is its merged layers (resolve.py) with its oneSIS rules laid over them
+(onesis_view.py); under the ``persistent`` policy some paths are node-private and writable
+(state.py). This is what the FUSE adapter translates and what the CLI reads, so both see the
+same answers. Every method is synchronous; those that may touch the disk for a directory not
+seen yet are announced by ``dir_ready`` so an adapter can run ``prepare`` in a worker thread.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from . import inodes
 from .layers import LayerStore, Meta
 from .model import Site
+from .onesis_config import OnesisSource
+from .onesis_view import Item, Linked, NodeOnesis, Synthetic, Writable, synthetic_mode
 from .resolve import Child, Contribution, MergedDir, Resolver
 from .stack import Stages, group_stages, image_stages, node_stages
+from .state import NodeState
 
 NAMESPACES = ("nodes", "groups", "images")
 # The kernel serves user.* extended attributes only on regular files and directories, so the
@@ -65,19 +71,52 @@ class Entry:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def host(self) -> str | None:
+        return self.name if self.namespace == "nodes" else None
+
 
 class DirRef(NamedTuple):
+    """A directory of a view: its view path, and where its merged content comes from."""
+
     entry: Entry
-    path: str
+    path: str  # in the view
+    source: str  # the merged directory's path in the layers (differs under a LINKBACK)
     contribution: Contribution
     layer: int  # metadata winner
     meta: Meta
 
 
 class FileRef(NamedTuple):
+    """A layer's non-directory, the same in every view that shows it."""
+
     layer: int
     path: str
     meta: Meta
+
+
+class PrivateRef(NamedTuple):
+    """A view-private non-directory or synthetic entry: a LINKBACK path, a /ram link."""
+
+    entry: Entry
+    path: str
+    meta: Meta
+    layer: int | None  # backing layer of a LINKBACK'd file; None for synthetic entries
+    source: str  # backing path, or the symlink text of a synthetic link
+    origin: str
+
+
+class StateRef(NamedTuple):
+    """A node's persistent, writable entry (``persistent`` policy)."""
+
+    entry: Entry
+    path: str  # view path = path inside the node's state directory
+    writable_root: str  # the view path the RAM*/LINK* rule made writable
+    rule: str  # that rule, for provenance
+
+
+def _child_path(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
 
 
 def stage_ids(store: LayerStore, stages: Stages) -> Contribution:
@@ -86,18 +125,28 @@ def stage_ids(store: LayerStore, stages: Stages) -> Contribution:
 
 
 class Tree:
-    def __init__(self, site: Site, order: str) -> None:
+    def __init__(self, site: Site, order: str, onesis: OnesisSource | None = None,
+                 state_dir: Path | None = None) -> None:
         self.site = site
         self.order = order
         self.store = LayerStore()
         self.resolver = Resolver(self.store)
+        self.onesis = onesis
+        self.state_dir = state_dir
         self.started_ns = time.time_ns()
         self.entries: dict[str, dict[str, Entry]] = {ns: {} for ns in NAMESPACES}
         self._dirs: dict[int, DirRef] = {}
         self._files: dict[int, FileRef] = {}
+        self._private: dict[int, PrivateRef] = {}
+        self._state: dict[int, StateRef] = {}
+        self._synthetic_dirs: set[int] = set()
+        self._items: dict[tuple[str, str], dict[str, Item]] = {}
+        self._node_onesis: dict[str, NodeOnesis | None] = {}
         self._backing_index: dict[int, FileRef] | None = None
         self._lock = threading.Lock()
         self._build_entries()
+        if onesis is not None:
+            onesis.load(self)  # parse every distinct sysimage.conf now: errors stop the start
 
     # ----- construction -------------------------------------------------------------
     def _build_entries(self) -> None:
@@ -116,43 +165,78 @@ class Tree:
                                                   slots[f"{namespace}/{name}"])
         self._slots = {e.slot: e for ns in self.entries.values() for e in ns.values()}
 
-    # ----- inode numbers --------------------------------------------------------------
-    def _dir_ref(self, entry: Entry, path: str, contribution: Contribution, layer: int,
-                 meta: Meta) -> int:
-        probe = 0
-        while True:
-            ino = inodes.dir_ino(entry.slot, path, probe)
-            known = self._dirs.get(ino)
-            if known is None:
-                self._dirs[ino] = DirRef(entry, path, contribution, layer, meta)
-                return ino
-            if known.entry is entry and known.path == path:
-                return ino
-            probe += 1  # a 40-bit hash clash inside one entry; see inodes.py
+    def node_onesis(self, entry: Entry) -> NodeOnesis | None:
+        """The node's oneSIS rules, compiled on first use (groups and images have none)."""
+        if entry.host is None or self.onesis is None:
+            return None
+        if entry.key not in self._node_onesis:
+            self._node_onesis[entry.key] = self.onesis.for_node(self, entry)
+        return self._node_onesis[entry.key]
 
-    def _file_ref(self, layer: int, path: str, meta: Meta) -> int:
+    def merged_lookup(self, entry: Entry, path: str) -> tuple[str, Child] | None:
+        """(parent path, entry) at an absolute path of the entry's merged layers, no rules."""
+        relative = path.strip("/")
+        if not relative:
+            return None
+        found = self.resolver.resolve_path(entry.contribution, relative)
+        return None if found is None else (relative.rpartition("/")[0], found)
+
+    # ----- inode numbers --------------------------------------------------------------
+    def _register(self, table: dict, ino_of, key_matches, ref) -> int:  # type: ignore[no-untyped-def]
         probe = 0
         while True:
-            ino = inodes.backed_ino(meta.dev, meta.ino, probe)
-            known = self._files.get(ino)
+            ino = ino_of(probe)
+            known = table.get(ino)
             if known is None:
-                self._files[ino] = FileRef(layer, path, meta)
+                table[ino] = ref
                 return ino
-            if known.meta.dev == meta.dev and known.meta.ino == meta.ino:
+            if key_matches(known):
                 return ino
-            probe += 1
+            probe += 1  # a hash clash; the generation keeps old handles from crossing over
+
+    def _dir_ref(self, ref: DirRef) -> int:
+        return self._register(
+            self._dirs, lambda probe: inodes.dir_ino(ref.entry.slot, ref.path, probe),
+            lambda known: known.entry is ref.entry and known.path == ref.path, ref)
+
+    def _file_ref(self, ref: FileRef) -> int:
+        return self._register(
+            self._files, lambda probe: inodes.backed_ino(ref.meta.dev, ref.meta.ino, probe),
+            lambda known: (known.meta.dev, known.meta.ino) == (ref.meta.dev, ref.meta.ino),
+            ref)
+
+    def _private_ref(self, ref: PrivateRef) -> int:
+        ino = self._register(
+            self._private,
+            lambda probe: inodes.dir_ino(ref.entry.slot, ref.path, probe, private=True),
+            lambda known: known.entry is ref.entry and known.path == ref.path, ref)
+        self._private[ino] = ref  # the rule may have chosen another variant since
+        return ino
+
+    def _state_ref(self, ref: StateRef, meta: Meta) -> int:
+        ino = inodes.state_ino(meta.dev, meta.ino)
+        self._state[ino] = ref  # renames move it: the newest name is the one that exists
+        return ino
 
     def _namespace_ino(self, namespace: str) -> int:
         return inodes.FIRST_NAMESPACE_INO + NAMESPACES.index(namespace)
 
+    def _namespace_of(self, ino: int) -> str | None:
+        index = ino - inodes.FIRST_NAMESPACE_INO
+        return NAMESPACES[index] if 0 <= index < len(NAMESPACES) else None
+
+    def _is_fixed_dir(self, ino: int) -> bool:
+        return ino == inodes.ROOT_INO or self._namespace_of(ino) is not None
+
     def entry_root_ino(self, entry: Entry) -> int:
         top = entry.contribution[-1][0]
-        return self._dir_ref(entry, "", entry.contribution, top, self.store.root_meta(top))
+        return self._dir_ref(DirRef(entry, "", "", entry.contribution, top,
+                                    self.store.root_meta(top)))
 
     # ----- attributes -----------------------------------------------------------------
-    def _synthetic_dir_attr(self, ino: int) -> Attr:
+    def _fixed_attr(self, ino: int, mode: int = stat.S_IFDIR | 0o755) -> Attr:
         t = self.started_ns
-        return Attr(ino, 1, stat.S_IFDIR | 0o755, 2, 0, 0, 0, 0, 0, t, t, t)
+        return Attr(ino, 1, mode, 2, 0, 0, 0, 0, 0, t, t, t)
 
     @staticmethod
     def _attr_from(ino: int, generation: int, meta: Meta, *, is_dir: bool) -> Attr:
@@ -163,8 +247,8 @@ class Tree:
                     meta.ctime_ns)
 
     def attr(self, ino: int) -> Attr:
-        if ino == inodes.ROOT_INO or self._namespace_of(ino) is not None:
-            return self._synthetic_dir_attr(ino)
+        if self._is_fixed_dir(ino) or ino in self._synthetic_dirs:
+            return self._fixed_attr(ino)
         ref = self._dirs.get(ino)
         if ref is not None:
             return self._attr_from(ino, inodes.dir_generation(ref.entry.key, ref.path),
@@ -172,33 +256,112 @@ class Tree:
         file_ref = self._files.get(ino)
         if file_ref is not None:
             return self._attr_from(ino, 1, file_ref.meta, is_dir=False)
+        private = self._private.get(ino)
+        if private is not None:
+            return self._attr_from(ino, inodes.dir_generation(private.entry.key, private.path),
+                                   private.meta, is_dir=False)
+        state = self._state.get(ino)
+        if state is not None:
+            return self._state_attr(state)[1]
         raise TreeError(errno.ESTALE)
 
-    def _namespace_of(self, ino: int) -> str | None:
-        index = ino - inodes.FIRST_NAMESPACE_INO
-        return NAMESPACES[index] if 0 <= index < len(NAMESPACES) else None
+    def _state_attr(self, ref: StateRef) -> tuple[int, Attr]:
+        meta = self._node_state(ref.entry).lstat(ref.path)
+        if meta is None:
+            raise TreeError(errno.ESTALE)
+        ino = self._state_ref(ref, meta)
+        return ino, self._attr_from(ino, 1, meta, is_dir=False)._replace(nlink=meta.nlink)
 
-    def _child_attr(self, directory: DirRef, mdir: MergedDir, child: Child) -> Attr:
-        if child.contribution is not None:
-            path = mdir.child_path(child.name)
-            ino = self._dir_ref(directory.entry, path, child.contribution, child.layer,
-                                child.meta)
-            return self._attr_from(ino, inodes.dir_generation(directory.entry.key, path),
-                                   child.meta, is_dir=True)
-        ino = self._file_ref(child.layer, mdir.child_path(child.name), child.meta)
-        return self._attr_from(ino, 1, child.meta, is_dir=False)
+    def _item_attr(self, directory: DirRef, item: Item) -> Attr:
+        entry, path = directory.entry, _child_path(directory.path, item.name)
+        if isinstance(item, Child):
+            if item.contribution is not None:
+                ref = DirRef(entry, path, _child_path(directory.source, item.name),
+                             item.contribution, item.layer, item.meta)
+                return self._attr_from(self._dir_ref(ref),
+                                       inodes.dir_generation(entry.key, path), item.meta,
+                                       is_dir=True)
+            ino = self._file_ref(FileRef(item.layer, _child_path(directory.source, item.name),
+                                         item.meta))
+            return self._attr_from(ino, 1, item.meta, is_dir=False)
+        if isinstance(item, Linked):
+            variant, source = item.variant, _child_path(item.variant_parent, item.variant.name)
+            if variant.contribution is not None:
+                ref = DirRef(entry, path, source, variant.contribution, variant.layer,
+                             variant.meta)
+                return self._attr_from(self._dir_ref(ref),
+                                       inodes.dir_generation(entry.key, path), variant.meta,
+                                       is_dir=True)
+            origin = (f"{self.store.layer(variant.layer).label} /{source} "
+                      f"(LINKBACK {item.rule}: {item.reason})")
+            ino = self._private_ref(PrivateRef(entry, path, variant.meta, variant.layer,
+                                               source, origin))
+            return self.attr(ino)
+        if isinstance(item, Synthetic):
+            return self._synthetic_attr(entry, path, item, directory.meta)
+        return self._writable_attr(directory, path, item)
+
+    def _synthetic_attr(self, entry: Entry, path: str, item: Synthetic, parent: Meta) -> Attr:
+        origin = f"onesis: {item.reason}" + (f" ({item.rule})" if item.rule else "")
+        target = item.target or ""
+        t = self.started_ns
+        meta = Meta(synthetic_mode(item), 0, 0, 1, 0, 0, len(target.encode()), t, t, t, 0, 0)
+        if item.target is None:
+            ref = DirRef(entry, path, path, (), -1, meta)
+            ino = self._dir_ref(ref)
+            self._synthetic_dirs.add(ino)
+            return self._fixed_attr(ino)
+        ino = self._private_ref(PrivateRef(entry, path, meta, None, target, origin))
+        return self.attr(ino)
+
+    # ----- persistent, writable paths ---------------------------------------------------
+    def _node_state(self, entry: Entry) -> NodeState:
+        if self.state_dir is None:
+            raise TreeError(errno.EROFS, "no state directory configured")
+        return NodeState(self.state_dir / "nodes" / entry.name)
+
+    def _writable_attr(self, directory: DirRef, path: str, item: Writable) -> Attr:
+        state = self._node_state(directory.entry)
+        if state.lstat(path) is None:
+            assert self.onesis is not None
+            self.onesis.create_writable(self, directory.entry, state, path, item)
+        rule = item.rule
+        where = f"{rule.kind} {rule.pattern} {rule.file}:{rule.line}"
+        return self._state_attr(StateRef(directory.entry, path, path, where))[1]
 
     # ----- directories ----------------------------------------------------------------
     def dir_ready(self, ino: int) -> bool:
         """True when listing or looking up in `ino` needs no disk access."""
         ref = self._dirs.get(ino)
-        return ref is None or self.resolver.cached_dir(ref.path, ref.contribution) is not None
+        if ref is None or ino in self._synthetic_dirs:
+            return True
+        if self.resolver.cached_dir(ref.source, ref.contribution) is None:
+            return False
+        onesis = self.node_onesis(ref.entry)
+        return (onesis is None or not onesis.touches(ref.path)
+                or (ref.entry.key, ref.path) in self._items)
 
-    def merged(self, ino: int) -> tuple[DirRef, MergedDir]:
+    def prepare(self, ino: int) -> None:
+        """Do the disk work `dir_ready` announced (call it in a worker thread)."""
         ref = self._dirs.get(ino)
-        if ref is None:
-            raise TreeError(errno.ENOTDIR if ino in self._files else errno.ESTALE)
-        return ref, self.resolver.merged_dir(ref.path, ref.contribution, ref.layer, ref.meta)
+        if ref is not None and ino not in self._synthetic_dirs:
+            self._dir_items(ref)
+
+    def _merged(self, ref: DirRef) -> MergedDir:
+        return self.resolver.merged_dir(ref.source, ref.contribution, ref.layer, ref.meta)
+
+    def _dir_items(self, ref: DirRef) -> dict[str, Item]:
+        mdir = self._merged(ref)
+        onesis = self.node_onesis(ref.entry)
+        if onesis is None or not onesis.touches(ref.path):
+            return mdir.children  # type: ignore[return-value]
+        key = (ref.entry.key, ref.path)
+        items = self._items.get(key)
+        if items is None:
+            items = onesis.patch(ref.path, mdir.children, ref.source,
+                                 lambda target: self.merged_lookup(ref.entry, target))
+            self._items[key] = items
+        return items
 
     def lookup(self, parent: int, name: str) -> Attr:
         if name == ".":
@@ -207,7 +370,7 @@ class Tree:
             return self.attr(self.parent_of(parent))
         if parent == inodes.ROOT_INO:
             if name in NAMESPACES:
-                return self._synthetic_dir_attr(self._namespace_ino(name))
+                return self._fixed_attr(self._namespace_ino(name))
             raise TreeError(errno.ENOENT)
         namespace = self._namespace_of(parent)
         if namespace is not None:
@@ -215,84 +378,192 @@ class Tree:
             if entry is None:
                 raise TreeError(errno.ENOENT)
             return self.attr(self.entry_root_ino(entry))
-        ref, mdir = self.merged(parent)
-        child = mdir.children.get(name)
-        if child is None:
+        state = self._state.get(parent)
+        if state is not None:
+            return self._state_child_attr(state, name)
+        if parent in self._synthetic_dirs:
             raise TreeError(errno.ENOENT)
-        return self._child_attr(ref, mdir, child)
+        ref = self._dir(parent)
+        item = self._dir_items(ref).get(name)
+        if item is None:
+            raise TreeError(errno.ENOENT)
+        return self._item_attr(ref, item)
+
+    def _dir(self, ino: int) -> DirRef:
+        ref = self._dirs.get(ino)
+        if ref is None:
+            known = ino in self._files or ino in self._private or ino in self._state
+            raise TreeError(errno.ENOTDIR if known else errno.ESTALE)
+        return ref
+
+    def _state_child_attr(self, parent: StateRef, name: str) -> Attr:
+        ref = parent._replace(path=_child_path(parent.path, name))
+        if self._node_state(parent.entry).lstat(ref.path) is None:
+            raise TreeError(errno.ENOENT)
+        return self._state_attr(ref)[1]
 
     def parent_of(self, ino: int) -> int:
         """The parent directory of a directory inode (for LOOKUP(ino, ".."))."""
-        if ino == inodes.ROOT_INO or self._namespace_of(ino) is not None:
+        if self._is_fixed_dir(ino):
             return inodes.ROOT_INO
+        state = self._state.get(ino)
         ref = self._dirs.get(ino)
-        if ref is None:
+        entry, path = (state.entry, state.path) if state else (ref.entry, ref.path) if ref \
+            else (None, "")
+        if entry is None:
             raise TreeError(errno.ENOTDIR if ino in self._files else errno.ESTALE)
-        if not ref.path:
-            return self._namespace_ino(ref.entry.namespace)
-        parent_path = ref.path.rpartition("/")[0]
-        mdir = self._dir_at(ref.entry, parent_path)
-        return self._dir_ref(ref.entry, parent_path, mdir.contribution, mdir.layer, mdir.meta)
+        if not path:
+            return self._namespace_ino(entry.namespace)
+        parent_path = path.rpartition("/")[0]
+        if state is not None and path != state.writable_root:
+            return self._state_attr(state._replace(path=parent_path))[0]
+        return self._dir_at(entry, parent_path)
 
-    def _dir_at(self, entry: Entry, path: str) -> MergedDir:
-        """Walk from the entry's root to directory `path` (it must be one)."""
-        root_ref = self._dirs[self.entry_root_ino(entry)]
-        mdir = self.resolver.merged_dir("", root_ref.contribution, root_ref.layer,
-                                        root_ref.meta)
+    def _dir_at(self, entry: Entry, path: str) -> int:
+        """The inode of directory `path` of the entry's view, walking from its root."""
+        ino = self.entry_root_ino(entry)
         for part in path.split("/") if path else []:
-            child = mdir.children.get(part)
-            if child is None or child.contribution is None:
-                raise TreeError(errno.ESTALE)
-            mdir = self.resolver.dir_of(mdir, child)
-        return mdir
+            ino = self.lookup(ino, part).ino
+        if ino not in self._dirs and ino not in self._state:
+            raise TreeError(errno.ESTALE)
+        return ino
 
     def listdir(self, ino: int) -> list[tuple[str, Attr]]:
         if ino == inodes.ROOT_INO:
-            return [(ns, self._synthetic_dir_attr(self._namespace_ino(ns))) for ns in NAMESPACES]
+            return [(ns, self._fixed_attr(self._namespace_ino(ns))) for ns in NAMESPACES]
         namespace = self._namespace_of(ino)
         if namespace is not None:
             return [(name, self.attr(self.entry_root_ino(entry)))
                     for name, entry in sorted(self.entries[namespace].items())]
-        ref, mdir = self.merged(ino)
-        return [(name, self._child_attr(ref, mdir, mdir.children[name])) for name in mdir.names]
+        if ino in self._synthetic_dirs:
+            return []
+        state = self._state.get(ino)
+        if state is not None:
+            names = sorted(self._node_state(state.entry).listing(state.path))
+            return [(name, self._state_child_attr(state, name)) for name in names]
+        ref = self._dir(ino)
+        items = self._dir_items(ref)
+        return [(name, self._item_attr(ref, items[name])) for name in sorted(items)]
 
     # ----- files ----------------------------------------------------------------------
     def _file(self, ino: int) -> FileRef:
         ref = self._files.get(ino)
-        if ref is None:
-            is_dir = (ino in self._dirs or ino == inodes.ROOT_INO
-                      or self._namespace_of(ino) is not None)
-            raise TreeError(errno.EISDIR if is_dir else errno.ESTALE)
-        return ref
+        if ref is not None:
+            return ref
+        private = self._private.get(ino)
+        if private is not None and private.layer is not None:
+            return FileRef(private.layer, private.source, private.meta)
+        is_dir = ino in self._dirs or self._is_fixed_dir(ino) or ino in self._synthetic_dirs
+        raise TreeError(errno.EISDIR if is_dir else errno.ESTALE)
 
     def readlink(self, ino: int) -> bytes:
+        private = self._private.get(ino)
+        if private is not None and private.layer is None:
+            return private.source.encode("utf-8", "surrogateescape")
+        state = self._state.get(ino)
+        if state is not None:
+            return self._node_state(state.entry).readlink(state.path)
         ref = self._file(ino)
         if not stat.S_ISLNK(ref.meta.mode):
             raise TreeError(errno.EINVAL)
         return self.store.readlink(ref.layer, ref.path)
 
-    def open(self, ino: int) -> int:
-        """A read-only fd on the backing regular file."""
+    def open(self, ino: int, flags: int = os.O_RDONLY) -> int:
+        """An fd on the backing regular file: read-only, except for persistent paths."""
+        state = self._state.get(ino)
+        if state is not None:
+            return self._node_state(state.entry).open(state.path, flags & ~os.O_CREAT)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise TreeError(errno.EROFS)
         ref = self._file(ino)
         if not stat.S_ISREG(ref.meta.mode):
             raise TreeError(errno.EACCES)
         return self.store.open_file(ref.layer, ref.path)
 
+    # ----- writes: only inside a node's persistent paths ----------------------------------
+    def _state_parent(self, parent: int) -> StateRef:
+        state = self._state.get(parent)
+        if state is None:
+            raise TreeError(errno.EROFS)
+        return state
+
+    def _child_state(self, parent: int, name: str) -> tuple[NodeState, StateRef]:
+        state = self._state_parent(parent)
+        child = state._replace(path=_child_path(state.path, name))
+        return self._node_state(state.entry), child
+
+    def create(self, parent: int, name: str, mode: int, flags: int, uid: int,
+               gid: int) -> tuple[int, Attr]:
+        node_state, child = self._child_state(parent, name)
+        fd = node_state.open(child.path, flags | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
+        os.fchown(fd, uid, gid)
+        return fd, self._state_attr(child)[1]
+
+    def make(self, parent: int, name: str, kind: str, mode: int, uid: int, gid: int,
+             target: bytes = b"", rdev: int = 0) -> Attr:
+        """mkdir, symlink or mknod inside a persistent path."""
+        node_state, child = self._child_state(parent, name)
+        if kind == "dir":
+            node_state.mkdir(child.path, stat.S_IMODE(mode))
+        elif kind == "symlink":
+            node_state.symlink(child.path, target)
+        else:
+            node_state.mknod(child.path, mode, rdev)
+        node_state.set_attrs(child.path, uid=uid, gid=gid)
+        return self._state_attr(child)[1]
+
+    def remove(self, parent: int, name: str, *, is_dir: bool) -> None:
+        node_state, child = self._child_state(parent, name)
+        (node_state.rmdir if is_dir else node_state.unlink)(child.path)
+
+    def rename(self, parent: int, name: str, new_parent: int, new_name: str) -> None:
+        node_state, old = self._child_state(parent, name)
+        _, new = self._child_state(new_parent, new_name)
+        if old.entry is not new.entry:
+            raise TreeError(errno.EXDEV)
+        node_state.rename(old.path, new.path)
+
+    def set_attrs(self, ino: int, **changes: int | tuple[int, int] | None) -> Attr:
+        state = self._state.get(ino)
+        if state is None:
+            raise TreeError(errno.EROFS)
+        self._node_state(state.entry).set_attrs(state.path, **changes)  # type: ignore[arg-type]
+        return self._state_attr(state)[1]
+
     # ----- provenance and extended attributes -------------------------------------------
     def origin(self, ino: int) -> str:
-        """Which layer (and path in it) this entry's content and metadata come from."""
-        if ino == inodes.ROOT_INO or self._namespace_of(ino) is not None:
+        """Which layer (and path in it) this entry's content and metadata come from, and for
+        a oneSIS path which rule put it there."""
+        if self._is_fixed_dir(ino):
             return "onesuite:namespace"
+        if ino in self._synthetic_dirs:
+            return "onesis: mount point of the /ram tmpfs"
+        private = self._private.get(ino)
+        if private is not None:
+            return private.origin
+        state = self._state.get(ino)
+        if state is not None:
+            return f"state:{state.entry.name} /{state.path} (persistent: {state.rule})"
         ref = self._dirs.get(ino)
-        layer, path = (ref.layer, ref.path) if ref is not None else self._file(ino)[:2]
-        return f"{self.store.layer(layer).label} /{path}"
+        if ref is not None:
+            return f"{self.store.layer(ref.layer).label} /{ref.source}"
+        file_ref = self._file(ino)
+        return f"{self.store.layer(file_ref.layer).label} /{file_ref.path}"
 
     def xattrs(self, ino: int) -> dict[str, bytes]:
-        if ino == inodes.ROOT_INO or self._namespace_of(ino) is not None:
-            values: dict[str, bytes] = {}
+        values: dict[str, bytes] = {}
+        state = self._state.get(ino)
+        private = self._private.get(ino)
+        if state is not None:
+            values = self._node_state(state.entry).xattrs(state.path)
+        elif self._is_fixed_dir(ino) or ino in self._synthetic_dirs:
+            pass
+        elif private is not None:
+            if private.layer is not None:
+                values = self.store.xattrs(private.layer, private.source)
         else:
             ref = self._dirs.get(ino)
-            layer, path = (ref.layer, ref.path) if ref is not None else self._file(ino)[:2]
+            layer, path = (ref.layer, ref.source) if ref is not None else self._file(ino)[:2]
             values = self.store.xattrs(layer, path)
         origin = self.origin(ino).encode("utf-8", "surrogateescape")
         values.update(dict.fromkeys(ORIGIN_XATTRS, origin))
@@ -303,26 +574,28 @@ class Tree:
         """Find an inode number this process never issued (the kernel or an NFS server still
         holds it from a previous daemon). Walks one view, or indexes the layers; slow, so
         adapters call it in a worker thread. True if found."""
-        if ino in self._dirs or ino in self._files:
+        if any(ino in table for table in (self._dirs, self._files, self._private, self._state)):
             return True
-        if inodes.is_dir_ino(ino):
-            entry = self._slots.get(inodes.slot_of(ino))
-            return entry is not None and self._recover_dir(entry, ino)
+        if inodes.is_view_keyed(ino) or inodes.is_state_ino(ino):
+            entry = self._slots.get(inodes.slot_of(ino)) if inodes.is_view_keyed(ino) else None
+            entries = [entry] if entry is not None else (
+                list(self.entries["nodes"].values()) if inodes.is_state_ino(ino) else [])
+            return any(self._recover_in_view(e, ino) for e in entries)
         if inodes.is_backed_ino(ino):
             return self._recover_file(ino)
         return False
 
-    def _recover_dir(self, entry: Entry, ino: int) -> bool:
-        root_ino = self.entry_root_ino(entry)
-        if root_ino == ino:
+    def _recover_in_view(self, entry: Entry, wanted: int) -> bool:
+        """Walk the entry's view (rules and persistent paths included) until `wanted`."""
+        if self.entry_root_ino(entry) == wanted:
             return True
-        _, root = self.merged(root_ino)
-        for parent, child in self.resolver.walk(root):
-            if child.contribution is not None:
-                path = parent.child_path(child.name)
-                if inodes.dir_ino(entry.slot, path) == ino:
-                    self._dir_ref(entry, path, child.contribution, child.layer, child.meta)
-                    return ino in self._dirs
+        pending = [self.entry_root_ino(entry)]
+        while pending:
+            for _name, attr in self.listdir(pending.pop()):
+                if attr.ino == wanted:
+                    return True
+                if stat.S_ISDIR(attr.mode):
+                    pending.append(attr.ino)
         return False
 
     def _recover_file(self, ino: int) -> bool:

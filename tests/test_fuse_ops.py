@@ -4,6 +4,8 @@ issued by an earlier daemon, negative entries, EROFS."""
 from __future__ import annotations
 
 import errno
+import os
+from types import SimpleNamespace
 
 import pyfuse3
 import pytest
@@ -93,14 +95,25 @@ def test_missing_names_become_cached_negative_entries(example_site):
 
 def test_writes_are_refused_with_erofs(example_site):
     ops = operations(example_site)
+    ctx = SimpleNamespace(uid=0, gid=0, pid=1, umask=0o022)
 
     async def main() -> None:
         hostname = await lookup_path(ops, "nodes/node001/etc/hostname")
-        for call in (ops.open(hostname.st_ino, 1, None), ops.mkdir(1, b"x", 0o755, None),
-                     ops.setattr(hostname.st_ino, None, None, None, None),
-                     ops.unlink(1, b"x", None), ops.setxattr(1, b"user.x", b"1", None)):
+        etc = await lookup_path(ops, "nodes/node001/etc")
+        fields = SimpleNamespace(update_size=True, update_mode=False, update_uid=False,
+                                 update_gid=False, update_atime=False, update_mtime=False)
+        calls = {
+            "open": lambda: ops.open(hostname.st_ino, os.O_WRONLY, ctx),
+            "create": lambda: ops.create(etc.st_ino, b"new", 0o644, os.O_WRONLY, ctx),
+            "mkdir": lambda: ops.mkdir(etc.st_ino, b"x", 0o755, ctx),
+            "truncate": lambda: ops.setattr(hostname.st_ino, hostname, fields, None, ctx),
+            "unlink": lambda: ops.unlink(etc.st_ino, b"hostname", ctx),
+            "rename": lambda: ops.rename(etc.st_ino, b"hostname", etc.st_ino, b"x", 0, ctx),
+            "setxattr": lambda: ops.setxattr(hostname.st_ino, b"user.x", b"1", ctx),
+        }
+        for what, call in calls.items():
             with pytest.raises(pyfuse3.FUSEError) as err:
-                await call
-            assert err.value.errno == errno.EROFS
+                await call()
+            assert err.value.errno == errno.EROFS, what
 
     trio.run(main)

@@ -1,0 +1,226 @@
+"""oneSIS rules laid over a node's merged tree (domain.md B.2): what mk-sysimage and
+rc.preinit would leave, decided per directory when it is listed.
+
+Three things change a directory's entries:
+
+* LINKBACK: the path shows the content and metadata of the chosen variant (``name.<host>``,
+  ``name.<a.b.c>``/``name.<a.b>``/``name.<a>``, ``name.<property>``, an explicit target, then
+  ``name.default``) under its own name. No variant and no ``.default``: the file the tree
+  has at that path is the default (mk-sysimage would have moved it to ``.default``); when
+  there is none either, the path is a link to the missing ``.default``, dangling as on a real
+  oneSIS node. ``-f`` keeps a link to a missing target instead of falling back.
+* SERVICE: a service disabled on this node has no start script and no start links.
+* RAMDIR/RAMFILE/LINKDIR/LINKFILE, per the site's policy: ``ram`` shows LINK* paths as
+  mk-sysimage leaves them, symlinks into ``/ram`` (rc.preinit fills /ram at boot), and RAM*
+  paths unchanged; ``persistent`` makes every such path a writable, node-private entry backed
+  by the server's state directory.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import stat
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+from .resolve import Child
+from .sources.onesis import LinkBack, NodeRules, RamPath, class_chain
+
+LINK_POLICIES = ("ram", "persistent")
+RAM_DIR = "ram"
+
+# Where a sysvinit or systemd image keeps a service's start script and start links.
+_SERVICE_PATHS = (
+    "etc/init.d/{name}",
+    "etc/rc.d/init.d/{name}",
+    "etc/rc[0-6S].d/[SK][0-9][0-9]{name}",
+    "etc/rc.d/rc[0-6].d/[SK][0-9][0-9]{name}",
+    "etc/systemd/system/*.wants/{name}.service",
+)
+
+
+class Linked(NamedTuple):
+    """A LINKBACK path showing its chosen variant (a merged entry at another name)."""
+
+    name: str
+    variant: Child
+    variant_parent: str  # source path of the directory holding the variant
+    rule: str  # "file:line"
+    reason: str  # e.g. "CLASS variant fstab.compute"
+
+
+class Synthetic(NamedTuple):
+    """An entry no layer has: a link into /ram, a dangling LINKBACK, the /ram mount point."""
+
+    name: str
+    target: str | None  # symlink text, or None for a directory
+    rule: str
+    reason: str
+
+
+class Writable(NamedTuple):
+    """A node-private, writable path (``persistent`` policy) and what it starts from."""
+
+    name: str
+    rule: RamPath
+    base: Child | None
+    base_parent: str
+
+
+Item = Child | Linked | Synthetic | Writable
+
+
+def _expand_braces(pattern: str) -> list[str]:
+    """POSIX glob with GLOB_BRACE, as oneSIS's glob() sees ``{a,b}`` (node42)."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    head, tail = pattern[:match.start()], pattern[match.end():]
+    return [expanded for option in match.group(1).split(",")
+            for expanded in _expand_braces(head + option + tail)]
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+class _PathRule(NamedTuple):
+    parent: tuple[str, ...]  # glob per component of the parent directory
+    name: str  # glob of the last component
+    payload: RamPath | str  # a RAM*/LINK* line, or a disabled service's name
+
+    def parent_matches(self, parts: tuple[str, ...]) -> bool:
+        return len(parts) == len(self.parent) and all(
+            fnmatch.fnmatchcase(part, glob) for part, glob in zip(parts, self.parent,
+                                                                  strict=True))
+
+
+def _path_rules(pattern: str, payload: RamPath | str) -> list[_PathRule]:
+    rules = []
+    for expanded in _expand_braces(pattern):
+        parts = tuple(p for p in expanded.strip("/").split("/") if p)
+        if parts:
+            rules.append(_PathRule(parts[:-1], parts[-1], payload))
+    return rules
+
+
+def _location(rule: LinkBack | RamPath) -> str:
+    return f"{rule.file}:{rule.line}"
+
+
+class NodeOnesis:
+    """One node's oneSIS rules, indexed by the directory they change."""
+
+    def __init__(self, rules: NodeRules, policy: str, ram_prefix: str = "/ram") -> None:
+        self.rules = rules
+        self.policy = policy
+        self.ram_prefix = ram_prefix.rstrip("/")
+        self._linkbacks: dict[str, dict[str, LinkBack]] = {}
+        for path, linkback in rules.linkbacks.items():
+            parent, _, name = path.strip("/").rpartition("/")
+            self._linkbacks.setdefault(parent, {})[name] = linkback
+        self._ram_rules = [rule for ram in rules.ram_paths
+                           for rule in _path_rules(ram.pattern, ram)]
+        self._hidden = [rule for name, enabled in rules.services.items() if not enabled
+                        for template in _SERVICE_PATHS
+                        for rule in _path_rules(template.format(name=_escape(name)), name)]
+
+    @property
+    def needs_ram_dir(self) -> bool:
+        return self.policy == "ram" and bool(self._ram_rules)
+
+    def touches(self, view_dir: str) -> bool:
+        """Whether any rule may change the entries of this directory."""
+        if view_dir in self._linkbacks or (view_dir == "" and self.needs_ram_dir):
+            return True
+        parts = tuple(view_dir.split("/")) if view_dir else ()
+        return any(r.parent_matches(parts) for r in (*self._ram_rules, *self._hidden))
+
+    def patch(self, view_dir: str, children: Mapping[str, Child], source_dir: str,
+              lookup: Callable[[str], tuple[str, Child] | None]) -> dict[str, Item]:
+        """The directory's entries with this node's rules applied. `lookup(abs_path)` finds
+        an explicit LINKBACK target in the node's merged tree."""
+        items: dict[str, Item] = dict(children)
+        parts = tuple(view_dir.split("/")) if view_dir else ()
+        for rule in self._hidden:
+            if rule.parent_matches(parts):
+                for name in [n for n in items if fnmatch.fnmatchcase(n, rule.name)]:
+                    del items[name]
+        for rule in self._ram_rules:
+            if rule.parent_matches(parts):
+                self._apply_ram_rule(rule, view_dir, items, children, source_dir)
+        for name, linkback in self._linkbacks.get(view_dir, {}).items():
+            items[name] = self._choose_variant(linkback, name, view_dir, children, source_dir,
+                                               lookup)
+        if view_dir == "" and self.needs_ram_dir and RAM_DIR not in items:
+            items[RAM_DIR] = Synthetic(RAM_DIR, None, "", "mount point of the /ram tmpfs")
+        return items
+
+    def _apply_ram_rule(self, rule: _PathRule, view_dir: str, items: dict[str, Item],
+                        children: Mapping[str, Child], source_dir: str) -> None:
+        ram = rule.payload
+        assert isinstance(ram, RamPath)
+        names = [n for n in children if fnmatch.fnmatchcase(n, rule.name)]
+        if not names and not _is_glob(rule.name):
+            names = [rule.name]  # mk-sysimage makes the path even when the image lacks it
+        for name in names:
+            path = f"{view_dir}/{name}" if view_dir else name
+            if self.policy == "persistent":
+                items[name] = Writable(name, ram, children.get(name), source_dir)
+            elif ram.kind in ("LINKDIR", "LINKFILE"):
+                items[name] = Synthetic(name, f"{self.ram_prefix}/{path}", _location(ram),
+                                        f"{ram.kind} (rc.preinit fills {self.ram_prefix})")
+
+    def _choose_variant(self, linkback: LinkBack, name: str, view_dir: str,
+                        children: Mapping[str, Child], source_dir: str,
+                        lookup: Callable[[str], tuple[str, Child] | None]) -> Item:
+        """B.2.3: the deciding line's target kind, its candidates in order, then .default."""
+        rules = self.rules
+        rule = _location(linkback)
+        dot = "." if linkback.hidden else ""
+        if linkback.target_kind == "PATH":
+            target = linkback.explicit_target(rules.hostname, rules.node_class)
+            found = lookup(target)
+            if found is not None:
+                parent, child = found
+                return Linked(name, child, parent, rule, f"target {target}")
+            if linkback.force:
+                return Synthetic(name, target, rule, f"forced link to missing {target}")
+        else:
+            candidates = self._candidates(linkback, name, dot, children)
+            for candidate in candidates:
+                if candidate in children:
+                    return Linked(name, children[candidate], source_dir, rule,
+                                  f"{linkback.target_kind} variant {candidate}")
+            if linkback.force and candidates:
+                where = f"/{view_dir}/{candidates[0]}" if view_dir else f"/{candidates[0]}"
+                return Synthetic(name, where, rule, "forced link to a missing variant")
+        default = f"{dot}{name}.default"
+        if default in children:
+            return Linked(name, children[default], source_dir, rule, f"default {default}")
+        if name in children:
+            return Linked(name, children[name], source_dir, rule,
+                          "no variant: the tree's own entry is the default")
+        missing = f"/{view_dir}/{default}" if view_dir else f"/{default}"
+        return Synthetic(name, missing, rule, f"no variant and no {default}: dangling")
+
+    def _candidates(self, linkback: LinkBack, name: str, dot: str,
+                    children: Mapping[str, Child]) -> list[str]:
+        rules = self.rules
+        if linkback.target_kind == "NODE":
+            return [f"{dot}{name}.{rules.hostname}"]
+        if linkback.target_kind == "CLASS":
+            chain = class_chain(rules.node_class) if rules.node_class else ()
+            return [f"{dot}{name}.{cls}" for cls in chain]
+        # PROPERTY: the first existing variant in alphanumeric order (B.2.3, UNCONFIRMED).
+        return sorted(f"{dot}{name}.{prop}" for prop in rules.properties)
+
+
+def _escape(name: str) -> str:
+    """A service name as a literal inside a glob."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def synthetic_mode(item: Synthetic) -> int:
+    return stat.S_IFLNK | 0o777 if item.target is not None else stat.S_IFDIR | 0o755

@@ -1,0 +1,927 @@
+"""oneSIS `/etc/sysimage.conf`: parse it, then decide a node's class, properties and rules.
+
+Pure: no FUSE and no file access except through the `load_include` callback. The reference is
+`domain.md` section B (B.1 for the syntax, B.2.3 for how the LINKBACK line is chosen). The oneSIS
+sources were not available (domain.md E), so each point they would settle is either a `Policy`
+field or a decision documented where it is made, citing the evidence used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, Protocol, TypeVar, cast
+
+from onesuite_fs.errors import ConfigError
+
+Option = str | bool | tuple[str, ...]
+IncludeLoader = Callable[[str], tuple[str, str]]
+TargetKind = Literal["CLASS", "NODE", "PROPERTY", "PATH"]
+RamKind = Literal["RAMDIR", "RAMFILE", "LINKDIR", "LINKFILE"]
+ClassKind = Literal["MAP", "REGEXP", "RANGE"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Choices on points domain.md marks UNCONFIRMED (B.1.1, B.1.3, E).
+
+    trailing_comments: a word starting with `#` after whitespace ends the line. The NCI configs
+        write `SERVICE smartd -c vu.compute.external,xe.compute # -p fc`, which only works if so.
+    range_numbers: how digits in a hostname meet a `[a-b]` range. "exact": the number must be
+        written as the range writes it, unpadded or zero-padded to the width of a padded start
+        (`node[1-32]` matches `node7`, not `node07`; `node[01-32]` matches `node07`, not `node7`),
+        so a differently spelt hostname is not swept into a class. "value": any digits whose
+        value is in the range (`node07` matches `node[1-32]`), the loosest reading of node36's
+        "hostnames having digits within that range".
+    class_matches_subclasses: `-c vu` also selects `vu.compute.internal`. The NCI configs rely
+        on it (`LINKBACK /etc/fstab CLASS -c vu,...,r`, B.1.3, where no node has the bare class
+        `vu` or `r`), and node29 says subclasses inherit all the behaviours of a parent class.
+    """
+
+    trailing_comments: bool = True
+    range_numbers: Literal["exact", "value"] = "exact"
+    class_matches_subclasses: bool = True
+
+
+DEFAULT_POLICY = Policy()
+
+# Notes kept on directives written in the 2.0rc10 syntax (domain.md B.1.2, last paragraph).
+LEGACY_FORCE = "2.0rc10 '*' before the LINKBACK target (force the link): read as -f"
+LEGACY_PROTECT = (
+    "2.0rc10 '-p' without a list (protect from update-node -clean): read as not cleanable"
+)
+
+# Directives that change nothing in the root a node is served (diskful deployment, power and
+# console tools, DNS host ranges); the CLI reports them so an admin knows they are ignored.
+NO_EFFECT_ON_SERVED_ROOT = frozenset({
+    "DISKMOUNT", "DISKSWAP", "DEPLOYMOUNT", "DEPLOYSWAP", "BOOTLOADER", "SYNCDIR", "EXCLUDESYNC",
+    "EXCLUDEDEPLOY", "ETH_PRELOAD", "MAC_ADDR", "CONSOLECMD", "POWERCMD", "SPECFORMAT",
+    "MATCH_DNS_HOSTS",
+})
+
+# Directives that say who a node is rather than how it is set up; not limited (B.1.1).
+_NOT_NODE_RULES = frozenset({"INCLUDE", "NODECLASS_MAP", "NODECLASS_REGEXP", "NODECLASS_RANGE",
+                             "PROPERTY"})
+
+# "/etc/inittab, /boot/grub/menu.lst, and /etc/sysimage.conf" cannot be linkbacks (B.2.3, node46).
+_NOT_LINKBACKS = frozenset({"/etc/inittab", "/boot/grub/menu.lst", "/etc/sysimage.conf"})
+
+
+# --------------------------------------------------------------------------------------------
+# Host patterns: anchored regexps (NODECLASS_REGEXP, PROPERTY -re) and bracket ranges
+# (NODECLASS_RANGE, PROPERTY -r).
+
+class _BadArgument(ValueError):
+    """A malformed argument; `offset` is where inside the argument the problem starts."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """One `a-b` item of a bracket range; `width` > 0 when `a` is written zero-padded."""
+
+    low: int
+    high: int
+    width: int
+
+    def admits(self, digits: str, numbers: Literal["exact", "value"]) -> bool:
+        value = int(digits)
+        if not self.low <= value <= self.high:
+            return False
+        return numbers == "value" or digits == str(value).zfill(self.width)
+
+
+@dataclass(frozen=True)
+class HostPattern:
+    """`prefix[RANGE]...suffix` (B.1.2, node36): literal text and bracket ranges in turn.
+
+    A range takes a run of one or more digits; every way to split a digit run is tried, so
+    `rack[1-4]node[1-32]` and `x[1-9][10-20]` match exactly the names they describe.
+    """
+
+    text: str
+    parts: tuple[str | tuple[NumberRange, ...], ...]
+    numbers: Literal["exact", "value"] = "exact"
+
+    def matches(self, hostname: str) -> bool:
+        return self._matches_from(hostname, 0, 0)
+
+    def _matches_from(self, hostname: str, pos: int, index: int) -> bool:
+        if index == len(self.parts):
+            return pos == len(hostname)
+        part = self.parts[index]
+        if isinstance(part, str):
+            return hostname.startswith(part, pos) and self._matches_from(
+                hostname, pos + len(part), index + 1)
+        end = pos
+        while end < len(hostname) and hostname[end] in "0123456789":
+            end += 1
+        return any(
+            any(item.admits(hostname[pos:stop], self.numbers) for item in part)
+            and self._matches_from(hostname, stop, index + 1)
+            for stop in range(pos + 1, end + 1)
+        )
+
+
+_RANGE_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+
+
+def parse_host_pattern(text: str, numbers: Literal["exact", "value"] = "exact") -> HostPattern:
+    """Parse `prefix[a[-b][,x[-y]]...]...suffix`; raises ValueError (with `.offset`) if bad."""
+    parts: list[str | tuple[NumberRange, ...]] = []
+    pos = 0
+    while pos < len(text):
+        opening = text.find("[", pos)
+        stray = text.find("]", pos, None if opening == -1 else opening)
+        if stray != -1:
+            raise _BadArgument("']' without a matching '['", stray)
+        if opening == -1:
+            parts.append(text[pos:])
+            break
+        closing = text.find("]", opening)
+        if closing == -1:
+            raise _BadArgument("'[' is never closed", opening)
+        if opening > pos:
+            parts.append(text[pos:opening])
+        parts.append(_parse_range_list(text[opening + 1:closing], opening + 1))
+        pos = closing + 1
+    return HostPattern(text, tuple(parts), numbers)
+
+
+def _parse_range_list(body: str, offset: int) -> tuple[NumberRange, ...]:
+    items = []
+    for item in body.split(","):
+        match = _RANGE_ITEM.fullmatch(item)
+        if match is None:
+            raise _BadArgument(f"range item {item!r} is not a number or a-b", offset)
+        low, high = int(match[1]), int(match[2] or match[1])
+        if low > high:
+            raise _BadArgument(f"range {item!r} runs backwards", offset)
+        padded = len(match[1]) > 1 and match[1].startswith("0")
+        items.append(NumberRange(low, high, len(match[1]) if padded else 0))
+        offset += len(item) + 1
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class AnchoredRegexp:
+    """A Perl regexp that must match the whole hostname: oneSIS adds `^…$` (node36)."""
+
+    text: str
+    compiled: re.Pattern[str] = field(repr=False, compare=False)
+
+    def matches(self, hostname: str) -> bool:
+        return self.compiled.fullmatch(hostname) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Data model
+
+@dataclass(frozen=True)
+class Limiters:
+    """The `-c`/`-n`/`-p` lists of one line; all empty means every node (B.1.1)."""
+
+    classes: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    properties: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.classes or self.nodes or self.properties)
+
+
+class Limited(Protocol):
+    """Anything with limiters: a `Directive` or one of its typed views."""
+
+    @property
+    def limiters(self) -> Limiters: ...
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One directive line, normalized to 2.0.5 syntax; `legacy` notes an older spelling.
+
+    `options` maps a flag as written (`-d`, `-c`, `-m`) to True, its value, or its comma list.
+    """
+
+    name: str
+    args: tuple[str, ...]
+    options: Mapping[str, Option] = field(hash=False)
+    file: str
+    line: int
+    legacy: str | None = None
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self._list("-c")
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self._list("-n")
+
+    @property
+    def properties(self) -> tuple[str, ...]:
+        return self._list("-p")
+
+    @property
+    def limiters(self) -> Limiters:
+        return Limiters(self.classes, self.nodes, self.properties)
+
+    def _list(self, flag: str) -> tuple[str, ...]:
+        value = self.options.get(flag, ())
+        return value if isinstance(value, tuple) else ()
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    """A NODECLASS_MAP, NODECLASS_REGEXP or NODECLASS_RANGE line."""
+
+    kind: ClassKind
+    pattern: str
+    class_name: str
+    matcher: AnchoredRegexp | HostPattern | None  # None: MAP, the pattern is one hostname
+    file: str
+    line: int
+
+    def matches(self, hostname: str) -> bool:
+        if self.matcher is None:
+            return hostname == self.pattern
+        return self.matcher.matches(hostname)
+
+
+@dataclass(frozen=True)
+class PropertyRule:
+    """A PROPERTY line: which nodes get the property `name` (B.1.2, node38)."""
+
+    name: str
+    classes: tuple[str, ...]
+    nodes: tuple[str, ...]
+    range: HostPattern | None
+    regexp: AnchoredRegexp | None
+    file: str
+    line: int
+
+    def matches(self, hostname: str, node_class: str | None, *,
+                class_matches_subclasses: bool = True) -> bool:
+        """Any one selector suffices; a line with none gives the property to every node.
+
+        OR, because the verbatim `PROPERTY: gpu -r x[1-2,6,11-16] -n d43` (B.1.3) names a node
+        outside its range.
+        """
+        if not (self.classes or self.nodes or self.range or self.regexp):
+            return True
+        return (
+            _class_listed(node_class, self.classes, class_matches_subclasses)
+            or hostname in self.nodes
+            or (self.range is not None and self.range.matches(hostname))
+            or (self.regexp is not None and self.regexp.matches(hostname))
+        )
+
+
+@dataclass(frozen=True)
+class LinkBack:
+    """A LINKBACK line (B.2.3). `target` is set only for an explicit (PATH) target."""
+
+    path: str
+    target_kind: TargetKind
+    target: str | None
+    hidden: bool
+    force: bool
+    limiters: Limiters
+    file: str
+    line: int
+    legacy: str | None = None
+
+    def explicit_target(self, hostname: str, node_class: str | None) -> str:
+        """The PATH target with `$CLASS` and `$NODE` replaced (B.2.3)."""
+        if self.target is None:
+            raise ValueError(f"LINKBACK {self.path} has a {self.target_kind} target, not a path")
+        if "$CLASS" in self.target and node_class is None:
+            raise ValueError(f"{self.file}:{self.line}: $CLASS used but {hostname} has no class")
+        return self.target.replace("$CLASS", node_class or "").replace("$NODE", hostname)
+
+
+@dataclass(frozen=True)
+class RamPath:
+    """A RAMDIR, RAMFILE, LINKDIR or LINKFILE line; `pattern` may be a glob (node42)."""
+
+    kind: RamKind
+    pattern: str
+    duplicate: bool
+    cleanable: bool
+    mode: int | None
+    user: str | None
+    group: str | None
+    limiters: Limiters
+    file: str
+    line: int
+    legacy: str | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """A SERVICE line: the init script `name` runs on the nodes the limiters select."""
+
+    name: str
+    limiters: Limiters
+    file: str
+    line: int
+
+
+View = ClassRule | PropertyRule | LinkBack | RamPath | Service
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True)
+class NodeRules:
+    """What the config says about one node."""
+
+    hostname: str
+    node_class: str | None
+    properties: tuple[str, ...]
+    directives: tuple[Directive, ...]  # the node's setup lines that apply, in config order
+    linkbacks: Mapping[str, LinkBack] = field(hash=False)  # path -> the deciding line
+    ram_paths: tuple[RamPath, ...]  # pattern -> deciding line, in the deciding lines' order
+    services: Mapping[str, bool] = field(hash=False)  # every SERVICE name -> enabled here
+
+    def linkback_for(self, path: str) -> LinkBack | None:
+        """The LINKBACK line that decides `path` for this node, if any."""
+        return self.linkbacks.get(_normalize(path))
+
+    def last(self, name: str) -> Directive | None:
+        """The last applying line of one directive (e.g. RAMSIZE, DISTRO): later lines win."""
+        return next((d for d in reversed(self.directives) if d.name == name), None)
+
+
+@dataclass(frozen=True)
+class SysimageConfig:
+    """A parsed sysimage.conf with INCLUDEs inlined (each line keeps its own file and line)."""
+
+    filename: str
+    directives: tuple[Directive, ...]
+    class_rules: tuple[ClassRule, ...]
+    property_rules: tuple[PropertyRule, ...]
+    linkbacks: tuple[LinkBack, ...]
+    ram_paths: tuple[RamPath, ...]
+    services: tuple[Service, ...]
+    policy: Policy = DEFAULT_POLICY
+
+    def classes(self) -> tuple[str, ...]:
+        """Every class a NODECLASS line names, in order of first appearance."""
+        return tuple(dict.fromkeys(rule.class_name for rule in self.class_rules))
+
+    def no_effect_on_served_root(self) -> tuple[Directive, ...]:
+        """Lines that are kept but change nothing in a served root (see NO_EFFECT_...)."""
+        return tuple(d for d in self.directives if d.name in NO_EFFECT_ON_SERVED_ROOT)
+
+    def rules_for(self, hostname: str, classname_override: str | None = None) -> NodeRules:
+        """The node's class, properties, and the lines that apply to it.
+
+        LINKBACK and RAM*/LINK*: per path (pattern), the last applying line decides (B.2.3,
+        node32). SERVICE: a named service is enabled iff any SERVICE line for it applies; a
+        line can only enable, so "later overrides earlier" has nothing to override.
+        """
+        _check_hostname(hostname)
+        node_cls = node_class(self, hostname, classname_override)
+        props = node_properties(self, hostname, node_cls)
+
+        def applies(item: Limited) -> bool:
+            return limiters_match(item, hostname, node_cls, props,
+                                  class_matches_subclasses=self.policy.class_matches_subclasses)
+
+        enabled = dict.fromkeys((s.name for s in self.services), False)
+        enabled.update((s.name, True) for s in self.services if applies(s))
+        return NodeRules(
+            hostname=hostname,
+            node_class=node_cls,
+            properties=props,
+            directives=tuple(
+                d for d in self.directives if d.name not in _NOT_NODE_RULES and applies(d)),
+            linkbacks=MappingProxyType(
+                _last_per_key((lb for lb in self.linkbacks if applies(lb)), lambda lb: lb.path)),
+            ram_paths=tuple(
+                _last_per_key((r for r in self.ram_paths if applies(r)), lambda r: r.pattern)
+                .values()),
+            services=MappingProxyType(enabled),
+        )
+
+
+def _last_per_key(items: Iterable[_V], key: Callable[[_V], str]) -> dict[str, _V]:
+    """Keep the last item per key, ordered by where each kept item stands."""
+    chosen: dict[str, _V] = {}
+    for item in items:
+        chosen.pop(key(item), None)
+        chosen[key(item)] = item
+    return chosen
+
+
+# --------------------------------------------------------------------------------------------
+# Classes, properties, limiters
+
+def class_chain(class_name: str) -> tuple[str, ...]:
+    """A dotted class and its parents, most specific first: `a.b.c`, `a.b`, `a` (B.2.3)."""
+    parts = class_name.split(".")
+    return tuple(".".join(parts[:n]) for n in range(len(parts), 0, -1))
+
+
+def node_class(config: SysimageConfig, hostname: str,
+               classname_override: str | None = None) -> str | None:
+    """The one class of a node: the later matching NODECLASS line wins; `classname=` wins over
+    all (B.1.2, node35). None when no line matches."""
+    if classname_override is not None:
+        if not _NAME.fullmatch(classname_override):
+            raise ValueError(f"classname={classname_override!r} is not a valid class name")
+        return classname_override
+    for rule in reversed(config.class_rules):
+        if rule.matches(hostname):
+            return rule.class_name
+    return None
+
+
+def node_properties(config: SysimageConfig, hostname: str,
+                    node_class: str | None) -> tuple[str, ...]:
+    """Every property some PROPERTY line gives the node, in order of first definition."""
+    subclasses = config.policy.class_matches_subclasses
+    return tuple(dict.fromkeys(
+        rule.name for rule in config.property_rules
+        if rule.matches(hostname, node_class, class_matches_subclasses=subclasses)))
+
+
+def limiters_match(directive: Limited, hostname: str, node_class: str | None,
+                   properties: Iterable[str], *, class_matches_subclasses: bool = True) -> bool:
+    """Whether a line's `-c`/`-n`/`-p` limiters select the node; none given selects all.
+
+    Several kinds on one line: any one may match (OR). The manual is silent (B.1.1); NCI lines
+    such as `SERVICE rpcbind -c dcc.compute -n vayu1,...` (sysimage.conf-centos6.3-compute)
+    list nodes outside the listed classes, which only makes sense with OR.
+    """
+    limiters = directive.limiters
+    if not limiters:
+        return True
+    return (
+        _class_listed(node_class, limiters.classes, class_matches_subclasses)
+        or hostname in limiters.nodes
+        or not set(limiters.properties).isdisjoint(properties)
+    )
+
+
+def _class_listed(node_class: str | None, classes: tuple[str, ...], subclasses: bool) -> bool:
+    if node_class is None:
+        return False
+    candidates = class_chain(node_class) if subclasses else (node_class,)
+    return any(name in candidates for name in classes)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+    column: int  # 1-based
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One non-empty config line, for building errors that point at it."""
+
+    file: str
+    number: int
+    tokens: tuple[_Token, ...]
+
+    def error(self, message: str, hint: str, at: str | None = None,
+              offset: int = 0) -> ConfigError:
+        column = next((t.column + offset for t in self.tokens if t.text == at), None)
+        return ConfigError(message, self.file, self.number, column, hint)
+
+
+@dataclass(frozen=True)
+class _Syntax:
+    """How to read one directive: `required` positionals then up to `optional` more; flags are
+    "flag" (no value), "value" (one word) or "list" (comma list). With `rest`, the last
+    positional is the remainder of the line (a command that may itself contain flags)."""
+
+    usage: str
+    required: int
+    optional: int = 0
+    flags: Mapping[str, str] = field(default_factory=dict)
+    rest: bool = False
+
+
+_LIMIT = {"-c": "list", "-n": "list", "-p": "list"}
+_LIMIT_USAGE = "[-c class,...] [-n node,...] [-p property,...]"
+_OWNER = {"-m": "value", "-u": "value", "-g": "value"}
+
+# The 2.0.5 directive summary (B.1.2, node85) with the arities from the manual and NCI headers.
+# "Any directive (except NODECLASS*) can be limited" (node32): limiters are accepted wherever a
+# line can concern some nodes only; not on INCLUDE, DISTRO, MAC_ADDR, SPECFORMAT, whose
+# documented syntax has none.
+_SYNTAX: dict[str, _Syntax] = {
+    "DISTRO": _Syntax("DISTRO <name> [version] [-sp] [-kn]", 1, 1,
+                      {"-sp": "flag", "-kn": "flag"}),
+    "MATCH_DNS_HOSTS": _Syntax("MATCH_DNS_HOSTS", 0),
+    "INCLUDE": _Syntax("INCLUDE <path>", 1),
+    "NODECLASS_MAP": _Syntax("NODECLASS_MAP <node> <class>", 2),
+    "NODECLASS_REGEXP": _Syntax("NODECLASS_REGEXP <perl_regexp> <class>", 2),
+    "NODECLASS_RANGE": _Syntax("NODECLASS_RANGE <prefix[range]...suffix> <class>", 2),
+    "PROPERTY": _Syntax("PROPERTY <name> [-c class,...] [-n node,...] [-r range] [-re regexp]",
+                        1, 0, {"-c": "list", "-n": "list", "-r": "value", "-re": "value"}),
+    "SERVICE": _Syntax(f"SERVICE <name> {_LIMIT_USAGE}", 1, 0, _LIMIT),
+    "RAMSIZE": _Syntax(f"RAMSIZE <max_size[k|m|g]> {_LIMIT_USAGE}", 1, 0, _LIMIT),
+    "RAMDIR": _Syntax(f"RAMDIR <dir> [-d] [-cl] {_LIMIT_USAGE} [-m mode] [-u user] [-g group]",
+                      1, 0, {"-d": "flag", "-cl": "flag", **_LIMIT, **_OWNER}),
+    "RAMFILE": _Syntax(f"RAMFILE <file> [-d] {_LIMIT_USAGE} [-m mode] [-u user] [-g group]",
+                       1, 0, {"-d": "flag", **_LIMIT, **_OWNER}),
+    "LINKDIR": _Syntax(f"LINKDIR <dir> [-d] [-cl] {_LIMIT_USAGE}", 1, 0,
+                       {"-d": "flag", "-cl": "flag", **_LIMIT}),
+    "LINKFILE": _Syntax(f"LINKFILE <file> [-d] {_LIMIT_USAGE}", 1, 0, {"-d": "flag", **_LIMIT}),
+    "LINKBACK": _Syntax(f"LINKBACK <file|dir> <CLASS|NODE|PROPERTY|target> [-h] [-f] "
+                        f"{_LIMIT_USAGE}", 2, 0, {"-h": "flag", "-f": "flag", **_LIMIT}),
+    "DISKMOUNT": _Syntax(f"DISKMOUNT <disk> <size[%]> <mountpoint> {_LIMIT_USAGE}", 3, 0,
+                         _LIMIT),
+    "DISKSWAP": _Syntax(f"DISKSWAP <disk> <size[%]> {_LIMIT_USAGE}", 2, 0, _LIMIT),
+    "DEPLOYMOUNT": _Syntax(f"DEPLOYMOUNT <disk[,disk]...> <size[%]> <mountpoint> [-t fstype] "
+                           f"[-r raidlevel] {_LIMIT_USAGE}", 3, 0,
+                           {"-t": "value", "-r": "value", **_LIMIT}),
+    "DEPLOYSWAP": _Syntax(f"DEPLOYSWAP <disk> <size[%]> {_LIMIT_USAGE}", 2, 0, _LIMIT),
+    "BOOTLOADER": _Syntax(f"BOOTLOADER <grub|lilo> {_LIMIT_USAGE}", 1, 0, _LIMIT),
+    "SYNCDIR": _Syntax(f"SYNCDIR <path> {_LIMIT_USAGE}", 1, 0, _LIMIT),
+    "EXCLUDESYNC": _Syntax(f"EXCLUDESYNC <path> {_LIMIT_USAGE}", 1, 0, _LIMIT),
+    "EXCLUDEDEPLOY": _Syntax(f"EXCLUDEDEPLOY <path> {_LIMIT_USAGE}", 1, 0, _LIMIT),
+    "ETH_PRELOAD": _Syntax(f"ETH_PRELOAD <driver[,driver]...> {_LIMIT_USAGE}", 1, 0, _LIMIT),
+    "MAC_ADDR": _Syntax("MAC_ADDR <hostname> <mac_address>", 2),
+    "CONSOLECMD": _Syntax(f"CONSOLECMD {_LIMIT_USAGE} <command>", 1, 0, _LIMIT, rest=True),
+    "POWERCMD": _Syntax(f"POWERCMD <ON|OFF|CYCLE|STATUS|LEDON|LEDOFF|LEDSTATUS> {_LIMIT_USAGE} "
+                        "<command>", 2, 0, _LIMIT, rest=True),
+    "SPECFORMAT": _Syntax("SPECFORMAT <spec_id> <format> [HOST:/// | IP:///] [SPEC:///]", 2, 2),
+}
+
+# Class and property names: dot-separated non-empty parts without '/', since they become file
+# name extensions (`fstab.compute.gige`) and must not name another directory.
+_NAME = re.compile(r"[^./\s\x00]+(?:\.[^./\s\x00]+)*")
+_HOSTNAME = re.compile(r"(?!\.{1,2}$)[^/\s\x00]+")
+_MAX_INCLUDE_DEPTH = 32
+_LIST_ITEM = {"-c": ("class name", _NAME), "-p": ("property name", _NAME),
+              "-n": ("hostname", _HOSTNAME)}
+
+
+def parse_sysimage_conf(text: str, *, filename: str, load_include: IncludeLoader | None = None,
+                        policy: Policy = DEFAULT_POLICY) -> SysimageConfig:
+    """Parse a sysimage.conf; raise ConfigError (file, line, hint) at the first problem.
+
+    `load_include(path)` returns (display name, text) for an INCLUDE argument, as written; the
+    included lines take the INCLUDE's place (node72). Display names identify files: a name
+    already being read is an INCLUDE cycle.
+    """
+    parsed = list(_read(text, filename, load_include, policy, (filename,)))
+
+    def views(kind: type[_V]) -> tuple[_V, ...]:
+        return tuple(view for _, view in parsed if isinstance(view, kind))
+
+    config = SysimageConfig(
+        filename=filename,
+        directives=tuple(d for d, _ in parsed),
+        class_rules=views(ClassRule),
+        property_rules=views(PropertyRule),
+        linkbacks=views(LinkBack),
+        ram_paths=views(RamPath),
+        services=views(Service),
+        policy=policy,
+    )
+    _check_limiter_names(config)
+    return config
+
+
+def _read(text: str, filename: str, load_include: IncludeLoader | None, policy: Policy,
+          chain: tuple[str, ...]) -> Iterator[tuple[Directive, View | None]]:
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _Line(filename, number, _tokenize(raw, policy))
+        if not line.tokens:
+            continue
+        directive = _parse_directive(line)
+        build = _BUILDERS.get(directive.name)
+        yield directive, build(directive, line, policy) if build else None
+        if directive.name == "INCLUDE":
+            yield from _include(directive.args[0], line, load_include, policy, chain)
+
+
+def _include(path: str, line: _Line, load_include: IncludeLoader | None, policy: Policy,
+             chain: tuple[str, ...]) -> Iterator[tuple[Directive, View | None]]:
+    if load_include is None:
+        raise line.error(f"INCLUDE {path}: includes cannot be read here", at=path,
+                         hint="parse the file from an image so INCLUDE paths can be resolved")
+    try:
+        name, text = load_include(path)
+    except ConfigError as err:
+        raise line.error(f"cannot include {path}: {err.message}", at=path,
+                         hint=err.hint or "fix or remove this INCLUDE line") from err
+    except OSError as err:
+        raise line.error(f"cannot include {path}: {err.strerror or err}", at=path,
+                         hint="relative INCLUDE paths are taken from the image root") from err
+    if name in chain:
+        raise line.error("INCLUDE cycle: " + " -> ".join((*chain, name)), at=path,
+                         hint="remove one of the INCLUDE lines in this chain")
+    if len(chain) > _MAX_INCLUDE_DEPTH:  # a cycle through names the loader spells differently
+        raise line.error(f"INCLUDEs nested more than {_MAX_INCLUDE_DEPTH} deep", at=path,
+                         hint="look for a file that includes itself under another name")
+    yield from _read(text, name, load_include, policy, (*chain, name))
+
+
+def _tokenize(raw: str, policy: Policy) -> tuple[_Token, ...]:
+    """Split on whitespace; drop a `#` comment (whole line, or trailing: see Policy)."""
+    tokens: list[_Token] = []
+    for match in re.finditer(r"\S+", raw):
+        if match[0].startswith("#") and (not tokens or policy.trailing_comments):
+            break
+        tokens.append(_Token(match[0], match.start() + 1))
+    return tuple(tokens)
+
+
+def _parse_directive(line: _Line) -> Directive:
+    """Read `NAME: args` or `NAME args` (both seen in NCI configs, B.1.1) against _SYNTAX."""
+    first = line.tokens[0]
+    name, colon, glued = first.text.partition(":")
+    words = line.tokens[1:]
+    if glued:  # `RAMSIZE:10m`
+        words = (_Token(glued, first.column + len(name) + len(colon)), *words)
+    syntax = _SYNTAX.get(name)
+    if syntax is None:
+        raise _unknown_directive(name, line)
+    args, options, legacy = _parse_words(name, syntax, words, line)
+    if not syntax.required <= len(args) <= syntax.required + syntax.optional:
+        raise _wrong_arity(name, syntax, args, line)
+    return Directive(name, tuple(a.text for a in args), MappingProxyType(options),
+                     line.file, line.number, legacy)
+
+
+def _parse_words(name: str, syntax: _Syntax, words: tuple[_Token, ...],
+                 line: _Line) -> tuple[list[_Token], dict[str, Option], str | None]:
+    args: list[_Token] = []
+    options: dict[str, Option] = {}
+    legacy: str | None = None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if syntax.rest and len(args) == syntax.required - 1 and word.text not in syntax.flags:
+            args.append(_Token(" ".join(w.text for w in words[i:]), word.column))
+            break
+        if name == "LINKBACK" and word.text == "*" and len(args) == 1:
+            options["-f"], legacy = True, LEGACY_FORCE
+        elif _is_legacy_protect(name, words, i):
+            legacy = LEGACY_PROTECT
+        elif word.text.startswith("-") and len(word.text) > 1:
+            i = _take_flag(name, syntax, words, i, options, line)
+        else:
+            args.append(word)
+        i += 1
+    return args, options, legacy
+
+
+def _is_legacy_protect(name: str, words: tuple[_Token, ...], i: int) -> bool:
+    """2.0rc10 `RAMDIR/LINKDIR ... -p` had no value; in 2.0.5 `-p` takes a property list. A
+    `-p` followed by nothing, a flag or a path is the old form (B.1.2)."""
+    if name not in ("RAMDIR", "LINKDIR") or words[i].text != "-p":
+        return False
+    return i + 1 == len(words) or words[i + 1].text.startswith(("-", "/"))
+
+
+def _take_flag(name: str, syntax: _Syntax, words: tuple[_Token, ...], i: int,
+               options: dict[str, Option], line: _Line) -> int:
+    """Store the flag at words[i] (and its value); return the index of the last word used."""
+    flag = words[i].text
+    kind = syntax.flags.get(flag)
+    if kind is None:
+        accepted = ", ".join(syntax.flags) or "no flags"
+        raise line.error(f"{name} has no flag {flag}", at=flag,
+                         hint=f"{name} accepts {accepted}; usage: {syntax.usage}")
+    if flag in options:
+        raise line.error(f"{flag} given twice", at=flag,
+                         hint="give it once; a list takes comma-separated items")
+    if kind == "flag":
+        options[flag] = True
+        return i
+    if i + 1 == len(words):
+        raise line.error(f"{flag} needs a value", at=flag, hint=f"usage: {syntax.usage}")
+    value = words[i + 1].text
+    options[flag] = value if kind == "value" else _split_list(flag, value, line)
+    return i + 1
+
+
+def _split_list(flag: str, value: str, line: _Line) -> tuple[str, ...]:
+    what, pattern = _LIST_ITEM[flag]
+    items = tuple(value.split(","))
+    for item in items:
+        if not pattern.fullmatch(item):
+            raise line.error(f"{flag}: {item!r} is not a valid {what}", at=value,
+                             hint="separate items with single commas, without spaces")
+    return items
+
+
+def _unknown_directive(name: str, line: _Line) -> ConfigError:
+    if name.upper() in _SYNTAX:
+        hint = f"directive names are upper-case: write {name.upper()}"
+    else:
+        close = difflib.get_close_matches(name.upper(), _SYNTAX, n=1)
+        hint = (f"did you mean {close[0]}? " if close else "") + (
+            "oneSIS 2.0.5 directives: " + ", ".join(_SYNTAX))
+    return line.error(f"unknown directive {name!r}", hint, at=line.tokens[0].text)
+
+
+def _wrong_arity(name: str, syntax: _Syntax, args: list[_Token], line: _Line) -> ConfigError:
+    low, high = syntax.required, syntax.required + syntax.optional
+    wanted = str(low) if low == high else f"{low} to {high}"
+    got = " ".join(a.text for a in args) or "none"
+    surplus = args[high].text if len(args) > high else None
+    return line.error(f"{name} takes {wanted} argument(s), got {len(args)}: {got}",
+                      at=surplus, hint=f"usage: {syntax.usage}")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-directive checks (in _BUILDERS), each returning the directive's typed view or None
+
+def _class_rule(d: Directive, line: _Line, policy: Policy) -> ClassRule:
+    pattern, class_name = d.args
+    _check_name(class_name, "class name", line)
+    kind = d.name.removeprefix("NODECLASS_")
+    matcher: AnchoredRegexp | HostPattern | None = None
+    if kind == "REGEXP":
+        matcher = _regexp(pattern, line)
+    elif kind == "RANGE":
+        matcher = _host_pattern(pattern, line, policy)
+    elif not _HOSTNAME.fullmatch(pattern):
+        raise line.error(f"{pattern!r} is not a valid hostname", at=pattern,
+                         hint="NODECLASS_MAP takes one hostname and one class")
+    return ClassRule(cast(ClassKind, kind), pattern, class_name, matcher, d.file, d.line)
+
+
+def _property_rule(d: Directive, line: _Line, policy: Policy) -> PropertyRule:
+    name = d.args[0]
+    _check_name(name, "property name", line)
+    range_text, regexp_text = d.options.get("-r"), d.options.get("-re")
+    return PropertyRule(
+        name, d.classes, d.nodes,
+        _host_pattern(range_text, line, policy) if isinstance(range_text, str) else None,
+        _regexp(regexp_text, line) if isinstance(regexp_text, str) else None,
+        d.file, d.line)
+
+
+def _service(d: Directive, line: _Line, policy: Policy) -> Service:
+    if not _HOSTNAME.fullmatch(d.args[0]):  # an init script's file name
+        raise line.error(f"{d.args[0]!r} is not a service name", at=d.args[0],
+                         hint="name the init script, without a directory")
+    return Service(d.args[0], d.limiters, d.file, d.line)
+
+
+def _linkback(d: Directive, line: _Line, policy: Policy) -> LinkBack:
+    path = _absolute_path(d.args[0], line)
+    if path in _NOT_LINKBACKS:
+        raise line.error(f"{path} cannot be a linkback", at=d.args[0],
+                         hint="oneSIS refuses /etc/inittab, /boot/grub/menu.lst and "
+                              "/etc/sysimage.conf (manual node46)")
+    target = d.args[1]
+    kind = cast(TargetKind, target if target in ("CLASS", "NODE", "PROPERTY") else "PATH")
+    hidden, force = bool(d.options.get("-h")), bool(d.options.get("-f"))
+    if kind == "PATH":
+        _check_explicit_target(target, line)
+    if hidden and kind == "PATH":
+        raise line.error("-h (hidden) works only with CLASS, NODE or PROPERTY", at="-h",
+                         hint="drop -h, or use a CLASS, NODE or PROPERTY target")
+    if force and kind == "PROPERTY":
+        raise line.error("-f (force) cannot be used with PROPERTY", at="-f",
+                         hint="drop -f (and any '*'); manual node50")
+    return LinkBack(path, kind, target if kind == "PATH" else None, hidden, force,
+                    d.limiters, d.file, d.line, d.legacy)
+
+
+def _check_explicit_target(target: str, line: _Line) -> None:
+    """An explicit target must be absolute (a relative symlink would point into /ram, and this
+    catches a misspelt keyword such as `Class`) and must not climb out with `..`."""
+    if "\x00" in target or ".." in target.split("/"):
+        raise line.error("a variant name that would escape its directory is refused", at=target,
+                         hint="write the target without '..' components")
+    if not target.startswith("/"):
+        raise line.error(f"LINKBACK target {target!r} is neither CLASS, NODE, PROPERTY nor an "
+                         "absolute path", at=target,
+                         hint="keywords are upper-case; an explicit target starts with '/'")
+
+
+def _ram_path(d: Directive, line: _Line, policy: Policy) -> RamPath:
+    pattern = _absolute_path(d.args[0], line)
+    mode = d.options.get("-m")
+    if isinstance(mode, str) and not re.fullmatch(r"[0-7]{3,4}", mode):
+        raise line.error(f"-m {mode}: not an octal mode", at=mode, hint="write e.g. -m 0755")
+    if d.options.get("-cl") and d.legacy == LEGACY_PROTECT:
+        raise line.error("-cl (cleanable) together with the old -p (protect)", at="-cl",
+                         hint="keep -cl for cleanable, or neither for protected")
+    user, group = d.options.get("-u"), d.options.get("-g")
+    return RamPath(
+        cast(RamKind, d.name), pattern, bool(d.options.get("-d")), bool(d.options.get("-cl")),
+        int(mode, 8) if isinstance(mode, str) else None,
+        user if isinstance(user, str) else None, group if isinstance(group, str) else None,
+        d.limiters, d.file, d.line, d.legacy)
+
+
+def _check_ramsize(d: Directive, line: _Line, policy: Policy) -> None:
+    if not re.fullmatch(r"[0-9]+[kmgKMG]?", d.args[0]):
+        raise line.error(f"RAMSIZE {d.args[0]}: not a size", at=d.args[0],
+                         hint="write a number with an optional k, m or g suffix, e.g. 10m")
+
+
+def _check_choice(*choices: str) -> Callable[[Directive, _Line, Policy], None]:
+    def check(d: Directive, line: _Line, policy: Policy) -> None:
+        if d.args[0] not in choices:
+            raise line.error(f"{d.name} {d.args[0]}: not one of {', '.join(choices)}",
+                             at=d.args[0], hint=f"usage: {_SYNTAX[d.name].usage}")
+    return check
+
+
+_BUILDERS: dict[str, Callable[[Directive, _Line, Policy], View | None]] = {
+    "NODECLASS_MAP": _class_rule,
+    "NODECLASS_REGEXP": _class_rule,
+    "NODECLASS_RANGE": _class_rule,
+    "PROPERTY": _property_rule,
+    "SERVICE": _service,
+    "LINKBACK": _linkback,
+    "RAMDIR": _ram_path,
+    "RAMFILE": _ram_path,
+    "LINKDIR": _ram_path,
+    "LINKFILE": _ram_path,
+    "RAMSIZE": _check_ramsize,
+    "BOOTLOADER": _check_choice("grub", "lilo"),
+    "POWERCMD": _check_choice("ON", "OFF", "CYCLE", "STATUS", "LEDON", "LEDOFF", "LEDSTATUS"),
+}
+
+
+def _check_name(name: str, what: str, line: _Line) -> None:
+    if not _NAME.fullmatch(name):
+        raise line.error(f"{name!r} is not a valid {what}", at=name,
+                         hint="use dot-separated parts without '/' or empty parts, e.g. "
+                              "compute.gige")
+
+
+def _absolute_path(text: str, line: _Line) -> str:
+    if not text.startswith("/"):
+        raise line.error(f"{text!r} is not an absolute path", at=text,
+                         hint="paths in the image are written from the root, e.g. /etc/fstab")
+    if "\x00" in text or ".." in text.split("/"):
+        raise line.error(f"{text!r}: a path with a '..' component is refused", at=text,
+                         hint="write the path without '..' components")
+    return _normalize(text)
+
+
+def _normalize(path: str) -> str:
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def _regexp(text: str, line: _Line) -> AnchoredRegexp:
+    try:
+        return AnchoredRegexp(text, re.compile(text))
+    except re.error as err:
+        raise line.error(f"bad regexp {text!r}: {err.msg}", at=text, offset=err.pos or 0,
+                         hint="oneSIS takes a Perl regexp, read here with Python's re: use "
+                              "syntax both understand") from err
+
+
+def _host_pattern(text: str, line: _Line, policy: Policy) -> HostPattern:
+    try:
+        return parse_host_pattern(text, policy.range_numbers)
+    except _BadArgument as err:
+        raise line.error(f"bad range {text!r}: {err}", at=text, offset=err.offset,
+                         hint="a range is [a-b,x-y,...] with a <= b, e.g. node[1-32] or "
+                              "x[1-2,6,11-16]") from err
+
+
+def _check_hostname(hostname: str) -> None:
+    if not _HOSTNAME.fullmatch(hostname):
+        raise ValueError(f"{hostname!r} is not a valid hostname")
+
+
+def _check_limiter_names(config: SysimageConfig) -> None:
+    """A `-c` naming no class (nor a parent of one) or a `-p` naming no property can never
+    match: almost surely a typo, so it is an error, checked once the whole file is read."""
+    classes = {name for c in config.classes() for name in class_chain(c)}
+    properties = {rule.name for rule in config.property_rules}
+    for d in config.directives:
+        _check_defined(d, "-c", d.classes, classes, "NODECLASS")
+        _check_defined(d, "-p", d.properties, properties, "PROPERTY")
+
+
+def _check_defined(d: Directive, flag: str, names: tuple[str, ...], known: set[str],
+                   definer: str) -> None:
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(f"{flag} names {name!r}, which no {definer} line defines",
+                              d.file, d.line, None,
+                              (f"did you mean {close[0]}? " if close else "")
+                              + f"define it with a {definer} line, or remove it")
