@@ -19,6 +19,15 @@ The file can name every path and policy explicitly (example in docs/configuratio
 
     [mount]
     cache_timeout = 300.0             # kernel entry/attr cache, seconds
+
+    [nfs]                             # onesuite exports / serve
+    bind = "10.1.0.254"               # NFS server address (default: every address)
+    port = 2049
+    protocols = "3,4"                 # or "4" (no rpcbind needed)
+    state_dir = "/var/lib/onesuite-fs/nfs"
+
+    [nfs.addresses]                   # node -> address, over cluster.xml and hosts files
+    node001 = "10.1.1.1"
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paths": {key: str for key in _PATH_KEYS},
     "policy": {"override_order": str, "allow_dynamic_nodes": bool},
     "mount": {"cache_timeout": (int, float)},
+    "nfs": {"bind": str, "port": int, "protocols": str, "state_dir": str, "addresses": dict},
 }
 
 
@@ -53,6 +63,13 @@ class Settings:
     override_order: str = "autoinstall"
     allow_dynamic_nodes: bool = False
     cache_timeout: float = 300.0
+    # [nfs]: read by onesuite_fs.nfs only (the core never looks at them).
+    nfs_bind: str | None = None
+    nfs_port: int | None = None
+    nfs_protocols: str | None = None
+    nfs_state_dir: Path | None = None
+    nfs_addresses: dict[str, object] = field(default_factory=dict)
+    config_file: str | None = None  # the onesuite.toml these came from, for messages
 
     def with_options(self, **options: Any) -> Settings:
         """These settings with every option that is not None replaced."""
@@ -100,7 +117,10 @@ def load_settings(path: Path) -> Settings:
                                                    and isinstance(value, bool)):
                 raise ConfigError(f"[{section}] {key} has the wrong type "
                                   f"({type(value).__name__})", file=filename)
-            values[key] = base / value if section == "paths" else value
+            if section == "nfs":
+                values[f"nfs_{key}"] = base / value if key == "state_dir" else value
+            else:
+                values[key] = base / value if section == "paths" else value
     if "override_order" in values:
         check_override_order(values["override_order"], filename)
-    return Settings(**values)
+    return Settings(**values, config_file=filename)

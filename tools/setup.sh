@@ -2,15 +2,17 @@
 # setup.sh - install what onesuite-fs needs on Debian 12, idempotently.
 #
 # Debian packages: libfuse3 (mount + pyfuse3 build), rsync (the SystemImager oracle in tests),
-# attr (getfattr), nfs-ganesha + libnfs (NFS export and its tests). A virtualenv in .venv built
-# from Debian's python3 (the interpreter a fresh Debian 12 machine has), with onesuite-fs
-# installed in editable mode. Re-running does nothing unless something is missing or
-# pyproject.toml changed.
+# attr (getfattr), nfs-ganesha + libnfs (NFS export and its tests), qemu-system-x86 + cpio +
+# debootstrap (the diskless-boot test: guest initramfs, golden image from the apt mirror).
+# A virtualenv in .venv built from Debian's python3 (the interpreter a fresh Debian 12 machine
+# has), with onesuite-fs installed in editable mode. Re-running does nothing unless something
+# is missing or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr rsync
-              nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev)
+              nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev
+              qemu-system-x86 cpio debootstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -31,6 +33,6 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: installing onesuite-fs and its Python dependencies into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v 'is ignored' >&2 || true
-    .venv/bin/python -c 'import pyfuse3, trio, xattr, pytest, hypothesis' # fail here, not later
+    .venv/bin/python -c 'import pyfuse3, trio, xattr, pytest, hypothesis, libnfs' # fail here, not later
     echo "$want" > "$stamp"
 fi

@@ -1,0 +1,175 @@
+"""onesuite exports, serve: the per-node roots over NFS."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..model import Site
+from ..settings import Settings
+from .common import EXIT_FAILURE, EXIT_OK, load, report_warnings
+
+DEFAULT_STATE_DIR = Path("/var/lib/onesuite-fs/nfs")
+
+ADDRESSES_HELP = """\
+addresses: each node's root is exported to that node's address only. The first source that
+names a node wins: [nfs.addresses] in onesuite.toml; cluster.xml <ip-range> of its groups
+(paired as si_clusterconfig does: host names sorted, addresses in numeric order); the
+server's scripts/hosts; PREFIX/etc/hosts. A node without an address is reported and not
+exported; two nodes with one address are refused.
+"""
+
+EXPORTS_EPILOG = ADDRESSES_HELP + """
+exit status: 0 success, 1 failure, 2 bad configuration or usage.
+examples:
+  onesuite exports --root /srv/si /export/roots > /etc/ganesha/onesuite-exports.conf
+  onesuite exports --root /srv/si --format exports /export/roots > /etc/exports.d/onesuite.exports
+  onesuite exports --root /srv/si --json /export/roots | jq '.unexported'
+"""
+
+SERVE_EPILOG = ADDRESSES_HELP + """
+NFS state directory (--nfs-state-dir): ganesha.conf, ganesha.log (the previous run's in
+ganesha.log.1), onesuite.log (the FUSE daemon), recovery/, and st_dev, the mount's device
+number. NFS file handles carry that number, so serve gives a restarted mount the same one;
+when another mount holds it, serve says so: clients must then remount (diskless nodes: reboot).
+
+exit status: 0 stopped by SIGINT/SIGTERM, 1 the NFS server or the FUSE daemon failed (the
+message names the log), 2 bad configuration or usage.
+examples:
+  onesuite serve --root /srv/si --bind 10.1.0.254 /export/roots
+  onesuite serve --root /srv/si --protocols 4 --nfs-state-dir /run/onesuite /export/roots
+"""
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    exports = commands.add_parser(
+        "exports", parents=[common], help="print the NFS exports of every node's root",
+        description="Print an NFS export of MOUNTPOINT/nodes/<host> for every node, to that "
+                    "node's address only: read-only, no root squash, a stable Export_Id "
+                    "(ganesha) or fsid= (kernel server) per node, and for ganesha no "
+                    "attribute caching (Attr_Expiration_Time = 0), so a changed file is never "
+                    "read with a stale size. The output drops into ganesha.conf (%%include) "
+                    "or /etc/exports. MOUNTPOINT is where 'onesuite mount' mounts (or has "
+                    "mounted) the roots.",
+        epilog=EXPORTS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    exports.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    exports.add_argument("--format", choices=("ganesha", "exports"), default="ganesha",
+                         help="ganesha: EXPORT blocks for nfs-ganesha (default); exports: "
+                              "/etc/exports lines for the kernel NFS server")
+    exports.add_argument("--protocols", choices=("3,4", "4", "3"),
+                         help="NFS versions in ganesha EXPORT blocks (default 3,4)")
+    exports.add_argument("--json", action="store_true",
+                         help="machine-readable: exports, unexported nodes and the rendered "
+                              "configuration")
+    exports.set_defaults(func=cmd_exports)
+
+    serve = commands.add_parser(
+        "serve", parents=[common], help="mount and serve every node's root over NFS",
+        description="Mount the per-node roots at MOUNTPOINT, write the ganesha configuration "
+                    "(one export per node, as 'onesuite exports' prints it), and run "
+                    "nfs-ganesha in the foreground. Returns when the server is stopped: on "
+                    "SIGINT or SIGTERM it stops the NFS server first, then unmounts and waits "
+                    "for the FUSE daemon. If ganesha or the FUSE daemon dies, it stops the "
+                    "other and exits 1; starting serve again lets clients continue with the "
+                    "file handles they hold.",
+        epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    serve.add_argument("--nfs", choices=("ganesha",), default="ganesha",
+                       help="NFS server to run (ganesha; for the kernel server use "
+                            "'onesuite mount' + 'onesuite exports --format exports')")
+    serve.add_argument("--bind", metavar="ADDR",
+                       help="listen on this address only (default: every address)")
+    serve.add_argument("--port", type=int, metavar="PORT", help="NFS port (default 2049)")
+    serve.add_argument("--mount-port", type=int, default=20048, metavar="PORT",
+                       help="NFSv3 MOUNT protocol port (default 20048)")
+    serve.add_argument("--protocols", choices=("3,4", "4", "3"),
+                       help="NFS versions (default 3,4; NFSv3 needs rpcbind running)")
+    serve.add_argument("--nfs-state-dir", type=Path, metavar="DIR",
+                       help="ganesha's configuration, logs and state, and the mount's "
+                            f"device number (default {DEFAULT_STATE_DIR})")
+    serve.add_argument("--cache-timeout", type=float, metavar="SECONDS",
+                       help="kernel entry/attribute cache time of the mount (default 300)")
+    serve.add_argument("--ganesha", default="ganesha.nfsd", metavar="PROGRAM",
+                       help="the ganesha.nfsd program (default: from PATH)")
+    serve.add_argument("--json", action="store_true",
+                       help="print one JSON status line on stdout once serving")
+    serve.set_defaults(func=cmd_serve)
+
+
+def _plan(settings: Settings, site: Site, mountpoint: Path) -> Any:
+    from ..nfs.addresses import node_addresses
+    from ..nfs.exports import plan_exports
+
+    book = node_addresses(site, settings.nfs_addresses, settings.config_file)
+    for warning in book.warnings:
+        print(f"onesuite: warning: {warning}", file=sys.stderr)
+    plan = plan_exports(book, mountpoint)
+    for node, why in plan.unexported:
+        print(f"onesuite: warning: node {node} is not exported: {why}", file=sys.stderr)
+    return plan
+
+
+def _tree(settings: Settings, site: Site) -> Any:
+    """The tree `onesuite mount` would serve, so both show the same roots."""
+    from . import common
+
+    if hasattr(common, "build_tree"):  # the core with oneSIS rules (sysimage.conf)
+        return common.build_tree(settings, site)
+    from ..tree import Tree
+
+    return Tree(site, settings.override_order)
+
+
+def _protocols(args: argparse.Namespace, settings: Settings) -> str:
+    value = args.protocols or settings.nfs_protocols or "3,4"
+    if value not in ("3,4", "4", "3"):
+        raise ConfigError(f"[nfs] protocols = {value!r} is not one of 3,4 / 4 / 3",
+                          file=settings.config_file)
+    return value
+
+
+def cmd_exports(args: argparse.Namespace) -> int:
+    from ..nfs.exports import plan_json, render_exports, render_ganesha_exports
+
+    settings, site = load(args)
+    report_warnings(site, settings.override_order)
+    plan = _plan(settings, site, args.mountpoint.absolute())
+    protocols = _protocols(args, settings)
+    text = (render_exports(plan) if args.format == "exports"
+            else render_ganesha_exports(plan, protocols))
+    if args.json:
+        json.dump({**plan_json(plan), "format": args.format, "config": text}, sys.stdout,
+                  indent=2)
+        print()
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..nfs.ganesha import GaneshaOptions, NfsServerError
+    from ..nfs.serve import serve
+
+    settings, site = load(args)
+    report_warnings(site, settings.override_order)
+    mountpoint = args.mountpoint.resolve()
+    plan = _plan(settings, site, mountpoint)
+    if not plan.exports:
+        raise ConfigError("no node has an address, so there is nothing to export",
+                          hint="give addresses in cluster.xml <ip-range>, scripts/hosts, "
+                               "/etc/hosts or [nfs.addresses] of onesuite.toml")
+    options = GaneshaOptions(bind=args.bind or settings.nfs_bind,
+                             port=args.port or settings.nfs_port or 2049,
+                             mount_port=args.mount_port,
+                             protocols=_protocols(args, settings), binary=args.ganesha)
+    state_dir = (args.nfs_state_dir or settings.nfs_state_dir or DEFAULT_STATE_DIR).absolute()
+    try:
+        return serve(settings, _tree(settings, site), plan, options, state_dir,
+                     json_status=args.json)
+    except NfsServerError as exc:
+        print(f"onesuite: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

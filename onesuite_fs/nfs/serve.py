@@ -1,0 +1,145 @@
+"""``onesuite serve``: mount, export, run nfs-ganesha, and stop in the one safe order.
+
+Start: FUSE mount (its device number pinned to the previous run's, see devpin) -> ganesha
+config -> ganesha in the foreground -> ready. Stop (SIGINT/SIGTERM, or either child dying):
+ganesha first (it holds files open on the mount, so unmounting first would fail as busy, and
+a lazy unmount would leave the old daemon serving it) -> unmount -> wait for the FUSE daemon.
+
+When a child dies unexpectedly, serve stops the other and exits 1: NFS clients see errors
+(never another file's data) until serve is started again, and then continue with the handles
+they hold, provided the device number could be kept (reported at start).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from ..mount import check_mountpoint, daemon_pid, mount, umount
+from ..settings import Settings
+from ..tree import Tree
+from .devpin import DevicePin, describe, read_recorded
+from .exports import ExportPlan
+from .ganesha import Ganesha, GaneshaOptions, NfsServerError
+from .process import pid_alive
+
+log = logging.getLogger("onesuite.serve")
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    exit_status: int
+    reason: str
+
+
+
+class _Stop:
+    """SIGINT/SIGTERM only set a flag; the main loop does the stopping, in order."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous = {s: signal.signal(s, self._handler)
+                         for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _mount_pinned(tree: Tree, mountpoint: Path, settings: Settings,
+                  state_dir: Path) -> dict[str, object]:
+    """Mount with the previous run's device number if possible; say what happened."""
+    record = state_dir / "st_dev"
+    previous = read_recorded(record)
+    with DevicePin(state_dir / "devpin") as pin:
+        pinned = pin.prepare(previous) if previous is not None else False
+        status = mount(tree, mountpoint, foreground=False, cache_timeout=settings.cache_timeout,
+                       log_file=state_dir / "onesuite.log")
+    if status != 0:
+        raise NfsServerError(f"mounting {mountpoint} failed; see {state_dir / 'onesuite.log'}")
+    dev = os.stat(mountpoint).st_dev
+    kept = previous is None or dev == previous
+    record.write_text(f"{dev} {describe(dev)} {mountpoint}\n")
+    return {"st_dev": describe(dev),
+            "previous_st_dev": describe(previous) if previous is not None else None,
+            "handles_preserved": kept, "pinned": pinned}
+
+
+def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOptions,
+          state_dir: Path, *, json_status: bool = False) -> int:
+    """Serve until SIGINT/SIGTERM (0) or until ganesha or the FUSE daemon dies (1)."""
+    mountpoint = plan.mountpoint
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ganesha = Ganesha(state_dir, options)
+    ganesha.check_installed()  # before mounting anything
+    check_mountpoint(mountpoint)
+    stop = _Stop()
+    mounted = False
+    try:
+        device = _mount_pinned(tree, mountpoint, settings, state_dir)
+        mounted = True
+        fuse_pid = daemon_pid(mountpoint)
+        if not device["handles_preserved"]:
+            print(f"onesuite: warning: the mount got device {device['st_dev']}, the previous "
+                  f"run had {device['previous_st_dev']} (another mount holds it): NFS file "
+                  "handles from the previous run are stale now; clients must remount "
+                  "(diskless nodes: reboot)", file=sys.stderr)
+        ganesha.write_config(plan)
+        ganesha_pid = ganesha.start()
+        status = {"state": "serving", "mountpoint": str(mountpoint), "exports": len(plan.exports),
+                  "unexported": [node for node, _ in plan.unexported],
+                  "fuse_pid": fuse_pid, "ganesha_pid": ganesha_pid,
+                  "port": options.port, "bind": options.bind, "protocols": options.protocols,
+                  "ganesha_log": str(ganesha.log), "config": str(ganesha.conf), **device}
+        if json_status:
+            print(json.dumps(status), flush=True)
+        print(f"onesuite: serving {len(plan.exports)} node roots from {mountpoint} over NFS "
+              f"(ganesha pid {ganesha_pid}, port {options.port}, log {ganesha.log}); "
+              "SIGINT/SIGTERM stops", file=sys.stderr, flush=True)
+        result = _watch(stop, ganesha, fuse_pid, ganesha.log, state_dir / "onesuite.log")
+    finally:
+        ganesha.stop()
+        if mounted:
+            _unmount(mountpoint)
+        stop.restore()
+    if result.exit_status:
+        print(f"onesuite: error: {result.reason}; stopped (NFS server, then the mount)",
+              file=sys.stderr)
+    else:
+        print(f"onesuite: {result.reason}: stopped the NFS server, then unmounted "
+              f"{mountpoint}", file=sys.stderr)
+    return result.exit_status
+
+
+def _watch(stop: _Stop, ganesha: Ganesha, fuse_pid: int | None, ganesha_log: Path,
+           fuse_log: Path) -> ServeResult:
+    while True:
+        if stop.signum is not None:
+            return ServeResult(0, f"signal {signal.Signals(stop.signum).name}")
+        if not ganesha.alive():
+            return ServeResult(1, f"nfs-ganesha exited unexpectedly (see {ganesha_log})")
+        if fuse_pid is not None and not pid_alive(fuse_pid):
+            return ServeResult(1, f"the FUSE daemon (pid {fuse_pid}) died (see {fuse_log}); "
+                                  "start onesuite serve again: clients continue")
+        time.sleep(0.2)
+
+
+def _unmount(mountpoint: Path) -> None:
+    """Unmount after ganesha is gone; a dead daemon's mount is detached instead."""
+    try:
+        umount(mountpoint)
+    except Exception as exc:  # the daemon died: `fusermount3 -u` still clears the endpoint
+        log.warning("unmount of %s: %s", mountpoint, exc)
+        subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True,
+                       check=False)
