@@ -88,6 +88,9 @@ class OnesisSource:
                                    filename=display(found, SYSIMAGE_CONF),
                                    load_include=load_include)
 
+    def distinct_configs(self) -> list[SysimageConfig]:
+        return list({id(c): c for c in self._configs.values() if c is not None}.values())
+
     def config_of(self, host: str) -> SysimageConfig | None:
         return self._configs.get(host)
 

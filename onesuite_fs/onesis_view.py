@@ -27,7 +27,6 @@ from typing import NamedTuple
 from .resolve import Child
 from .sources.onesis import LinkBack, NodeRules, RamPath, class_chain
 
-LINK_POLICIES = ("ram", "persistent")
 RAM_DIR = "ram"
 
 # Where a sysvinit or systemd image keeps a service's start script and start links.

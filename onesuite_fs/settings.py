@@ -20,6 +20,13 @@ The file can name every path and policy explicitly (example in docs/configuratio
     [mount]
     cache_timeout = 300.0             # kernel entry/attr cache, seconds
 
+    [onesis]                          # oneSIS rules over the nodes' roots
+    enabled = true                    # read each node's /etc/sysimage.conf when it has one
+    config = "/etc/onesuite/sysimage.conf"   # one file for every node instead
+    link_policy = "ram"               # RAM*/LINK* paths: "ram" or "persistent"
+    ram_prefix = "/ram"
+    state_dir = "/var/lib/onesuite-fs/state" # persistent paths live here, per node
+
     [nfs]                             # onesuite exports / serve
     bind = "10.1.0.254"               # NFS server address (default: every address)
     port = 2049
@@ -47,6 +54,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paths": {key: str for key in _PATH_KEYS},
     "policy": {"override_order": str, "allow_dynamic_nodes": bool},
     "mount": {"cache_timeout": (int, float)},
+    "onesis": {"enabled": bool, "config": str, "link_policy": str, "ram_prefix": str,
+               "state_dir": str},
     "nfs": {"bind": str, "port": int, "protocols": str, "state_dir": str, "addresses": dict},
 }
 
@@ -63,6 +72,12 @@ class Settings:
     override_order: str = "autoinstall"
     allow_dynamic_nodes: bool = False
     cache_timeout: float = 300.0
+    # [onesis]
+    onesis_enabled: bool = True
+    onesis_config: Path | None = None
+    onesis_link_policy: str = "ram"
+    onesis_ram_prefix: str = "/ram"
+    onesis_state_dir: Path | None = None
     # [nfs]: read by onesuite_fs.nfs only (the core never looks at them).
     nfs_bind: str | None = None
     nfs_port: int | None = None
@@ -77,6 +92,16 @@ class Settings:
         if "override_order" in given:
             check_override_order(given["override_order"])
         return replace(self, **given)
+
+
+LINK_POLICIES = ("ram", "persistent")
+
+
+def check_link_policy(policy: str, file: str | None = None) -> str:
+    if policy not in LINK_POLICIES:
+        raise ConfigError(f"unknown link policy {policy!r}", file=file,
+                          hint=f"use one of: {', '.join(LINK_POLICIES)}")
+    return policy
 
 
 def check_override_order(order: str, file: str | None = None) -> str:
@@ -117,10 +142,13 @@ def load_settings(path: Path) -> Settings:
                                                    and isinstance(value, bool)):
                 raise ConfigError(f"[{section}] {key} has the wrong type "
                                   f"({type(value).__name__})", file=filename)
-            if section == "nfs":
-                values[f"nfs_{key}"] = base / value if key == "state_dir" else value
+            if section in ("nfs", "onesis"):
+                is_path = key in ("state_dir", "config")
+                values[f"{section}_{key}"] = base / value if is_path else value
             else:
                 values[key] = base / value if section == "paths" else value
     if "override_order" in values:
         check_override_order(values["override_order"], filename)
+    if "onesis_link_policy" in values:
+        check_link_policy(values["onesis_link_policy"], filename)
     return Settings(**values, config_file=filename)

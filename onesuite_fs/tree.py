@@ -522,6 +522,14 @@ class Tree:
         if old.entry is not new.entry:
             raise TreeError(errno.EXDEV)
         node_state.rename(old.path, new.path)
+        # The kernel keeps the moved inodes: point them (and a directory's descendants) at
+        # their new paths.
+        prefix = old.path + "/"
+        for ino, ref in list(self._state.items()):
+            if ref.entry is old.entry and (ref.path == old.path or ref.path.startswith(prefix)):
+                moved = new.path + ref.path[len(old.path):]
+                self._state[ino] = ref._replace(path=moved, writable_root=new.writable_root,
+                                                rule=new.rule)
 
     def set_attrs(self, ino: int, **changes: int | tuple[int, int] | None) -> Attr:
         state = self._state.get(ino)

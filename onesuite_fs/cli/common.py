@@ -7,11 +7,14 @@ import sys
 from pathlib import Path
 
 from ..model import Site
-from ..settings import OVERRIDE_ORDERS, Settings, load_settings
+from ..onesis_config import OnesisSource
+from ..settings import LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
 from ..sources.systemimager import load_site
 from ..stack import missing_overrides, node_stages
+from ..tree import Tree
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_STATE_DIR = Path("/var/lib/onesuite-fs/state")
 
 
 def site_options() -> argparse.ArgumentParser:
@@ -32,6 +35,20 @@ def site_options() -> argparse.ArgumentParser:
     group.add_argument("--allow-dynamic-nodes", action="store_true", default=None,
                        help="run cluster.xml <dynamic_node> commands (off by default: "
                             "they are shell commands)")
+    onesis = common.add_argument_group("oneSIS rules")
+    onesis.add_argument("--onesis-config", type=Path, metavar="FILE",
+                        help="one sysimage.conf for every node (default: each node's own "
+                             "/etc/sysimage.conf, when its root has one)")
+    onesis.add_argument("--no-onesis", dest="onesis_enabled", action="store_false",
+                        default=None, help="ignore sysimage.conf: plain SystemImager roots")
+    onesis.add_argument("--link-policy", choices=LINK_POLICIES,
+                        help="RAMDIR/RAMFILE/LINKDIR/LINKFILE paths: 'ram' (default) shows "
+                             "them as mk-sysimage leaves them, links into /ram that "
+                             "oneSIS's boot script fills; 'persistent' makes them writable "
+                             "and node-private, kept in --persistent-dir across reboots")
+    onesis.add_argument("--persistent-dir", type=Path, metavar="DIR",
+                        help="where persistent paths are kept, one directory per node "
+                             f"(default {DEFAULT_STATE_DIR})")
     return common
 
 
@@ -39,9 +56,31 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
     settings = load_settings(args.config) if args.config else Settings()
     settings = settings.with_options(root=args.root, override_order=args.override_order,
                                      allow_dynamic_nodes=args.allow_dynamic_nodes,
-                                     cache_timeout=getattr(args, "cache_timeout", None))
+                                     cache_timeout=getattr(args, "cache_timeout", None),
+                                     onesis_config=args.onesis_config,
+                                     onesis_enabled=args.onesis_enabled,
+                                     onesis_link_policy=args.link_policy,
+                                     onesis_state_dir=args.persistent_dir)
     site = load_site(settings)
     return settings, site
+
+
+def build_tree(settings: Settings, site: Site) -> Tree:
+    """The tree the mount serves and the inspection commands read (oneSIS rules included).
+    Raises ConfigError for a bad sysimage.conf, naming file and line."""
+    onesis = None
+    if settings.onesis_enabled:
+        onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
+                              settings.onesis_ram_prefix)
+    state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
+    tree = Tree(site, settings.override_order, onesis, state_dir)
+    if onesis is not None:
+        for config in onesis.distinct_configs():
+            for directive in config.no_effect_on_served_root():
+                print(f"onesuite: note: {directive.location}: {directive.name} has no effect "
+                      "on a served root (diskful deployment or power/console only)",
+                      file=sys.stderr)
+    return tree
 
 
 def report_warnings(site: Site, order: str) -> None:

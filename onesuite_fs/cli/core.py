@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..stack import Stages, node_stages
-from .common import EXIT_OK, load, report_warnings
+from .common import EXIT_OK, build_tree, load, report_warnings
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -54,16 +54,25 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     settings, site = load(args)
     order = settings.override_order
     report_warnings(site, order)
+    tree = build_tree(settings, site)
     rows = []
     for host, node in sorted(site.nodes.items()):
+        entry = tree.entries["nodes"].get(host)
+        onesis = tree.onesis.describe(tree, entry) if tree.onesis and entry else None
         rows.append({"name": host, "groups": list(node.groups), "image": node.image,
-                     "layers": stack_json(node_stages(site, host, order))})
+                     "layers": stack_json(node_stages(site, host, order)), "onesis": onesis})
     if args.json:
         json.dump({"override_order": order, "nodes": rows}, sys.stdout, indent=2)
         print()
         return EXIT_OK
     for row in rows:
         print(f"{row['name']}  image {row['image']}  groups {', '.join(row['groups'])}")
+        if row["onesis"] is not None:
+            onesis = row["onesis"]
+            print(f"      oneSIS class {onesis['class'] or '-'}  properties "
+                  f"{', '.join(onesis['properties']) or '-'}  ({len(onesis['linkbacks'])} "
+                  f"LINKBACK, {len(onesis['ram_paths'])} RAM/LINK rules, from "
+                  f"{onesis['config']})")
         for number, layer in enumerate(row["layers"], 1):
             state = "" if layer["present"] else "  (missing: skipped)"
             stage = f"[stage {layer['stage']}] " if order == "pushoverrides" else ""
@@ -74,13 +83,12 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from ..mount import check_mountpoint, mount
-    from ..tree import Tree
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
     mountpoint = args.mountpoint.resolve()
     check_mountpoint(mountpoint)
-    tree = Tree(site, settings.override_order)
+    tree = build_tree(settings, site)
     status = mount(tree, mountpoint, foreground=args.foreground,
                    cache_timeout=settings.cache_timeout, log_file=args.log,
                    debug=args.debug_fuse)

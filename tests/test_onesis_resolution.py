@@ -1,0 +1,162 @@
+"""oneSIS rules resolved in the pure core (Tree, no FUSE): LINKBACK kinds, hidden variants,
+subclass fallback, node over class, properties over classes, SERVICE, RAM/LINK paths."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+from sitetools import onesis_site
+
+from onesuite_fs.errors import ConfigError
+from onesuite_fs.onesis_config import OnesisSource
+from onesuite_fs.settings import Settings
+from onesuite_fs.sources.systemimager import load_site
+from onesuite_fs.tree import Tree
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Tree:
+    root = onesis_site(tmp_path_factory.mktemp("onesis") / "site")
+    return Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+
+
+def resolve(tree: Tree, path: str):
+    ino = 1
+    attr = None
+    for part in path.split("/"):
+        attr = tree.lookup(ino, part)
+        ino = attr.ino
+    return attr
+
+
+def read(tree: Tree, path: str) -> str:
+    fd = tree.open(resolve(tree, path).ino)
+    with open(fd, "rb", closefd=True) as f:
+        return f.read().decode()
+
+
+def names(tree: Tree, path: str) -> list[str]:
+    return [name for name, _ in tree.listdir(resolve(tree, path).ino)]
+
+
+def origin(tree: Tree, path: str) -> str:
+    return tree.origin(resolve(tree, path).ino)
+
+
+@pytest.mark.parametrize("node, text", [
+    ("n1", "fstab: node n1"),  # NODE line limited to n1, after the CLASS line: node wins
+    ("n2", "fstab: class compute, from n2's host override"),  # variants come from the layers
+    ("n3", "fstab: class compute"),  # compute.gpu has no variant: its parent class's
+    ("login1", "fstab: default"),  # no login variant: .default
+])
+def test_class_and_node_linkbacks(tree, node, text):
+    assert read(tree, f"nodes/{node}/etc/fstab") == text + "\n"
+
+
+def test_origin_names_the_variant_and_the_rule(tree):
+    value = origin(tree, "nodes/n1/etc/fstab")
+    assert value.startswith("image:img /etc/fstab.n1 (LINKBACK ")
+    assert value.endswith("sysimage.conf:8: NODE variant fstab.n1)")
+    assert "sysimage.conf:7: CLASS variant fstab.compute" in origin(tree, "nodes/n3/etc/fstab")
+
+
+@pytest.mark.parametrize("node, text", [
+    ("n1", "motd: the image's own"),  # no property: the image's file is the default
+    ("n2", "motd: property fc"),
+    ("n3", "motd: property ib"),
+])
+def test_property_linkbacks(tree, node, text):
+    assert read(tree, f"nodes/{node}/etc/motd") == text + "\n"
+
+
+@pytest.mark.parametrize("node, text", [
+    ("n1", "mom: class compute"), ("n2", "mom: property fc"),
+    # n3 has property ib but no mom.conf.ib: the PROPERTY line decides and falls to default;
+    # there is neither .default nor an image file, so the path dangles as on oneSIS.
+])
+def test_properties_trump_classes_by_order(tree, node, text):
+    assert read(tree, f"nodes/{node}/etc/mom.conf") == text + "\n"
+
+
+def test_a_linkback_with_nothing_to_show_dangles_like_onesis(tree):
+    attr = resolve(tree, "nodes/n3/etc/mom.conf")
+    assert stat.S_ISLNK(attr.mode)
+    assert tree.readlink(attr.ino) == b"/etc/mom.conf.default"
+    assert tree.readlink(resolve(tree, "nodes/n1/etc/nothing").ino) == b"/etc/nothing.default"
+
+
+def test_hidden_variants(tree):
+    scripts = "etc/sysconfig/network-scripts"
+    assert read(tree, f"nodes/n1/{scripts}/ifcfg-eth0") == "DEVICE=eth0 # compute\n"
+    assert read(tree, f"nodes/login1/{scripts}/ifcfg-eth0") == "DEVICE=eth0 # default\n"
+    # The variants stay hidden from ifcfg-* globs; the linked-back name is visible.
+    visible = [n for n in names(tree, f"nodes/n1/{scripts}") if not n.startswith(".")]
+    assert visible == ["ifcfg-eth0", "ifcfg-lo"]
+
+
+def test_directory_variants(tree):
+    assert names(tree, "nodes/n1/etc/profile.d") == ["compute.sh"]
+    assert names(tree, "nodes/login1/etc/profile.d") == ["image.sh"]
+    assert read(tree, "nodes/n2/etc/profile.d/compute.sh") == "# compute's profile.d\n"
+
+
+def test_explicit_and_forced_targets(tree):
+    assert read(tree, "nodes/n1/etc/app.conf") == "app: compute\n"  # /opt/conf/$CLASS/app.conf
+    assert tree.readlink(resolve(tree, "nodes/n3/etc/app.conf").ino) == b"/etc/app.conf.default"
+    assert tree.readlink(resolve(tree, "nodes/n2/etc/forced").ino) == b"/mnt/nowhere/n2"
+
+
+def test_services_exist_only_where_enabled(tree):
+    assert "smartd" in names(tree, "nodes/n3/etc/init.d")
+    assert names(tree, "nodes/n3/etc/rc3.d") == ["S40smartd", "S50other"]
+    assert names(tree, "nodes/n3/etc/systemd/system/multi-user.target.wants") == [
+        "smartd.service"]
+    for node in ("n1", "n2", "login1"):
+        assert "smartd" not in names(tree, f"nodes/{node}/etc/init.d")
+        assert names(tree, f"nodes/{node}/etc/rc3.d") == ["S50other"]
+        assert names(tree, f"nodes/{node}/etc/systemd/system/multi-user.target.wants") == []
+
+
+def test_ram_policy_links_into_ram(tree):
+    log = resolve(tree, "nodes/n1/var/log")
+    assert stat.S_ISLNK(log.mode) and tree.readlink(log.ino) == b"/ram/var/log"
+    assert tree.readlink(resolve(tree, "nodes/n1/etc/adjtime").ino) == b"/ram/etc/adjtime"
+    # RAMDIR/RAMFILE only make entries in /ram at boot: the image path is unchanged.
+    assert read(tree, "nodes/n1/etc/resolv.conf") == "nameserver 10.0.0.1\n"
+    assert "ram" in names(tree, "nodes/n1")
+    assert stat.S_ISDIR(resolve(tree, "nodes/n1/ram").mode)
+
+
+def test_groups_and_images_have_no_onesis_rules(tree):
+    assert read(tree, "groups/compute/etc/fstab") == "fstab: the image's own\n"
+    assert "ram" not in names(tree, "images/img")
+
+
+def test_bad_sysimage_conf_names_file_and_line(tmp_path):
+    root = onesis_site(tmp_path / "site")
+    conf = root / "var/lib/systemimager/images/img/etc/sysimage.conf"
+    text = conf.read_text() + "LINKBACK /etc/x CLASS -q\n"
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match="no flag -q") as err:
+        Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    assert err.value.file == str(conf) and err.value.line == len(text.splitlines())
+
+
+def test_an_override_can_carry_its_own_sysimage_conf(tmp_path):
+    root = onesis_site(tmp_path / "site")
+    override = root / "var/lib/systemimager/overrides/n2/etc/sysimage.conf"
+    override.write_text("NODECLASS_REGEXP n\\d+ special\nLINKBACK /etc/fstab CLASS\n")
+    tree = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    assert read(tree, "nodes/n2/etc/fstab") == "fstab: default\n"  # class special: no variant
+    assert read(tree, "nodes/n1/etc/fstab") == "fstab: node n1\n"
+
+
+def test_one_config_file_for_every_node(tmp_path):
+    root = onesis_site(tmp_path / "site")
+    conf = tmp_path / "sysimage.conf"
+    conf.write_text("NODECLASS_RANGE n[1-3] compute\nINCLUDE more.conf\n")
+    (tmp_path / "more.conf").write_text("LINKBACK /etc/motd NODE\n")
+    tree = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource(conf))
+    assert read(tree, "nodes/n1/etc/fstab") == "fstab: the image's own\n"  # no LINKBACK here
+    assert read(tree, "nodes/n1/etc/motd") == "motd: the image's own\n"
