@@ -62,6 +62,8 @@ LINKDIR /var/log
 LINKFILE /etc/adjtime -d
 RAMDIR /var/lib/nfs -d
 RAMFILE /etc/resolv.conf -d -m 0600
+LINKFILE /etc/ssh/ssh_host_*_key
+RAMFILE /etc/{hosts,hostname} -d -u chrony -g 996
 DISKMOUNT /dev/sda 100% /scratch
 """
 
@@ -87,6 +89,11 @@ ONESIS_FILES = {
     "var/lib/nfs/statd/state": "statd\n",
     "var/log/messages": "image log\n",
     "etc/init.d/smartd": "#!/bin/sh\n# smartd\n",
+    "etc/ssh/ssh_host_rsa_key": "rsa\n",
+    "etc/ssh/ssh_host_ed25519_key": "ed25519\n",
+    "etc/ssh/ssh_config": "Host *\n",
+    "etc/hosts": "127.0.0.1 localhost\n",
+    "etc/hostname": "golden\n",
     "etc/passwd": "root:x:0:0::/root:/bin/sh\nchrony:x:998:996::/:/bin/false\n",
 }
 

@@ -60,6 +60,10 @@ def test_persistent_policy(tmp_path, mount_site):
     (n1 / "etc/adjtime").write_text("1.5 0 0.0\n")
     assert (n1 / "var/lib/nfs/statd/state").read_text() == "statd\n"  # RAMDIR -d: a copy
     assert stat.S_IMODE(os.stat(n1 / "etc/resolv.conf").st_mode) == 0o600  # -m 0600
+    hosts = os.stat(n1 / "etc/hosts")  # RAMFILE /etc/{hosts,hostname} -d -u chrony -g 996
+    assert (hosts.st_uid, hosts.st_gid) == (998, 996)
+    assert (n1 / "etc/hostname").read_text() == "golden\n"
+    (n1 / "etc/hostname").write_text("n1\n")
     assert os.listdir(n2 / "var/log") == []  # never visible to other nodes
     assert (n2 / "etc/adjtime").read_text() == "0.0 0 0.0\n"
     with pytest.raises(OSError) as err:
@@ -73,6 +77,8 @@ def test_persistent_policy(tmp_path, mount_site):
     assert (n1 / "var/log/sub/boot.log").read_text() == "booted\nagain\n"
     assert os.readlink(n1 / "var/log/latest") == "sub/boot.log"
     assert (n1 / "etc/adjtime").read_text() == "1.5 0 0.0\n"
+    assert (n1 / "etc/hostname").read_text() == "n1\n"
+    assert (n2 / "etc/hostname").read_text() == "golden\n"
     assert os.listdir(n2 / "var/log") == []
     os.unlink(n1 / "var/log/latest")
     os.unlink(n1 / "var/log/sub/boot.log")

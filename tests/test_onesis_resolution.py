@@ -128,6 +128,13 @@ def test_ram_policy_links_into_ram(tree):
     assert stat.S_ISDIR(resolve(tree, "nodes/n1/ram").mode)
 
 
+def test_glob_patterns(tree):
+    for key in ("ssh_host_rsa_key", "ssh_host_ed25519_key"):
+        link = resolve(tree, f"nodes/n1/etc/ssh/{key}")
+        assert tree.readlink(link.ino) == f"/ram/etc/ssh/{key}".encode()
+    assert read(tree, "nodes/n1/etc/ssh/ssh_config") == "Host *\n"  # not matched
+
+
 def test_groups_and_images_have_no_onesis_rules(tree):
     assert read(tree, "groups/compute/etc/fstab") == "fstab: the image's own\n"
     assert "ram" not in names(tree, "images/img")
