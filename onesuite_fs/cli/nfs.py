@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..model import Site
 from ..settings import Settings
-from .common import EXIT_FAILURE, EXIT_OK, load, report_warnings
+from .common import EXIT_FAILURE, EXIT_OK, build_tree, load, report_warnings
 
 DEFAULT_STATE_DIR = Path("/var/lib/onesuite-fs/nfs")
 
@@ -60,8 +60,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     exports.add_argument("--format", choices=("ganesha", "exports"), default="ganesha",
                          help="ganesha: EXPORT blocks for nfs-ganesha (default); exports: "
                               "/etc/exports lines for the kernel NFS server")
-    exports.add_argument("--protocols", choices=("3,4", "4", "3"),
-                         help="NFS versions in ganesha EXPORT blocks (default 3,4)")
+    exports.add_argument("--protocols", choices=("3,4", "4", "3"), metavar="VERSIONS",
+                         help="NFS versions in ganesha EXPORT blocks: 3,4 (default), 4 or 3")
     exports.add_argument("--json", action="store_true",
                          help="machine-readable: exports, unexported nodes and the rendered "
                               "configuration")
@@ -86,8 +86,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--port", type=int, metavar="PORT", help="NFS port (default 2049)")
     serve.add_argument("--mount-port", type=int, default=20048, metavar="PORT",
                        help="NFSv3 MOUNT protocol port (default 20048)")
-    serve.add_argument("--protocols", choices=("3,4", "4", "3"),
-                       help="NFS versions (default 3,4; NFSv3 needs rpcbind running)")
+    serve.add_argument("--protocols", choices=("3,4", "4", "3"), metavar="VERSIONS",
+                       help="NFS versions: 3,4 (default), 4 or 3; NFSv3 needs rpcbind running")
     serve.add_argument("--nfs-state-dir", type=Path, metavar="DIR",
                        help="ganesha's configuration, logs and state, and the mount's "
                             f"device number (default {DEFAULT_STATE_DIR})")
@@ -111,17 +111,6 @@ def _plan(settings: Settings, site: Site, mountpoint: Path) -> Any:
     for node, why in plan.unexported:
         print(f"onesuite: warning: node {node} is not exported: {why}", file=sys.stderr)
     return plan
-
-
-def _tree(settings: Settings, site: Site) -> Any:
-    """The tree `onesuite mount` would serve, so both show the same roots."""
-    from . import common
-
-    if hasattr(common, "build_tree"):  # the core with oneSIS rules (sysimage.conf)
-        return common.build_tree(settings, site)
-    from ..tree import Tree
-
-    return Tree(site, settings.override_order)
 
 
 def _protocols(args: argparse.Namespace, settings: Settings) -> str:
@@ -168,7 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              protocols=_protocols(args, settings), binary=args.ganesha)
     state_dir = (args.nfs_state_dir or settings.nfs_state_dir or DEFAULT_STATE_DIR).absolute()
     try:
-        return serve(settings, _tree(settings, site), plan, options, state_dir,
+        return serve(settings, build_tree(settings, site), plan, options, state_dir,
                      json_status=args.json)
     except NfsServerError as exc:
         print(f"onesuite: error: {exc}", file=sys.stderr)
