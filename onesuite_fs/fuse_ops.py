@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from .tree import Attr, Tree, TreeError
+from .live import Generations, Invalidations, ReloadReport
+from .tree import Attr, ChangedOnDisk, Tree, TreeError
 
 T = TypeVar("T")
 
@@ -25,6 +26,7 @@ T = TypeVar("T")
 THREAD_READ_BYTES = 64 * 1024
 PID_XATTR = b"user.onesuite.pid"
 STATS_XATTR = b"user.onesuite.stats"
+STATUS_XATTR = b"user.onesuite.status"
 
 
 def _erofs() -> pyfuse3.FUSEError:
@@ -34,13 +36,44 @@ def _erofs() -> pyfuse3.FUSEError:
 class OnesuiteOperations(pyfuse3.Operations):
     supports_dot_lookup = True  # NFS export: LOOKUP(ino, ".") and ("..") after eviction
 
-    def __init__(self, tree: Tree, cache_timeout: float) -> None:
+    def __init__(self, tree: Tree, cache_timeout: float,
+                 generations: Generations | None = None) -> None:
         super().__init__()
-        self.tree = tree
+        self.generations = generations or Generations(tree, None)
         self.cache_timeout = cache_timeout
+        self._reloading = trio.Lock()
         self.stats: Counter[str] = Counter()
         self._listings: dict[int, list[tuple[str, Attr]]] = {}
         self._next_dir_handle = 1
+
+    @property
+    def tree(self) -> Tree:
+        """The generation being served; a reload replaces it between two requests."""
+        return self.generations.tree
+
+    # ----- live updates -----------------------------------------------------------------
+    async def reload(self) -> ReloadReport:
+        """Build the next generation in a thread, switch, then invalidate what changed."""
+        async with self._reloading:  # one at a time: each diff is against what is served
+            new, changes, report = await trio.to_thread.run_sync(self.generations.build_next)
+            if new is None or changes is None:
+                self.generations.failed(report)
+                return report
+            self.generations.switch(new, report)
+            await self._invalidate(changes)
+        self.stats["invalidated_entries"] += report.invalidated_entries
+        self.stats["invalidated_inodes"] += report.invalidated_inodes
+        return report
+
+    async def _invalidate(self, changes: Invalidations) -> None:
+        for parent, name in changes.entries:
+            # The async variant: the blocking one can deadlock against a pending request.
+            pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+        for ino in sorted(set(changes.inodes)):
+            try:
+                await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, False)
+            except OSError:
+                pass  # the kernel does not hold this inode: nothing to drop
 
     # ----- plumbing -------------------------------------------------------------------
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
@@ -70,8 +103,8 @@ class OnesuiteOperations(pyfuse3.Operations):
             try:
                 return call()
             except TreeError as exc:
-                if exc.errno != errno.ESTALE:
-                    raise
+                if exc.errno != errno.ESTALE or self.generations.retired_attr(ino):
+                    raise  # not stale, or retired by a reload: no recovery walk
                 # A number an earlier daemon issued: find it once, then answer as usual.
                 self.stats["recover"] += 1
                 if not await trio.to_thread.run_sync(self.tree.recover, ino):
@@ -107,7 +140,14 @@ class OnesuiteOperations(pyfuse3.Operations):
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         self.stats["getattr"] += 1
-        return self._entry(await self._run(inode, lambda: self.tree.attr(inode)))
+        try:
+            return self._entry(await self._run(inode, lambda: self.tree.attr(inode)))
+        except pyfuse3.FUSEError as exc:
+            # Gone in this generation but maybe still open (its content stays readable).
+            retired = self.generations.retired_attr(inode) if exc.errno == errno.ESTALE else None
+            if retired is None:
+                raise
+            return self._entry(retired)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         # Mappings are derived from the numbers and never dropped: the kernel may ask
@@ -139,7 +179,17 @@ class OnesuiteOperations(pyfuse3.Operations):
     # ----- files --------------------------------------------------------------------------
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         self.stats["open"] += 1
-        fd = await self._run(inode, lambda: self.tree.open(inode, flags))
+        try:
+            fd = self.tree.open(inode, flags)
+        except ChangedOnDisk:
+            # Changed since this generation read it: switch to a generation that has read it
+            # (after this, a replaced file's old inode is stale and the kernel looks the path
+            # up again), rather than serve new bytes under old attributes.
+            self.stats["reload_on_open"] += 1
+            await self.reload()
+            fd = await self._run(inode, lambda: self.tree.open(inode, flags))
+        except (TreeError, OSError):
+            fd = await self._run(inode, lambda: self.tree.open(inode, flags))
         # keep_cache: layer data only changes on a reload, which invalidates explicitly;
         # writable (persistent) files change only through this mount.
         return pyfuse3.FileInfo(fh=fd, keep_cache=True)
@@ -169,8 +219,10 @@ class OnesuiteOperations(pyfuse3.Operations):
     def _daemon_xattrs(self, inode: int) -> dict[bytes, bytes]:
         if inode != pyfuse3.ROOT_INODE:
             return {}
+        status = {**self.generations.status(), "counters": dict(self.stats)}
         return {PID_XATTR: str(os.getpid()).encode(),
-                STATS_XATTR: json.dumps(dict(self.stats), sort_keys=True).encode()}
+                STATS_XATTR: json.dumps(dict(self.stats), sort_keys=True).encode(),
+                STATUS_XATTR: json.dumps(status, sort_keys=True).encode()}
 
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         daemon = self._daemon_xattrs(inode)

@@ -7,20 +7,26 @@ the child reports success or failure through a pipe before the parent exits.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyfuse3
 import trio
 
 from .errors import ConfigError
-from .fuse_ops import PID_XATTR, OnesuiteOperations
+from .fuse_ops import PID_XATTR, STATUS_XATTR, OnesuiteOperations
+from .live import Generations
 from .tree import Tree
+from .watch import watch_site
 
 log = logging.getLogger("onesuite.mount")
 
@@ -56,31 +62,53 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise ConfigError("/dev/fuse is not accessible", hint="mount as root")
 
 
-async def _serve() -> None:
+@dataclass(frozen=True)
+class LiveOptions:
+    """How a running mount follows the image server (see live.py and watch.py)."""
+
+    rebuild: Callable[[], Tree]  # reads the site again; raises ConfigError when it can't
+    watch_paths: tuple[Path, ...] = ()  # watched with inotify; empty: reload on demand only
+    poll_every: float = 60.0  # the fallback check's period, seconds
+    quiet: float = 1.0  # a burst of changes ends after this long without one
+
+
+async def _serve(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
     async with trio.open_nursery() as nursery:
 
-        async def stop_on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
+                                           signal.SIGHUP) as signals:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.info("SIGHUP: reloading")
+                        nursery.start_soon(ops.reload)
+                        continue
                     log.info("signal %d: unmounting", signum)
                     pyfuse3.terminate()
                     return
 
-        nursery.start_soon(stop_on_signal)
+        nursery.start_soon(on_signals)
+        if live is not None and live.watch_paths:
+            nursery.start_soon(partial(watch_site, list(live.watch_paths), ops.reload,
+                                       quiet=live.quiet, poll_every=live.poll_every))
         await pyfuse3.main(min_tasks=4, max_tasks=64)
         nursery.cancel_scope.cancel()
 
 
-def _run_session(tree: Tree, mountpoint: Path, cache_timeout: float, debug: bool) -> None:
+def _run_session(tree: Tree, mountpoint: Path, cache_timeout: float, debug: bool,
+                 live: LiveOptions | None) -> OnesuiteOperations:
     options = set(MOUNT_OPTIONS)
     if debug:
         options.add("debug")
-    pyfuse3.init(OnesuiteOperations(tree, cache_timeout), str(mountpoint), options)
+    generations = Generations(tree, live.rebuild if live else None)
+    ops = OnesuiteOperations(tree, cache_timeout, generations)
+    pyfuse3.init(ops, str(mountpoint), options)
+    return ops
 
 
-def _loop() -> None:
+def _loop(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
     try:
-        trio.run(_serve)
+        trio.run(_serve, ops, live)
     except BaseException:
         pyfuse3.close(unmount=True)
         raise
@@ -88,12 +116,12 @@ def _loop() -> None:
 
 
 def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: float,
-          log_file: Path | None, debug: bool = False) -> int:
+          log_file: Path | None, debug: bool = False, live: LiveOptions | None = None) -> int:
     """Mount and serve; in daemon mode return 0 once the mount is ready."""
     if foreground:
-        _run_session(tree, mountpoint, cache_timeout, debug)
+        ops = _run_session(tree, mountpoint, cache_timeout, debug, live)
         log.info("mounted %s", mountpoint)
-        _loop()
+        _loop(ops, live)
         return 0
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -111,7 +139,7 @@ def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: floa
     os.close(read_end)
     os.setsid()
     try:
-        _run_session(tree, mountpoint, cache_timeout, debug)
+        ops = _run_session(tree, mountpoint, cache_timeout, debug, live)
     except Exception as exc:  # report any start-up failure to the waiting parent
         os.write(write_end, f"mounting {mountpoint} failed: {exc}".encode())
         os._exit(1)
@@ -119,7 +147,7 @@ def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: floa
     os.write(write_end, b"ready")
     os.close(write_end)
     try:
-        _loop()
+        _loop(ops, live)
     except BaseException:
         log.exception("daemon failed")
         os._exit(1)
@@ -168,3 +196,30 @@ def umount(mountpoint: Path, timeout: float = 30.0) -> None:
             raise ConfigError(f"daemon {pid} of {mountpoint} did not exit within "
                               f"{timeout:.0f} s after the unmount")
         time.sleep(0.05)
+
+
+def daemon_status(mountpoint: Path) -> dict[str, object]:
+    """The running daemon's generation, last reload and counters."""
+    try:
+        return json.loads(os.getxattr(mountpoint, STATUS_XATTR.decode()))
+    except OSError as exc:
+        raise ConfigError(f"{mountpoint} is not a running onesuite mount ({exc.strerror})",
+                          hint="check the mount point, or start it with onesuite mount"
+                          ) from None
+
+
+def reload(mountpoint: Path, timeout: float = 120.0) -> dict[str, object]:
+    """Ask the daemon to reload (SIGHUP) and wait for the outcome; its last_reload report."""
+    before = daemon_status(mountpoint)
+    pid = daemon_pid(mountpoint)
+    assert pid is not None
+    seen = (before["reloads"], before["failed_reloads"])
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = daemon_status(mountpoint)
+        if (status["reloads"], status["failed_reloads"]) != seen:
+            return status
+        time.sleep(0.05)
+    raise ConfigError(f"the daemon of {mountpoint} did not finish reloading within "
+                      f"{timeout:.0f} s")

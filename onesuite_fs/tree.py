@@ -42,6 +42,13 @@ class TreeError(Exception):
         self.errno = code
 
 
+class ChangedOnDisk(TreeError):
+    """The backing file is no longer what this generation read: a reload is due."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ESTALE, "the backing file changed since it was read")
+
+
 class Attr(NamedTuple):
     ino: int
     generation: int
@@ -119,6 +126,13 @@ def _child_path(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return time.time_ns()
+
+
 def stage_ids(store: LayerStore, stages: Stages) -> Contribution:
     ids = (tuple(store.add(e.layer) for e in stage if e.present) for stage in stages)
     return tuple(stage for stage in ids if stage)
@@ -133,7 +147,9 @@ class Tree:
         self.resolver = Resolver(self.store)
         self.onesis = onesis
         self.state_dir = state_dir
-        self.started_ns = time.time_ns()
+        # Times of the entries no layer has (namespaces, /ram, links into it): the topology's
+        # mtime, so they only change when the topology does (a reload compares attributes).
+        self.stable_ns = _mtime_ns(Path(site.cluster.source))
         self.entries: dict[str, dict[str, Entry]] = {ns: {} for ns in NAMESPACES}
         self._dirs: dict[int, DirRef] = {}
         self._files: dict[int, FileRef] = {}
@@ -235,7 +251,7 @@ class Tree:
 
     # ----- attributes -----------------------------------------------------------------
     def _fixed_attr(self, ino: int, mode: int = stat.S_IFDIR | 0o755) -> Attr:
-        t = self.started_ns
+        t = self.stable_ns
         return Attr(ino, 1, mode, 2, 0, 0, 0, 0, 0, t, t, t)
 
     @staticmethod
@@ -304,7 +320,7 @@ class Tree:
     def _synthetic_attr(self, entry: Entry, path: str, item: Synthetic, parent: Meta) -> Attr:
         origin = f"onesis: {item.reason}" + (f" ({item.rule})" if item.rule else "")
         target = item.target or ""
-        t = self.started_ns
+        t = self.stable_ns
         meta = Meta(synthetic_mode(item), 0, 0, 1, 0, 0, len(target.encode()), t, t, t, 0, 0)
         if item.target is None:
             ref = DirRef(entry, path, path, (), -1, meta)
@@ -330,6 +346,25 @@ class Tree:
         return self._state_attr(StateRef(directory.entry, path, path, where))[1]
 
     # ----- directories ----------------------------------------------------------------
+    def fixed_dirs(self) -> list[int]:
+        return [inodes.ROOT_INO, *(self._namespace_ino(ns) for ns in NAMESPACES)]
+
+    def path_of(self, ino: int) -> str:
+        """A fixed directory's path in the mount ('' for the root)."""
+        return self._namespace_of(ino) or ""
+
+    def dirs_in_use(self) -> list[tuple[int, DirRef]]:
+        """The directories of views whose merged listing exists: what clients have seen."""
+        return [(ino, ref) for ino, ref in list(self._dirs.items())
+                if ino not in self._synthetic_dirs
+                and self.resolver.cached_dir(ref.source, ref.contribution) is not None]
+
+    def is_dir(self, ino: int) -> bool:
+        if ino in self._dirs or self._is_fixed_dir(ino) or ino in self._synthetic_dirs:
+            return True
+        state = self._state.get(ino)
+        return state is not None and stat.S_ISDIR(self.attr(ino).mode)
+
     def dir_ready(self, ino: int) -> bool:
         """True when listing or looking up in `ino` needs no disk access."""
         ref = self._dirs.get(ino)
@@ -478,7 +513,15 @@ class Tree:
         ref = self._file(ino)
         if not stat.S_ISREG(ref.meta.mode):
             raise TreeError(errno.EACCES)
-        return self.store.open_file(ref.layer, ref.path)
+        fd = self.store.open_file(ref.layer, ref.path)
+        # Serve only the file this generation read: a file replaced or rewritten since would
+        # be new bytes under old attributes (a torn read). The adapter reloads and retries.
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (
+                ref.meta.dev, ref.meta.ino, ref.meta.size, ref.meta.mtime_ns):
+            os.close(fd)
+            raise ChangedOnDisk()
+        return fd
 
     # ----- writes: only inside a node's persistent paths ----------------------------------
     def _state_parent(self, parent: int) -> StateRef:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from ..model import Site
+from ..settings import Settings
 from ..stack import Stages, node_stages
-from .common import EXIT_OK, build_tree, load, report_warnings
+from ..tree import Tree
+from .common import EXIT_FAILURE, EXIT_OK, build_tree, load, report_warnings
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -26,7 +30,33 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     mount.add_argument("--cache-timeout", type=float, metavar="SECONDS",
                        help="kernel entry/attribute cache time (default 300)")
     mount.add_argument("--debug-fuse", action="store_true", help="libfuse debug output")
+    mount.add_argument("--no-watch", action="store_true",
+                       help="do not follow changes on the image server (reload only on "
+                            "'onesuite reload' or SIGHUP)")
+    mount.add_argument("--poll-interval", type=float, default=60.0, metavar="SECONDS",
+                       help="how often to check for changes inotify may have missed "
+                            "(default 60)")
     mount.set_defaults(func=cmd_mount)
+
+    reload = commands.add_parser(
+        "reload", help="re-read the image server now",
+        description="Make a running mount re-read cluster.xml, images, overrides and "
+                    "sysimage.conf, switch to the new generation in one step and invalidate "
+                    "exactly what changed. A configuration that fails to parse leaves the "
+                    "old generation serving; the error is printed and the exit status is 1. "
+                    "The daemon does the same on SIGHUP, and by itself when it sees changes.")
+    reload.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    reload.add_argument("--json", action="store_true", help="machine-readable output")
+    reload.set_defaults(func=cmd_reload)
+
+    status = commands.add_parser(
+        "status", help="generation, last reload and counters of a running mount",
+        description="What a running mount serves: its generation and when it was loaded, "
+                    "what the last reload changed (nodes and paths affected), and counters "
+                    "(lookups, reads, errors, cache invalidations).")
+    status.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
 
     umount = commands.add_parser(
         "umount", help="unmount and wait for the daemon to exit",
@@ -82,21 +112,81 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from ..mount import check_mountpoint, mount
+    from ..mount import LiveOptions, check_mountpoint, mount
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
     mountpoint = args.mountpoint.resolve()
     check_mountpoint(mountpoint)
     tree = build_tree(settings, site)
+
+    def rebuild() -> Tree:
+        new_settings, new_site = load(args)
+        return build_tree(new_settings, new_site)
+
+    watched = () if args.no_watch else watch_paths(settings, site)
+    live = LiveOptions(rebuild, watched, poll_every=args.poll_interval)
     status = mount(tree, mountpoint, foreground=args.foreground,
                    cache_timeout=settings.cache_timeout, log_file=args.log,
-                   debug=args.debug_fuse)
+                   debug=args.debug_fuse, live=live)
     if status == EXIT_OK and not args.foreground:
         print(f"onesuite: mounted {len(tree.entries['nodes'])} nodes, "
               f"{len(tree.entries['groups'])} groups, {len(tree.entries['images'])} images "
               f"at {mountpoint}")
     return status
+
+
+def watch_paths(settings: Settings, site: Site) -> tuple[Path, ...]:
+    """Everything a reload reads: the server's configuration, scripts, overrides, images."""
+    layout = site.layout
+    paths = [layout.config_dir, layout.scripts_dir, layout.overrides_dir,
+             *(image.path for image in site.images.values())]
+    if settings.onesis_config is not None:
+        paths.append(settings.onesis_config.parent)
+    return tuple(dict.fromkeys(p for p in paths if p.is_dir()))
+
+
+def _print_status(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        json.dump(status, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return
+    loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status["loaded_at"]))
+    print(f"generation {status['generation']}, loaded {loaded}; "
+          f"{status['reloads']} reload(s), {status['failed_reloads']} failed")
+    last = status.get("last_reload")
+    if last:
+        if last["error"]:
+            print(f"last reload FAILED (generation {status['generation']} kept serving):\n"
+                  f"  {last['error']}")
+        else:
+            print(f"last reload: generation {last['generation']} in {last['seconds']} s, "
+                  f"{len(last['nodes_affected'])} node(s) affected, "
+                  f"{last['invalidated_entries']} entries and {last['invalidated_inodes']} "
+                  "inodes invalidated")
+            for path in last["paths_changed"][:20]:
+                print(f"  changed: {path}")
+            if len(last["paths_changed"]) > 20:
+                print(f"  ... and {len(last['paths_changed']) - 20} more")
+    counters = status.get("counters", {})
+    if counters:
+        print("counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from ..mount import reload
+
+    status = reload(args.mountpoint.resolve())
+    _print_status(status, args.json)
+    last = status.get("last_reload") or {}
+    return EXIT_FAILURE if last.get("error") else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..mount import daemon_status
+
+    _print_status(daemon_status(args.mountpoint.resolve()), args.json)
+    return EXIT_OK
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
