@@ -163,3 +163,26 @@ def test_readers_never_see_a_mix(example_site, mount_site):
     assert not problems
     final = status(mount.mountpoint)
     assert final["failed_reloads"] == 0 and final["reloads"] >= 3  # switches happened mid-read
+
+
+def test_an_override_renamed_away_and_back_while_nodes_read(example_site, mount_site):
+    mount = mount_site(example_site, "--poll-interval", "30")
+    compute = example_site / OVERRIDES / "compute"
+    fstab = mount.node("node004") / "etc/fstab"
+    assert "diskless compute" in fstab.read_text()
+    compute.rename(compute.with_name("compute.moved"))
+    # Reads go on meanwhile; they may fail for a moment, the daemon must not.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "golden image" not in _try_read(fstab):
+        time.sleep(0.1)
+    assert "golden image" in fstab.read_text()  # settled: no compute override any more
+    compute.with_name("compute.moved").rename(compute)
+    wait_for(lambda: "diskless compute" in _try_read(fstab))
+    assert status(mount.mountpoint)["failed_reloads"] == 0
+
+
+def _try_read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

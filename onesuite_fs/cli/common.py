@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..model import Site
+from ..mount import LiveOptions
 from ..onesis_config import OnesisSource
 from ..settings import LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
 from ..sources.systemimager import load_site
@@ -98,3 +99,33 @@ def report_warnings(site: Site, order: str) -> None:
                       "SystemImager does", file=sys.stderr)
 
 
+
+
+def add_live_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-watch", action="store_true",
+                        help="do not follow changes on the image server (reload only on "
+                             "'onesuite reload' or SIGHUP)")
+    parser.add_argument("--poll-interval", type=float, default=60.0, metavar="SECONDS",
+                        help="how often to check for changes inotify may have missed "
+                             "(default 60)")
+
+
+def live_options(args: argparse.Namespace, settings: Settings, site: Site) -> LiveOptions:
+    """How the daemon re-reads the site: the same options, read again from scratch."""
+
+    def rebuild() -> Tree:
+        new_settings, new_site = load(args)
+        return build_tree(new_settings, new_site)
+
+    watched = () if args.no_watch else watch_paths(settings, site)
+    return LiveOptions(rebuild, watched, poll_every=args.poll_interval)
+
+
+def watch_paths(settings: Settings, site: Site) -> tuple[Path, ...]:
+    """Everything a reload reads: the server's configuration, scripts, overrides, images."""
+    layout = site.layout
+    paths = [layout.config_dir, layout.scripts_dir, layout.overrides_dir,
+             *(image.path for image in site.images.values())]
+    if settings.onesis_config is not None:
+        paths.append(settings.onesis_config.parent)
+    return tuple(dict.fromkeys(p for p in paths if p.is_dir()))

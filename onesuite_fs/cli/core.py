@@ -9,11 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..model import Site
-from ..settings import Settings
 from ..stack import Stages, node_stages
-from ..tree import Tree
-from .common import EXIT_FAILURE, EXIT_OK, build_tree, load, report_warnings
+from .common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_live_options,
+    build_tree,
+    live_options,
+    load,
+    report_warnings,
+)
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -30,12 +35,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     mount.add_argument("--cache-timeout", type=float, metavar="SECONDS",
                        help="kernel entry/attribute cache time (default 300)")
     mount.add_argument("--debug-fuse", action="store_true", help="libfuse debug output")
-    mount.add_argument("--no-watch", action="store_true",
-                       help="do not follow changes on the image server (reload only on "
-                            "'onesuite reload' or SIGHUP)")
-    mount.add_argument("--poll-interval", type=float, default=60.0, metavar="SECONDS",
-                       help="how often to check for changes inotify may have missed "
-                            "(default 60)")
+    add_live_options(mount)
     mount.set_defaults(func=cmd_mount)
 
     reload = commands.add_parser(
@@ -112,38 +112,21 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from ..mount import LiveOptions, check_mountpoint, mount
+    from ..mount import check_mountpoint, mount
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
     mountpoint = args.mountpoint.resolve()
     check_mountpoint(mountpoint)
     tree = build_tree(settings, site)
-
-    def rebuild() -> Tree:
-        new_settings, new_site = load(args)
-        return build_tree(new_settings, new_site)
-
-    watched = () if args.no_watch else watch_paths(settings, site)
-    live = LiveOptions(rebuild, watched, poll_every=args.poll_interval)
     status = mount(tree, mountpoint, foreground=args.foreground,
                    cache_timeout=settings.cache_timeout, log_file=args.log,
-                   debug=args.debug_fuse, live=live)
+                   debug=args.debug_fuse, live=live_options(args, settings, site))
     if status == EXIT_OK and not args.foreground:
         print(f"onesuite: mounted {len(tree.entries['nodes'])} nodes, "
               f"{len(tree.entries['groups'])} groups, {len(tree.entries['images'])} images "
               f"at {mountpoint}")
     return status
-
-
-def watch_paths(settings: Settings, site: Site) -> tuple[Path, ...]:
-    """Everything a reload reads: the server's configuration, scripts, overrides, images."""
-    layout = site.layout
-    paths = [layout.config_dir, layout.scripts_dir, layout.overrides_dir,
-             *(image.path for image in site.images.values())]
-    if settings.onesis_config is not None:
-        paths.append(settings.onesis_config.parent)
-    return tuple(dict.fromkeys(p for p in paths if p.is_dir()))
 
 
 def _print_status(status: dict[str, Any], as_json: bool) -> None:

@@ -11,7 +11,15 @@ from typing import Any
 from ..errors import ConfigError
 from ..model import Site
 from ..settings import Settings
-from .common import EXIT_FAILURE, EXIT_OK, build_tree, load, report_warnings
+from .common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_live_options,
+    build_tree,
+    live_options,
+    load,
+    report_warnings,
+)
 
 DEFAULT_STATE_DIR = Path("/var/lib/onesuite-fs/nfs")
 
@@ -95,6 +103,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                        help="kernel entry/attribute cache time of the mount (default 300)")
     serve.add_argument("--ganesha", default="ganesha.nfsd", metavar="PROGRAM",
                        help="the ganesha.nfsd program (default: from PATH)")
+    add_live_options(serve)
     serve.add_argument("--json", action="store_true",
                        help="print one JSON status line on stdout once serving")
     serve.set_defaults(func=cmd_serve)
@@ -158,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     state_dir = (args.nfs_state_dir or settings.nfs_state_dir or DEFAULT_STATE_DIR).absolute()
     try:
         return serve(settings, build_tree(settings, site), plan, options, state_dir,
-                     json_status=args.json)
+                     json_status=args.json, live=live_options(args, settings, site))
     except NfsServerError as exc:
         print(f"onesuite: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

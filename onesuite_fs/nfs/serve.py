@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ..mount import check_mountpoint, daemon_pid, mount, umount
+from ..mount import LiveOptions, check_mountpoint, daemon_pid, mount, umount
 from ..settings import Settings
 from ..tree import Tree
 from .devpin import DevicePin, describe, read_recorded
@@ -58,14 +58,14 @@ class _Stop:
 
 
 def _mount_pinned(tree: Tree, mountpoint: Path, settings: Settings,
-                  state_dir: Path) -> dict[str, object]:
+                  state_dir: Path, live: LiveOptions | None) -> dict[str, object]:
     """Mount with the previous run's device number if possible; say what happened."""
     record = state_dir / "st_dev"
     previous = read_recorded(record)
     with DevicePin(state_dir / "devpin") as pin:
         pinned = pin.prepare(previous) if previous is not None else False
         status = mount(tree, mountpoint, foreground=False, cache_timeout=settings.cache_timeout,
-                       log_file=state_dir / "onesuite.log")
+                       log_file=state_dir / "onesuite.log", live=live)
     if status != 0:
         raise NfsServerError(f"mounting {mountpoint} failed; see {state_dir / 'onesuite.log'}")
     dev = os.stat(mountpoint).st_dev
@@ -77,7 +77,7 @@ def _mount_pinned(tree: Tree, mountpoint: Path, settings: Settings,
 
 
 def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOptions,
-          state_dir: Path, *, json_status: bool = False) -> int:
+          state_dir: Path, *, json_status: bool = False, live: LiveOptions | None = None) -> int:
     """Serve until SIGINT/SIGTERM (0) or until ganesha or the FUSE daemon dies (1)."""
     mountpoint = plan.mountpoint
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOpti
     stop = _Stop()
     mounted = False
     try:
-        device = _mount_pinned(tree, mountpoint, settings, state_dir)
+        device = _mount_pinned(tree, mountpoint, settings, state_dir, live)
         mounted = True
         fuse_pid = daemon_pid(mountpoint)
         if not device["handles_preserved"]:
