@@ -56,7 +56,13 @@ def test_reload_changes_exactly_what_changed(example_site, mount_site):
     # The rename also changed the override's etc/ (its mtime), which node001's /etc shows.
     assert report["paths_changed"] == ["nodes/node001/etc", "nodes/node001/etc/hostname"]
     assert (nodes / "node001/etc/hostname").read_text() == "renamed001\n"
-    after = {n: inodes_of(nodes / n) for n in before}
+    counters = status(mount.mountpoint)["counters"]
+    untouched = {n: {p: os.lstat(nodes / n / p).st_ino for p in before[n]}
+                 for n in ("node002", "login01")}
+    # Their entries stayed in the kernel's cache: resolving every path again (no readdir)
+    # asked the daemon for no lookup.
+    assert status(mount.mountpoint)["counters"]["lookup"] == counters["lookup"]
+    after = {**untouched, "node001": inodes_of(nodes / "node001")}
     assert after["node002"] == before["node002"] and after["login01"] == before["login01"]
     changed = {p for p in before["node001"] if before["node001"][p] != after["node001"][p]}
     assert changed == {"etc/hostname"}  # a new backing file: a new inode, nothing else moves
