@@ -74,8 +74,11 @@ def dir_ino(slot: int, path: str, probe: int = 0, *, private: bool = False) -> i
     return DIR_TAG | flag | (slot << PATH_BITS) | _hash(*key, bits=PATH_BITS)
 
 
-def dir_generation(entry_key: str, path: str) -> int:
-    return _hash(entry_key, path, bits=31) | 1
+def view_generation(entry_key: str, path: str, source: str = "") -> int:
+    """Generation of a view-keyed inode: it changes when the same path comes to show another
+    object (a LINKBACK choosing another variant), so old NFS handles fail instead."""
+    parts = (entry_key, path) if source in ("", path) else (entry_key, path, source)
+    return _hash(*parts, bits=31) | 1
 
 
 def backed_ino(dev: int, ino: int, probe: int = 0) -> int:

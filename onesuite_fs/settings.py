@@ -39,6 +39,7 @@ The file can name every path and policy explicitly (example in docs/configuratio
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,6 +112,11 @@ def check_override_order(order: str, file: str | None = None) -> str:
     return order
 
 
+def _under(base: Path, value: str) -> Path:
+    """A path from the file: absolute, or relative to the file's directory; normalized."""
+    return Path(os.path.normpath(base / value))
+
+
 def load_settings(path: Path) -> Settings:
     """Read onesuite.toml; unknown sections or keys and wrong types are errors."""
     filename = str(path)
@@ -127,7 +133,7 @@ def load_settings(path: Path) -> Settings:
             if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
                 raise ConfigError("[images] must map image names to directory strings",
                                   file=filename)
-            values["images"] = {name: base / p for name, p in table.items()}
+            values["images"] = {name: _under(base, p) for name, p in table.items()}
             continue
         schema = _SCHEMA.get(section)
         if schema is None or not isinstance(table, dict):
@@ -144,9 +150,9 @@ def load_settings(path: Path) -> Settings:
                                   f"({type(value).__name__})", file=filename)
             if section in ("nfs", "onesis"):
                 is_path = key in ("state_dir", "config")
-                values[f"{section}_{key}"] = base / value if is_path else value
+                values[f"{section}_{key}"] = _under(base, value) if is_path else value
             else:
-                values[key] = base / value if section == "paths" else value
+                values[key] = _under(base, value) if section == "paths" else value
     if "override_order" in values:
         check_override_order(values["override_order"], filename)
     if "onesis_link_policy" in values:

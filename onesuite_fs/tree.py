@@ -267,19 +267,21 @@ class Tree:
             return self._fixed_attr(ino)
         ref = self._dirs.get(ino)
         if ref is not None:
-            return self._attr_from(ino, inodes.dir_generation(ref.entry.key, ref.path),
-                                   ref.meta, is_dir=True)
+            return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
         file_ref = self._files.get(ino)
         if file_ref is not None:
             return self._attr_from(ino, 1, file_ref.meta, is_dir=False)
         private = self._private.get(ino)
         if private is not None:
-            return self._attr_from(ino, inodes.dir_generation(private.entry.key, private.path),
-                                   private.meta, is_dir=False)
+            return self._attr_from(ino, self._generation(private), private.meta, is_dir=False)
         state = self._state.get(ino)
         if state is not None:
             return self._state_attr(state)[1]
         raise TreeError(errno.ESTALE)
+
+    @staticmethod
+    def _generation(ref: DirRef | PrivateRef) -> int:
+        return inodes.view_generation(ref.entry.key, ref.path, ref.source)
 
     def _state_attr(self, ref: StateRef) -> tuple[int, Attr]:
         meta = self._node_state(ref.entry).lstat(ref.path)
@@ -294,8 +296,7 @@ class Tree:
             if item.contribution is not None:
                 ref = DirRef(entry, path, _child_path(directory.source, item.name),
                              item.contribution, item.layer, item.meta)
-                return self._attr_from(self._dir_ref(ref),
-                                       inodes.dir_generation(entry.key, path), item.meta,
+                return self._attr_from(self._dir_ref(ref), self._generation(ref), item.meta,
                                        is_dir=True)
             ino = self._file_ref(FileRef(item.layer, _child_path(directory.source, item.name),
                                          item.meta))
@@ -305,9 +306,8 @@ class Tree:
             if variant.contribution is not None:
                 ref = DirRef(entry, path, source, variant.contribution, variant.layer,
                              variant.meta)
-                return self._attr_from(self._dir_ref(ref),
-                                       inodes.dir_generation(entry.key, path), variant.meta,
-                                       is_dir=True)
+                return self._attr_from(self._dir_ref(ref), self._generation(ref),
+                                       variant.meta, is_dir=True)
             origin = (f"{self.store.layer(variant.layer).label} /{source} "
                       f"(LINKBACK {item.rule}: {item.reason})")
             ino = self._private_ref(PrivateRef(entry, path, variant.meta, variant.layer,

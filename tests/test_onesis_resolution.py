@@ -167,3 +167,17 @@ def test_one_config_file_for_every_node(tmp_path):
     tree = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource(conf))
     assert read(tree, "nodes/n1/etc/fstab") == "fstab: the image's own\n"  # no LINKBACK here
     assert read(tree, "nodes/n1/etc/motd") == "motd: the image's own\n"
+
+
+def test_a_path_showing_another_variant_gets_a_new_generation(tmp_path):
+    root = onesis_site(tmp_path / "site")
+    before = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    conf = root / "var/lib/systemimager/images/img/etc/sysimage.conf"
+    conf.write_text(conf.read_text().replace("PROPERTY: fc -n n2", "PROPERTY: fc -n n1,n2"))
+    after = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    old, new = resolve(before, "nodes/n1/etc/motd"), resolve(after, "nodes/n1/etc/motd")
+    assert read(after, "nodes/n1/etc/motd") == "motd: property fc\n"
+    # Same path, same number; another object behind it: old NFS handles must go stale.
+    assert old.ino == new.ino and old.generation != new.generation
+    same_old, same_new = resolve(before, "nodes/n1/etc/fstab"), resolve(after, "nodes/n1/etc/fstab")
+    assert (same_old.ino, same_old.generation) == (same_new.ino, same_new.generation)
