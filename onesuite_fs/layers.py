@@ -13,7 +13,7 @@ import os
 import stat
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -100,18 +100,9 @@ class LayerStore:
     def layer(self, layer_id: int) -> Layer:
         return self.layers[layer_id]
 
-    @contextmanager
-    def open_dir(self, layer_id: int, relpath: str) -> Iterator[int]:
+    def open_dir(self, layer_id: int, relpath: str) -> AbstractContextManager[int]:
         """A directory fd for relpath inside the layer, reached without following links."""
-        fd = os.open(self.layers[layer_id].path, _DIR_FLAGS & ~os.O_NOFOLLOW)
-        try:
-            for part in split_relpath(relpath):
-                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = next_fd
-            yield fd
-        finally:
-            os.close(fd)
+        return open_beneath(self.layers[layer_id].path, relpath)
 
     def cached_listing(self, layer_id: int, relpath: str) -> dict[str, Meta] | None | bool:
         """The cached scan, or False when the directory has not been scanned yet."""
@@ -186,15 +177,36 @@ class LayerStore:
         """All extended attributes of the entry itself (not of a symlink's target)."""
         parent, _, name = relpath.rpartition("/")
         with self.open_dir(layer_id, parent) as fd:
-            # /proc/self/fd/N/name: the directory is the verified fd; only `name` is looked
-            # up, and follow_symlinks=False keeps a final symlink from being followed.
-            # The layer root is the fd itself: its magic link must be followed.
-            path = f"/proc/self/fd/{fd}/{name}" if name else f"/proc/self/fd/{fd}"
-            follow = not name
-            try:
-                names = os.listxattr(path, follow_symlinks=follow)
-                return {n: os.getxattr(path, n, follow_symlinks=follow) for n in names}
-            except OSError as exc:
-                if exc.errno in (errno.ENOTSUP, errno.ENODATA):
-                    return {}
-                raise
+            return entry_xattrs(fd, name)
+
+
+@contextmanager
+def open_beneath(root: Path, relpath: str) -> Iterator[int]:
+    """A directory fd for relpath under root, every component opened with O_NOFOLLOW (root
+    itself is configuration, and may be a symlink)."""
+    fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        for part in split_relpath(relpath):
+            next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def entry_xattrs(dir_fd: int, name: str) -> dict[str, bytes]:
+    """All extended attributes of `name` in dir_fd itself (not of a symlink's target); of the
+    directory when name is ''."""
+    # /proc/self/fd/N/name: the directory is the verified fd; only `name` is looked up, and
+    # follow_symlinks=False keeps a final symlink from being followed. For the directory
+    # itself, the fd's magic link must be followed.
+    path = f"/proc/self/fd/{dir_fd}/{name}" if name else f"/proc/self/fd/{dir_fd}"
+    follow = not name
+    try:
+        names = os.listxattr(path, follow_symlinks=follow)
+        return {n: os.getxattr(path, n, follow_symlinks=follow) for n in names}
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.ENODATA):
+            return {}
+        raise

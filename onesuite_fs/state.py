@@ -16,10 +16,10 @@ import shutil
 import stat
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from .layers import Meta, split_relpath
+from .layers import Meta, entry_xattrs, open_beneath, split_relpath
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TMP_NAME = ".onesuite-tmp"
@@ -31,18 +31,9 @@ class NodeState:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    @contextmanager
-    def open_dir(self, relpath: str) -> Iterator[int]:
+    def open_dir(self, relpath: str) -> AbstractContextManager[int]:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.root, _DIR_FLAGS)
-        try:
-            for part in split_relpath(relpath):
-                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = next_fd
-            yield fd
-        finally:
-            os.close(fd)
+        return open_beneath(self.root, relpath)
 
     @contextmanager
     def parent(self, relpath: str) -> Iterator[tuple[int, str]]:
@@ -123,15 +114,7 @@ class NodeState:
 
     def xattrs(self, relpath: str) -> dict[str, bytes]:
         with self.parent(relpath) as (fd, name):
-            path = f"/proc/self/fd/{fd}/{name}" if name else f"/proc/self/fd/{fd}"
-            follow = not name
-            try:
-                return {n: os.getxattr(path, n, follow_symlinks=follow)
-                        for n in os.listxattr(path, follow_symlinks=follow)}
-            except OSError as exc:
-                if exc.errno in (errno.ENOTSUP, errno.ENODATA):
-                    return {}
-                raise
+            return entry_xattrs(fd, name)
 
     # ----- creating a path the first time a node uses it ---------------------------------
     def staging(self) -> Path:
@@ -144,20 +127,18 @@ class NodeState:
     def publish(self, built: Path, relpath: str) -> bool:
         """Move a staged entry to relpath atomically; False if it exists already (another
         request made it first: keep theirs)."""
-        with self.open_dir(relpath.rpartition("/")[0]) if "/" in relpath else \
-                self.open_dir("") as fd:
-            name = relpath.rpartition("/")[2]
-            _fsync_tree(built)
-            try:
-                os.stat(name, dir_fd=fd, follow_symlinks=False)
-                shutil.rmtree(built.parent, ignore_errors=True)
-                return False
-            except FileNotFoundError:
-                pass
-            os.rename(built, name, dst_dir_fd=fd)
-            os.fsync(fd)
-        shutil.rmtree(built.parent, ignore_errors=True)
-        return True
+        _fsync_tree(built)
+        try:
+            with self.parent(relpath) as (fd, name):
+                try:
+                    os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    return False
+                except FileNotFoundError:
+                    os.rename(built, name, dst_dir_fd=fd)
+                    os.fsync(fd)
+                    return True
+        finally:
+            shutil.rmtree(built.parent, ignore_errors=True)
 
     def make_parents(self, relpath: str) -> None:
         """Plain directories up to relpath's parent, inside the state root."""
