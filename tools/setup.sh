@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr rsync
               nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev
-              qemu-system-x86 cpio debootstrap)
+              qemu-system-x86 cpio debootstrap squashfs-tools xorriso isolinux syslinux-common)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

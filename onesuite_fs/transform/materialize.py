@@ -1,0 +1,93 @@
+"""Writing entries of a root to a real directory tree with everything the view shows: type,
+content, numeric owner, mode (setuid bits included), extended attributes, nanosecond times.
+
+The order matters: owner before mode (chown clears setuid bits), extended attributes after
+the owner (chown clears security.capability), times last, and a directory's times only once
+its children are written (writing them changes it).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from .walk import Item, Root
+
+
+class Writer:
+    """Copies entries from roots into a destination tree. Files of one backing inode are
+    written once and hard-linked after (a view's hard links stay links, and identical
+    content shared by many nodes costs its space once)."""
+
+    def __init__(self) -> None:
+        self._linked: dict[int, str] = {}
+        self.entries = 0
+        self.bytes = 0
+
+    def entry(self, root: Root, item: Item, dest: Path, *, directory_meta: bool = True) -> None:
+        """Write one entry at `dest` (a directory: empty, its metadata set by `finish_dir`
+        unless `directory_meta` is false)."""
+        attr = item.attr
+        self.entries += 1
+        if item.is_dir:
+            dest.mkdir()
+            return
+        if item.is_reg:
+            linked = self._linked.get(attr.ino)
+            if linked is not None:
+                os.link(linked, dest)
+                return
+            fd = root.open(item)
+            try:
+                with open(fd, "rb", closefd=False) as src, open(dest, "xb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            finally:
+                os.close(fd)
+            self.bytes += attr.size
+            self._linked[attr.ino] = str(dest)
+        elif item.is_link:
+            os.symlink(os.fsdecode(root.readlink(item)), dest)
+        else:
+            os.mknod(dest, attr.mode, attr.rdev)
+        self.set_meta(root, item, dest)
+
+    def set_meta(self, root: Root, item: Item, dest: Path) -> None:
+        attr = item.attr
+        os.chown(dest, attr.uid, attr.gid, follow_symlinks=False)
+        if not item.is_link:
+            os.chmod(dest, stat.S_IMODE(attr.mode))
+        for name, value in root.xattrs(item).items():
+            try:
+                os.setxattr(dest, name, value, follow_symlinks=False)
+            except OSError as exc:
+                # user.* on a symlink: the kernel refuses it; the view cannot show it either.
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP):
+                    raise
+        os.utime(dest, ns=(attr.atime_ns, attr.mtime_ns), follow_symlinks=False)
+
+    def finish_dir(self, root: Root, item: Item, dest: Path) -> None:
+        self.set_meta(root, item, dest)
+
+    def subtree(self, root: Root, item: Item, dest: Path) -> None:
+        """Copy `item` and, for a directory, everything below it, to `dest`."""
+        self.entry(root, item, dest)
+        if not item.is_dir:
+            return
+        # Depth first with an explicit stack; a directory's metadata goes on when it is left.
+        stack = [(item, dest, iter(root.tree.listdir(item.attr.ino)))]
+        while stack:
+            parent, parent_dest, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                self.finish_dir(root, parent, parent_dest)
+                continue
+            name, attr = child
+            child_item = Item(f"{parent.path}/{name}" if parent.path else name, attr)
+            child_dest = parent_dest / name
+            self.entry(root, child_item, child_dest)
+            if child_item.is_dir:
+                stack.append((child_item, child_dest, iter(root.tree.listdir(attr.ino))))

@@ -1,0 +1,160 @@
+"""onesuite export: every format read back with its own tool (tar, cpio, unsquashfs) equals,
+entry for entry, the node's root as a real mount serves it; bad input fails before anything
+is written, and an interrupted export never leaves a finished-looking file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tarfile
+import time
+
+import oracle
+import pytest
+import sitegen
+from conftest import ONESUITE, needs_root_fuse, run_onesuite
+from sitetools import onesis_site
+from transformtools import OURS, extract, normalize, require, run
+
+pytestmark = [needs_root_fuse(), pytest.mark.mount]
+
+FORMATS = ("tar", "cpio", "squashfs")
+TOOLS = {"tar": ("tar",), "cpio": ("cpio", "gzip"), "squashfs": ("mksquashfs", "unsquashfs")}
+
+
+def export(site, host, fmt, out, *extra):
+    return run_onesuite("export", "--root", site, host, "--format", fmt, out, *extra)
+
+
+def check_formats(tmp_path, site, mount, hosts, synthetic=()):
+    for fmt in FORMATS:
+        require(*TOOLS[fmt])
+    for host in hosts:
+        mounted = oracle.snapshot(mount.node(host), ignore_xattr_prefixes=OURS)
+        for fmt in FORMATS:
+            out = tmp_path / f"{host}.{fmt}"
+            export(site, host, fmt, out)
+            back = oracle.snapshot(extract(fmt, out, tmp_path / f"x-{host}-{fmt}"))
+            differences = oracle.compare(normalize(mounted, fmt, synthetic),
+                                         normalize(back, fmt, synthetic))
+            assert not differences, f"{host} as {fmt}:\n" + "\n".join(differences)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_random_site_exports_equal_the_mount(seed, tmp_path, mount_site):
+    spec = sitegen.generate_random_site(tmp_path / "site", seed)
+    mount = mount_site(spec.prefix)
+    check_formats(tmp_path, spec.prefix, mount, spec.nodes()[:2])
+
+
+def test_onesis_rules_are_exported_as_served(tmp_path, mount_site):
+    site = onesis_site(tmp_path / "site")
+    mount = mount_site(site)
+    check_formats(tmp_path, site, mount, ["n2", "n3"], synthetic=("/ram",))
+    assert (tmp_path / "x-n3-tar/etc/fstab").read_text() == "fstab: class compute\n"
+    assert os.readlink(tmp_path / "x-n3-cpio/var/log") == "/ram/var/log"
+
+
+def test_hard_links_stay_links(tmp_path):
+    site = onesis_site(tmp_path / "site")
+    image = site / "var/lib/systemimager/images/img"
+    (image / "usr/bin").mkdir(parents=True)
+    (image / "usr/bin/gzip").write_bytes(b"#!/bin/sh\n" * 100)
+    os.link(image / "usr/bin/gzip", image / "usr/bin/gunzip")
+    out = export_to(site, "n1", "tar", tmp_path)
+    with tarfile.open(out) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+    assert members["./usr/bin/gunzip"].isreg()  # sorts first: it carries the data
+    gzip = members["./usr/bin/gzip"]
+    assert gzip.islnk() and gzip.linkname == "./usr/bin/gunzip"
+    assert not any(key.startswith(("SCHILY.xattr.user.onesuite", "SCHILY.xattr.trusted"))
+                   for m in members.values() for key in m.pax_headers)
+    for fmt in FORMATS:
+        dest = extract(fmt, export_to(site, "n1", fmt, tmp_path), tmp_path / f"x-{fmt}")
+        assert os.stat(dest / "usr/bin/gzip").st_ino == os.stat(dest / "usr/bin/gunzip").st_ino
+        assert (dest / "usr/bin/gzip").read_bytes() == b"#!/bin/sh\n" * 100
+
+
+def export_to(site, host, fmt, tmp_path):
+    out = tmp_path / f"{host}.{fmt}"
+    export(site, host, fmt, out, "--force")
+    return out
+
+
+def test_cpio_listing_names_every_entry(tmp_path):
+    require("cpio", "gzip")
+    site = onesis_site(tmp_path / "site")
+    out = export_to(site, "n1", "cpio", tmp_path)
+    listing = run("cpio", "-t", "--quiet", stdin=run("gzip", "-dc", out)).decode().split("\n")
+    assert "etc/fstab" in listing and "." in listing and "ram" in listing
+    assert "etc/fstab.n1" in listing
+
+
+def test_squashfs_listing_has_numeric_owners(tmp_path):
+    require("mksquashfs", "unsquashfs")
+    spec = sitegen.generate_random_site(tmp_path / "site", 2)
+    host = spec.nodes()[0]
+    out = export_to(spec.prefix, host, "squashfs", tmp_path)
+    listing = run("unsquashfs", "-lln", out).decode()
+    assert " 0/0 " in listing and "squashfs-root/etc" in listing
+
+
+# ----- bad input ------------------------------------------------------------------------------
+
+
+
+def test_bad_input_fails_cleanly(tmp_path):
+    site = onesis_site(tmp_path / "site")
+    out = tmp_path / "out.tar"
+    done = run_onesuite("export", "--root", site, "nosuch", "--format", "tar", out, check=False)
+    assert done.returncode == 2 and "no node named 'nosuch'" in done.stderr
+    iso = run_onesuite("export", "--root", site, "n1", "--format", "iso", tmp_path / "n1.iso",
+                       check=False)
+    assert iso.returncode == 2 and "carries no kernel" in iso.stderr
+    out.write_text("keep me")
+    exists = run_onesuite("export", "--root", site, "n1", "--format", "tar", out, check=False)
+    assert exists.returncode == 2 and "--force" in exists.stderr
+    assert out.read_text() == "keep me"
+    export(site, "n1", "tar", out, "--force")
+    assert tarfile.is_tarfile(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tar", "site"]
+
+
+def test_not_enough_space_is_refused_before_writing(tmp_path):
+    site = onesis_site(tmp_path / "site")
+    with open(site / "var/lib/systemimager/images/img/big", "wb") as big:
+        big.truncate(64 << 20)  # sparse: costs nothing in the image
+    small = tmp_path / "small"
+    small.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", small)
+    try:
+        done = run_onesuite("export", "--root", site, "n1", "--format", "cpio",
+                            small / "n1.cpio", check=False)
+        assert done.returncode == 2 and "not enough space" in done.stderr
+        assert os.listdir(small) == []
+    finally:
+        run("umount", small)
+
+
+def test_an_interrupted_export_leaves_no_finished_output(tmp_path):
+    site = onesis_site(tmp_path / "site")
+    with open(site / "var/lib/systemimager/images/img/big", "wb") as big:
+        big.truncate(4 << 30)  # sparse; gzip'ing 4 GiB of zeros takes a while
+    out = tmp_path / "n1.cpio"
+    proc = subprocess.Popen([*ONESUITE, "export", "--root", str(site), "n1", "--format",
+                             "cpio", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None and not any(p.name.startswith(".n1.cpio.onesuite-partial")
+                                              for p in tmp_path.iterdir()):
+            time.sleep(0.01)
+        assert proc.poll() is None, "the export finished before it could be interrupted"
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the partial file is removed
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".n1.cpio")]

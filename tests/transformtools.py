@@ -1,0 +1,98 @@
+"""Reading exported roots back with the real tools, and normalizing snapshots to what each
+format can hold, for the transform tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import oracle
+import pytest
+
+CI = bool(os.environ.get("CI"))
+OURS = ("user.onesuite.", "trusted.onesuite.")  # provenance the mount adds
+
+
+def require(*tools: str) -> None:
+    """Skip without the tools on a laptop; under CI=true a missing tool fails the test."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        message = f"needs {', '.join(missing)} (bash tools/setup.sh installs them)"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def run(*argv: str | os.PathLike[str], cwd: Path | None = None,
+        stdin: bytes | None = None) -> bytes:
+    done = subprocess.run([str(a) for a in argv], cwd=cwd, input=stdin, capture_output=True,
+                          check=False)
+    assert done.returncode == 0, f"{argv} failed ({done.returncode}): {done.stderr.decode()}"
+    return done.stdout
+
+
+def extract(fmt: str, archive: Path, dest: Path) -> Path:
+    """Unpack an export with the format's own tool, as root (owners, devices, xattrs)."""
+    dest.mkdir()
+    if fmt == "tar":
+        run("tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", archive,
+            "-C", dest)
+    elif fmt == "cpio":
+        data = run("gzip", "-dc", archive)
+        run("cpio", "-idmu", "--quiet", "--no-absolute-filenames", cwd=dest, stdin=data)
+        # GNU cpio -m sets a directory's time before filling it, and leaves an existing "."
+        # as it is; the kernel's initramfs unpacker defers times and sets "." (init/
+        # initramfs.c). Take directory times, and the root's mode and owner, from the headers.
+        for name, mode, uid, gid, mtime in newc_directories(data):
+            if name == ".":
+                os.chown(dest, uid, gid)
+                os.chmod(dest, stat.S_IMODE(mode))
+            os.utime(dest / name, (mtime, mtime), follow_symlinks=False)
+    elif fmt == "squashfs":
+        shutil.rmtree(dest)
+        run("unsquashfs", "-no-progress", "-d", dest, archive)
+    else:
+        raise ValueError(fmt)
+    return dest
+
+
+def newc_directories(data: bytes) -> list[tuple[str, int, int, int, int]]:
+    """(name, mode, uid, gid, mtime) of every directory in an uncompressed newc archive, read
+    from the headers (a reader independent of the writer under test: 13 hex fields)."""
+    found, offset = [], 0
+    while True:
+        assert data[offset:offset + 6] == b"070701", f"bad newc magic at {offset}"
+        fields = [int(data[offset + 6 + 8 * i:offset + 14 + 8 * i], 16) for i in range(13)]
+        mode, uid, gid, mtime = fields[1], fields[2], fields[3], fields[5]
+        size, namesize = fields[6], fields[11]
+        name = data[offset + 110:offset + 110 + namesize - 1].decode()
+        if name == "TRAILER!!!":
+            return found
+        if stat.S_ISDIR(mode):
+            found.append((name, mode, uid, gid, mtime))
+        offset += 110 + namesize
+        offset += -offset % 4
+        offset += size + (-size % 4)
+
+
+def normalize(snapshot: dict[str, oracle.Entry], fmt: str,
+              synthetic_dirs: tuple[str, ...] = ()) -> dict[str, oracle.Entry]:
+    """What the format keeps: whole seconds (cpio, squashfs), no xattrs (cpio), no xattrs on
+    the root (squashfs), no sockets (tar, squashfs). Synthetic directories (the /ram mount
+    point) carry the server process's start time, which differs between two processes."""
+    result = {}
+    for path, entry in snapshot.items():
+        if entry.kind == "sock" and fmt in ("tar", "squashfs"):
+            continue
+        if fmt in ("cpio", "squashfs"):
+            entry = dataclasses.replace(entry, mtime_ns=entry.mtime_ns // 10**9 * 10**9)
+        if fmt == "cpio" or (fmt == "squashfs" and path == "/"):
+            entry = dataclasses.replace(entry, xattrs=())
+        if path in synthetic_dirs:
+            entry = dataclasses.replace(entry, mtime_ns=0)
+        result[path] = entry
+    return result
