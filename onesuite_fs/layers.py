@@ -138,6 +138,21 @@ class LayerStore:
                 return None
             raise
 
+    def prescan(self, layer_id: int) -> int:
+        """Read (and cache) every directory of the layer now; returns how many entries.
+
+        A generation that has read everything answers from what it read, never from a
+        directory changed on disk after it was built (live.py)."""
+        entries = 0
+        pending = [""]
+        while pending:
+            directory = pending.pop()
+            listing = self.listing(layer_id, directory) or {}
+            entries += len(listing)
+            pending.extend(f"{directory}/{name}" if directory else name
+                           for name, meta in listing.items() if meta.is_dir)
+        return entries
+
     def root_meta(self, layer_id: int) -> Meta:
         found = self._root_metas.get(layer_id)
         if found is None:

@@ -2,7 +2,9 @@
 tells the kernel exactly which entries changed.
 
 A generation is one consistent reading of the site: cluster.xml, overrides, images and every
-sysimage.conf parsed together. A reload that fails to parse leaves the old generation
+sysimage.conf parsed together, and every layer directory read when it is built (the first
+generation's in the background right after the mount starts), so it never answers from a
+directory changed on disk after it was built. A reload that fails to parse leaves the old generation
 serving and records the error. Before the switch, every directory the old generation had
 merged (what clients are using) is merged again in the new one and compared: names that
 appeared, vanished or now resolve differently get ``invalidate_entry``, inodes whose
@@ -132,6 +134,7 @@ class Generations:
                 return None, None, self._report(started, error="this mount cannot reload")
             try:
                 new = self.rebuild()
+                new.prescan()  # the whole site as it is now: one consistent reading
             except ConfigError as exc:
                 return None, None, self._report(started, error=str(exc))
             except OSError as exc:
@@ -176,6 +179,7 @@ class Generations:
         last = self.last
         return {
             "generation": self.number,
+            "prescanned": self.tree.prescanned,
             "loaded_at": self.loaded_at,
             "reloads": self.reloads,
             "failed_reloads": self.failed_reloads,

@@ -88,6 +88,8 @@ async def _serve(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
                     return
 
         nursery.start_soon(on_signals)
+        nursery.start_soon(partial(trio.to_thread.run_sync, ops.tree.prescan,
+                                   abandon_on_cancel=True))
         if live is not None and live.watch_paths:
             nursery.start_soon(partial(watch_site, list(live.watch_paths), ops.reload,
                                        quiet=live.quiet, poll_every=live.poll_every))

@@ -159,6 +159,7 @@ class Tree:
         self._items: dict[tuple[str, str], dict[str, Item]] = {}
         self._node_onesis: dict[str, NodeOnesis | None] = {}
         self._backing_index: dict[int, FileRef] | None = None
+        self.prescanned = False  # every layer directory read (a complete snapshot)
         self._lock = threading.Lock()
         self._build_entries()
         if onesis is not None:
@@ -180,6 +181,12 @@ class Tree:
             self.entries[namespace][name] = Entry(namespace, name, stages, contribution,
                                                   slots[f"{namespace}/{name}"])
         self._slots = {e.slot: e for ns in self.entries.values() for e in ns.values()}
+
+    def prescan(self) -> int:
+        """Read every layer directory of the site now (see LayerStore.prescan)."""
+        entries = sum(self.store.prescan(layer_id) for layer_id in range(len(self.store.layers)))
+        self.prescanned = True
+        return entries
 
     def node_onesis(self, entry: Entry) -> NodeOnesis | None:
         """The node's oneSIS rules, compiled on first use (groups and images have none)."""

@@ -192,3 +192,34 @@ def _try_read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def test_a_half_copied_override_is_never_visible(example_site, mount_site):
+    mount = mount_site(example_site, "--poll-interval", "30")
+    wait_for(lambda: status(mount.mountpoint)["prescanned"])
+    scripts = example_site / OVERRIDES / "compute/etc/sysconfig/network-scripts"
+    seen: list[list[str]] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        where = mount.node("node003") / "etc/sysconfig/network-scripts"
+        while not stop.is_set():
+            seen.append(sorted(n for n in os.listdir(where) if n.startswith("ifcfg-ib")))
+            time.sleep(0.02)
+
+    # The copy starts before anything lists that directory: only a generation that read
+    # everything when it was built can still show it as it was.
+    (scripts / "ifcfg-ib0").write_text("DEVICE=ib0\n")
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for number in range(1, 5):  # a slow copy: the burst ends only after the last file
+            time.sleep(0.3)
+            (scripts / f"ifcfg-ib{number}").write_text(f"DEVICE=ib{number}\n")
+        wait_for(lambda: bool(seen) and len(seen[-1]) == 5)
+    finally:
+        stop.set()
+        thread.join()
+    complete = [f"ifcfg-ib{n}" for n in range(5)]
+    assert all(listing in ([], complete) for listing in seen), "a half-copied override"
+    assert seen[0] == [] and seen[-1] == complete
