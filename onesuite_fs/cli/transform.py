@@ -98,23 +98,12 @@ the most common mode, owner and time; a path only some nodes have is limited to 
 others; an existing /etc/sysimage.conf is replaced by the generated one.
 """
 
-TO_SYSTEMIMAGER_DESCRIPTION = """\
-The reverse of to-onesis: read the oneSIS image ONESIS_IMAGE (with its /etc/sysimage.conf)
-and the node names in FILE (one per line, '#' comments), and write under OUT_PREFIX a
-SystemImager server tree: a golden image (every LINKBACK resolved to its .default), one
-override per oneSIS class holding what that class's nodes share and the golden image lacks,
-one override per node for the rest, and a cluster.xml with a group per class. Served by
-onesuite-fs with --no-onesis (plain SystemImager layering, autoinstall or pushoverrides order),
-every node's root is the root the oneSIS image gave it.
-"""
-
-
 def register_convert(commands: Any, common: argparse.ArgumentParser) -> None:
     convert = commands.add_parser(
         "convert", help="convert a site between SystemImager and oneSIS layouts",
         description="Convert whole layouts: to-onesis (a SystemImager image and its nodes' "
-                    "overrides as one oneSIS image) and to-systemimager (the reverse). "
-                    "Outputs are written under a temporary name and renamed when complete.")
+                    "overrides as one oneSIS image). The output is written under a temporary "
+                    "name and renamed when complete.")
     jobs = convert.add_subparsers(dest="job", required=True, metavar="JOB")
     to_onesis = jobs.add_parser(
         "to-onesis", parents=[common], help="SystemImager image + overrides -> oneSIS image",

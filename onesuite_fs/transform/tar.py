@@ -82,6 +82,7 @@ def write_tar(root: Root, out: BinaryIO, progress: Progress, *, include_root: bo
                 if linked is not None:
                     info.type, info.linkname, info.size = tarfile.LNKTYPE, linked, 0
                     tar.addfile(info)
+                    tar.members.clear()
                     written += 1
                     continue
                 first_path[item.attr.ino] = name
@@ -94,4 +95,7 @@ def write_tar(root: Root, out: BinaryIO, progress: Progress, *, include_root: bo
             else:
                 tar.addfile(info)
             written += 1
+            # TarFile keeps every member it wrote (for getmembers); a stream needs none of
+            # them, and 50,000 kept headers are tens of megabytes.
+            tar.members.clear()
     return written
