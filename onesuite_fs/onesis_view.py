@@ -70,6 +70,14 @@ class Writable(NamedTuple):
 Item = Child | Linked | Synthetic | Writable
 
 
+class Attempt(NamedTuple):
+    """One place a LINKBACK looks for its content (``onesuite explain`` lists them)."""
+
+    kind: str  # "target" (explicit path), "variant", "default" (.default), "own" (the name)
+    name: str  # the candidate's name in the directory, or the explicit target's path
+    found: tuple[str, Child] | None  # (source path of its directory, its merged entry)
+
+
 def _expand_braces(pattern: str) -> list[str]:
     """POSIX glob with GLOB_BRACE, as oneSIS's glob() sees ``{a,b}`` (node42)."""
     match = re.search(r"\{([^{}]*)\}", pattern)
@@ -171,38 +179,57 @@ class NodeOnesis:
                 items[name] = Synthetic(name, f"{self.ram_prefix}/{path}", _location(ram),
                                         f"{ram.kind} (rc.preinit fills {self.ram_prefix})")
 
+    def variant_attempts(self, linkback: LinkBack, name: str, children: Mapping[str, Child],
+                         source_dir: str,
+                         lookup: Callable[[str], tuple[str, Child] | None]) -> list[Attempt]:
+        """Every place the LINKBACK looks for its content, in the order it looks, and what
+        each found: the explicit target or the variants (B.2.3), then ``.default``, then the
+        tree's own entry. `chosen_attempt` says which one is shown; `_choose_variant` uses
+        both, so ``onesuite explain`` and the mount cannot disagree."""
+        rules = self.rules
+        dot = "." if linkback.hidden else ""
+
+        def here(candidate: str) -> tuple[str, Child] | None:
+            return (source_dir, children[candidate]) if candidate in children else None
+
+        if linkback.target_kind == "PATH":
+            target = linkback.explicit_target(rules.hostname, rules.node_class)
+            tried = [Attempt("target", target, lookup(target))]
+        else:
+            tried = [Attempt("variant", candidate, here(candidate))
+                     for candidate in self._candidates(linkback, name, dot, children)]
+        default = f"{dot}{name}.default"
+        return [*tried, Attempt("default", default, here(default)),
+                Attempt("own", name, here(name))]
+
     def _choose_variant(self, linkback: LinkBack, name: str, view_dir: str,
                         children: Mapping[str, Child], source_dir: str,
                         lookup: Callable[[str], tuple[str, Child] | None]) -> Item:
         """B.2.3: the deciding line's target kind, its candidates in order, then .default."""
-        rules = self.rules
         rule = _location(linkback)
-        dot = "." if linkback.hidden else ""
-        if linkback.target_kind == "PATH":
-            target = linkback.explicit_target(rules.hostname, rules.node_class)
-            found = lookup(target)
-            if found is not None:
-                parent, child = found
-                return Linked(name, child, parent, rule, f"target {target}")
-            if linkback.force:
-                return Synthetic(name, target, rule, f"forced link to missing {target}")
-        else:
-            candidates = self._candidates(linkback, name, dot, children)
-            for candidate in candidates:
-                if candidate in children:
-                    return Linked(name, children[candidate], source_dir, rule,
-                                  f"{linkback.target_kind} variant {candidate}")
-            if linkback.force and candidates:
-                where = f"/{view_dir}/{candidates[0]}" if view_dir else f"/{candidates[0]}"
-                return Synthetic(name, where, rule, "forced link to a missing variant")
-        default = f"{dot}{name}.default"
-        if default in children:
-            return Linked(name, children[default], source_dir, rule, f"default {default}")
-        if name in children:
-            return Linked(name, children[name], source_dir, rule,
-                          "no variant: the tree's own entry is the default")
+        attempts = self.variant_attempts(linkback, name, children, source_dir, lookup)
+        chosen = chosen_attempt(linkback, attempts)
+        if chosen is not None and chosen.found is not None:
+            parent, child = chosen.found
+            return Linked(name, child, parent, rule, self._reason(linkback, chosen))
+        if chosen is not None:  # -f: a link to the first candidate, missing as it is
+            if chosen.kind == "target":
+                return Synthetic(name, chosen.name, rule, f"forced link to missing {chosen.name}")
+            where = f"/{view_dir}/{chosen.name}" if view_dir else f"/{chosen.name}"
+            return Synthetic(name, where, rule, "forced link to a missing variant")
+        default = attempts[-2].name
         missing = f"/{view_dir}/{default}" if view_dir else f"/{default}"
         return Synthetic(name, missing, rule, f"no variant and no {default}: dangling")
+
+    @staticmethod
+    def _reason(linkback: LinkBack, attempt: Attempt) -> str:
+        if attempt.kind == "target":
+            return f"target {attempt.name}"
+        if attempt.kind == "variant":
+            return f"{linkback.target_kind} variant {attempt.name}"
+        if attempt.kind == "default":
+            return f"default {attempt.name}"
+        return "no variant: the tree's own entry is the default"
 
     def _candidates(self, linkback: LinkBack, name: str, dot: str,
                     children: Mapping[str, Child]) -> list[str]:
@@ -214,6 +241,17 @@ class NodeOnesis:
             return [f"{dot}{name}.{cls}" for cls in chain]
         # PROPERTY: the first existing variant in alphanumeric order (B.2.3, UNCONFIRMED).
         return sorted(f"{dot}{name}.{prop}" for prop in rules.properties)
+
+
+def chosen_attempt(linkback: LinkBack, attempts: list[Attempt]) -> Attempt | None:
+    """The attempt a LINKBACK shows: the first found target or variant; with -f and none
+    found, the first of them (found None: a link to it, missing); else the first found of
+    .default and the tree's own entry. None: nothing at all, the path dangles."""
+    leads = [a for a in attempts if a.kind in ("target", "variant")]
+    chosen = next((a for a in leads if a.found is not None), None)
+    if chosen is None and linkback.force and leads:
+        return leads[0]
+    return chosen or next((a for a in attempts if a.found is not None), None)
 
 
 def _escape(name: str) -> str:
