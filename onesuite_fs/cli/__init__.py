@@ -10,7 +10,7 @@ import logging
 import sys
 
 from ..errors import ConfigError
-from . import core, nfs, transform
+from . import core, inspect, nfs, transform
 from .common import EXIT_FAILURE, EXIT_USAGE, site_options
 
 DESCRIPTION = """\
@@ -37,7 +37,7 @@ examples:
 """
 
 
-COMMAND_MODULES = (core, nfs, transform)
+COMMAND_MODULES = (core, nfs, transform, inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:

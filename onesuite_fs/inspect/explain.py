@@ -1,0 +1,413 @@
+"""Why a path of a node's root is what it is: every layer of the stack that has it, lowest
+first, what applying each did under the merge rules (docs/semantics.md), which one won and
+why, and for a LINKBACK the variants tried in order.
+
+The Tree answers *what* a path is; the per-layer facts come from `tree.store` listings and the
+entry's stages, replayed here one name at a time with the resolver's rules. The replay is
+independent of the resolver's own bookkeeping on purpose: the tests check that its winner is
+the one `user.onesuite.origin` names.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..layers import Meta
+from ..onesis_view import Attempt, NodeOnesis, chosen_attempt
+from ..resolve import Contribution, MergedDir
+from ..sources.onesis import LinkBack, class_chain
+from ..tree import Entry, Tree
+from .targets import Target, close_matches, path_parts
+from .walk import KINDS, Record, TreeView, mode_string
+
+ORDER_POLICIES = {
+    "autoinstall": "autoinstall (SystemImager 4.3 installs): one rsync per layer, lowest "
+                   "first, so the last layer applied wins",
+    "updateclient": "updateclient (si_updateclient): one rsync per layer, lowest first, no "
+                    "host or image-named override, so the last layer applied wins",
+    "pushoverrides": "pushoverrides (si_pushoverrides): the image, then one rsync of every "
+                     "override (host, groups by priority, global): the first source wins, "
+                     "but a directory beats a non-directory",
+}
+
+# What applying a layer did to the path (LayerFact.step); documented in docs/json.md.
+STEPS = {
+    "laid": "laid: nothing was there before",
+    "replaces": "replaces the non-directory below it",
+    "merges": "directory merges; its metadata now comes from this layer",
+    "dir-replaces-non-dir": "a directory replaces the non-directory below it",
+    "replaces-empty-dir": "replaces the empty directory below it",
+    "refused-non-empty-dir": "refused: rsync cannot delete a non-empty directory",
+    "earlier-source-wins": "not copied: an earlier source of the same rsync wins",
+    "beats-earlier-source": "a directory beats the non-directory of an earlier source",
+    "beaten-by-directory": "not copied: a later source's directory beats it",
+    "merges-into-earlier-source": "directory contents merged; metadata from the first source",
+}
+
+# The rule that decided the winner (winner["rule"]).
+RULES = {
+    "only-layer": "only one layer has it",
+    "last-wins": "the last layer applied wins",
+    "directory-merge": "directories merge; metadata from the last layer applied",
+    "directory-replaces-non-directory": "a directory replaces a non-directory",
+    "replaces-empty-directory": "a non-directory replaces an empty directory",
+    "non-empty-directory-kept": "type conflict: a non-empty directory stays "
+                                "(rsync: cannot delete non-empty directory)",
+    "first-source-wins": "one rsync with several sources: the first source wins",
+    "directory-beats-non-directory": "one rsync with several sources: a directory beats a "
+                                     "non-directory",
+}
+
+
+@dataclass
+class LayerFact:
+    """One layer of the stack and what it has at the path."""
+
+    stage: int
+    layer: str
+    role: str
+    present: bool  # False: the override directory does not exist (skipped)
+    priority: int | None = None  # the group's <priority>, for a group's override
+    meta: Meta | None = None  # what this layer has at the path (None: nothing)
+    step: str | None = None  # a key of STEPS: what applying it did
+    wins: bool = False
+
+    def json(self) -> dict[str, Any]:
+        meta = self.meta
+        return {"stage": self.stage, "layer": self.layer, "role": self.role,
+                "present": self.present, "priority": self.priority,
+                "type": KINDS.get(stat.S_IFMT(meta.mode)) if meta else None,
+                "mode": mode_string(meta.mode) if meta else None,
+                "uid": meta.uid if meta else None, "gid": meta.gid if meta else None,
+                "size": meta.size if meta else None,
+                "step": self.step, "wins": self.wins}
+
+
+@dataclass
+class LinkbackTrace:
+    """A LINKBACK met on the way to the path: the line, and every candidate tried."""
+
+    view_path: str
+    linkback: LinkBack
+    node_class: str | None
+    properties: tuple[str, ...]
+    attempts: list[Attempt]
+    chosen: Attempt | None
+
+    def json(self) -> dict[str, Any]:
+        lb = self.linkback
+        chosen = self.chosen
+        result = ("dangling" if chosen is None else
+                  "forced-missing" if chosen.found is None else "linked")
+        return {
+            "path": self.view_path, "rule": f"{lb.file}:{lb.line}",
+            "target_kind": lb.target_kind, "target": lb.target, "hidden": lb.hidden,
+            "force": lb.force, "class": self.node_class,
+            "class_chain": list(class_chain(self.node_class)) if self.node_class else [],
+            "properties": list(self.properties),
+            "tried": [{"kind": a.kind, "name": a.name, "found": a.found is not None,
+                       "source": _abs(_join(a.found[0], a.found[1].name))
+                       if a.found is not None else None} for a in self.attempts],
+            "chosen": chosen.name if chosen is not None else None,
+            "result": result,
+        }
+
+
+@dataclass
+class Explanation:
+    target: Target
+    order: str
+    path: str
+    record: Record | None  # what the view shows (None: nothing)
+    origin: str | None  # user.onesuite.origin of that entry
+    source: str | None  # where in the layers the content is read (None: a oneSIS entry)
+    layers: list[LayerFact]
+    linkbacks: list[LinkbackTrace] = field(default_factory=list)
+    onesis: dict[str, Any] | None = None  # a oneSIS rule that made or hid the entry
+    winner: dict[str, Any] | None = None
+    near: dict[str, Any] | None = None  # for a missing path: what is close to it
+
+
+# --------------------------------------------------------------------------------------------
+# Paths in the layers
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def _abs(relative: str) -> str:
+    return "/" + relative
+
+
+def merged_dir(tree: Tree, entry: Entry, source: str) -> MergedDir | None:
+    """The merged directory at `source` (relative, "" = root) of the entry's layers."""
+    if not source:
+        top = entry.contribution[-1][0]
+        return tree.resolver.merged_dir("", entry.contribution, top, tree.store.root_meta(top))
+    found = tree.merged_lookup(entry, source)
+    if found is None or found[1].contribution is None:
+        return None
+    child = found[1]
+    assert child.contribution is not None
+    return tree.resolver.merged_dir(source, child.contribution, child.layer, child.meta)
+
+
+def trace_source(tree: Tree, entry: Entry,
+                 path: str) -> tuple[str | None, list[LinkbackTrace]]:
+    """Where `path` of the view is in the layers (relative; None when a LINKBACK shows no
+    layer entry), following every LINKBACK on the way with the mount's own choice."""
+    onesis = tree.node_onesis(entry)
+    source = ""
+    traces: list[LinkbackTrace] = []
+    view = ""
+    for part in path_parts(path):
+        view = _join(view, part)
+        linkback = onesis.rules.linkback_for("/" + view) if onesis is not None else None
+        if linkback is None:
+            source = _join(source, part)
+            continue
+        assert onesis is not None
+        trace = _linkback_trace(tree, entry, onesis, linkback, view, source, part)
+        traces.append(trace)
+        chosen = trace.chosen
+        if chosen is None or chosen.found is None:
+            return None, traces
+        source = _join(chosen.found[0], chosen.found[1].name)
+    return source, traces
+
+
+def _linkback_trace(tree: Tree, entry: Entry, onesis: NodeOnesis, linkback: LinkBack,
+                    view: str, source_dir: str, name: str) -> LinkbackTrace:
+    directory = merged_dir(tree, entry, source_dir)
+    children = directory.children if directory is not None else {}
+    attempts = onesis.variant_attempts(linkback, name, children, source_dir,
+                                       lambda target: tree.merged_lookup(entry, target))
+    rules = onesis.rules
+    return LinkbackTrace("/" + view, linkback, rules.node_class, rules.properties, attempts,
+                         chosen_attempt(linkback, attempts))
+
+
+# --------------------------------------------------------------------------------------------
+# The stack and the replay
+
+
+def stack_facts(tree: Tree, entry: Entry) -> tuple[list[LayerFact], list[int | None]]:
+    """Every layer of the entry's stack, lowest first, with its store id (None: missing)."""
+    ids = {layer: number for number, layer in enumerate(tree.store.layers)}
+    priorities = {g.name: g.priority for g in tree.site.cluster.groups}
+    facts, layer_ids = [], []
+    for number, stage in enumerate(entry.stages):
+        for item in stage:
+            group = item.role.removeprefix("group ") if item.role.startswith("group ") else None
+            facts.append(LayerFact(number, item.layer.label, item.role, item.present,
+                                   priorities.get(group) if group else None))
+            layer_ids.append(ids.get(item.layer) if item.present else None)
+    return facts, layer_ids
+
+
+@dataclass
+class _State:
+    fact: int  # index of the fact that set it
+    meta: Meta
+    dir_layers: list[int] | None  # layers whose copy of the directory is merged in
+
+
+def replay(tree: Tree, facts: list[LayerFact], layer_ids: list[int | None],
+           parent: Contribution | None, meta_of: Callable[[int], Meta | None],
+           source: str) -> str | None:
+    """Lay every layer's entry at `source` the way rsync does, stage by stage, filling in
+    each fact's meta and step; returns the deciding rule (a key of RULES) or None when no
+    layer has it. `parent` is the parent directory's contribution: only those layers'
+    copies take part (None: the root, where every layer does)."""
+    taking_part = {layer for stage in parent for layer in stage} if parent is not None else None
+    state: _State | None = None
+    decided: str | None = None
+    refused_later = False
+    stages: dict[int, list[int]] = {}
+    for index, fact in enumerate(facts):
+        layer = layer_ids[index]
+        if layer is None:
+            continue
+        fact.meta = meta_of(layer)
+        if fact.meta is not None and (taking_part is None or layer in taking_part):
+            stages.setdefault(fact.stage, []).append(index)
+    for members in stages.values():
+        incoming, in_stage = _stage_winner(facts, layer_ids, members)
+        if state is None:
+            state, step, rule = incoming, "laid", "only-layer"
+        elif incoming.dir_layers is not None and state.dir_layers is not None:
+            state.dir_layers += incoming.dir_layers
+            state.fact, state.meta = incoming.fact, incoming.meta
+            step, rule = "merges", "directory-merge"
+        elif incoming.dir_layers is not None:
+            state, step, rule = incoming, "dir-replaces-non-dir", "directory-replaces-non-directory"
+        elif state.dir_layers is None:
+            state, step, rule = incoming, "replaces", "last-wins"
+        elif not any(tree.store.listing(layer, source) for layer in state.dir_layers):
+            state, step, rule = incoming, "replaces-empty-dir", "replaces-empty-directory"
+        else:
+            step, rule = "refused-non-empty-dir", None
+            refused_later = True
+        facts[incoming.fact].step = facts[incoming.fact].step or step
+        if rule is not None:
+            decided, refused_later = in_stage or rule, False
+    if state is None:
+        return None
+    facts[state.fact].wins = True
+    return "non-empty-directory-kept" if refused_later else decided
+
+
+def _stage_winner(facts: list[LayerFact], layer_ids: list[int | None],
+                  members: list[int]) -> tuple[_State, str | None]:
+    """One rsync run: the first source wins, a directory beats a non-directory, and every
+    source's directory is merged. Returns the stage's entry and, when several sources had
+    it, the in-stage rule that picked it."""
+    first = members[0]
+    meta = facts[first].meta
+    assert meta is not None
+    state = _State(first, meta, [layer_ids[first]] if meta.is_dir else None)  # type: ignore[list-item]
+    rule = None
+    for index in members[1:]:
+        meta = facts[index].meta
+        assert meta is not None
+        if state.dir_layers is not None:
+            if meta.is_dir:
+                state.dir_layers.append(layer_ids[index])  # type: ignore[arg-type]
+                facts[index].step = "merges-into-earlier-source"
+            else:
+                facts[index].step = "earlier-source-wins"
+            rule = rule or "first-source-wins"
+        elif meta.is_dir:
+            facts[state.fact].step = "beaten-by-directory"
+            state = _State(index, meta, [layer_ids[index]])  # type: ignore[list-item]
+            facts[index].step = "beats-earlier-source"
+            rule = "directory-beats-non-directory"
+        else:
+            facts[index].step = "earlier-source-wins"
+            rule = rule or "first-source-wins"
+    return state, rule
+
+
+# --------------------------------------------------------------------------------------------
+# explain
+
+
+def explain(tree: Tree, target: Target, path: str) -> Explanation:
+    """Everything known about `path` (absolute, normalized) of the target's view."""
+    entry = target.entry
+    assert entry is not None
+    view = TreeView(tree, target)
+    record = view.stat(path)
+    facts, layer_ids = stack_facts(tree, entry)
+    source, traces = trace_source(tree, entry, path)
+    result = Explanation(target, tree.order, path, record,
+                         record.origin if record is not None else None, None, facts, traces)
+    found = view.provenance(record) if record is not None else None
+    if found is not None and (found.layer == "onesis" or found.layer.startswith("state:")):
+        # A RAM/LINK path or the /ram mount point: no layer's entry is shown.
+        kind = "persistent" if found.layer.startswith("state:") else "synthetic"
+        result.onesis = {"kind": kind, "rule": found.rule, "origin": record.origin}  # type: ignore[union-attr]
+        result.winner = {"layer": found.layer, "source": found.source, "rule": "onesis",
+                         "line": found.rule, "why": record.origin}  # type: ignore[union-attr]
+    if source is None:
+        return result  # a LINKBACK that shows no layer entry: the trace says why
+    result.source = _abs(source) if source else "/"
+    rule = _replay_at(tree, entry, facts, layer_ids, source)
+    if result.winner is None and rule is not None:
+        winner = next(f for f in facts if f.wins)
+        line = traces[-1].json()["rule"] if traces else None
+        result.winner = {"layer": winner.layer, "source": result.source, "rule": rule,
+                         "line": line,
+                         "why": f"{RULES[rule]}; order {ORDER_POLICIES[tree.order]}"}
+    if record is None:
+        result.onesis = _hidden_by_service(tree, entry, path) if rule is not None else None
+        result.near = nearby(tree, target, path)
+    return result
+
+
+def _replay_at(tree: Tree, entry: Entry, facts: list[LayerFact], layer_ids: list[int | None],
+               source: str) -> str | None:
+    if not source:
+        return replay(tree, facts, layer_ids, None, tree.store.root_meta, "")
+    parent_source, _, name = source.rpartition("/")
+    if parent_source:
+        found = tree.merged_lookup(entry, parent_source)
+        parent = found[1].contribution if found is not None else None
+        if parent is None:
+            return None  # the parent is not a directory of the merged tree
+    else:
+        parent = entry.contribution
+
+    def meta_of(layer: int) -> Meta | None:
+        return (tree.store.listing(layer, parent_source) or {}).get(name)
+
+    return replay(tree, facts, layer_ids, parent, meta_of, source)
+
+
+def _hidden_by_service(tree: Tree, entry: Entry, path: str) -> dict[str, Any] | None:
+    """The layers have the path but the view does not: a disabled SERVICE hides it."""
+    onesis = tree.node_onesis(entry)
+    if onesis is None:
+        return None
+    name = path.rpartition("/")[2]
+    disabled = [s for s, enabled in onesis.rules.services.items() if not enabled and s in name]
+    return {"kind": "SERVICE", "services": disabled} if disabled else None
+
+
+def nearby(tree: Tree, target: Target, path: str) -> dict[str, Any]:
+    """For a path the view does not have: its nearest existing parent, which layers have
+    that parent, and names there close to the missing one (with the layers that have them)."""
+    entry = target.entry
+    assert entry is not None
+    view = TreeView(tree, target)
+    parts = path_parts(path)
+    parent_parts: list[str] = []
+    for part in parts[:-1]:
+        if view.stat("/" + _join(*parent_parts, part)) is None:
+            break
+        parent_parts.append(part)
+    parent = "/" + "/".join(parent_parts)
+    missing = parts[len(parent_parts)] if len(parent_parts) < len(parts) else ""
+    record = view.stat(parent)
+    source, _ = trace_source(tree, entry, parent)
+    facts, layer_ids = stack_facts(tree, entry)
+    having: list[str] = []
+    names: dict[str, list[str]] = {}
+    if record is not None and record.is_dir:
+        for child in view.children(record):
+            names.setdefault(child.name, []).append(view.provenance(child).layer)
+    for fact, layer in zip(facts, layer_ids, strict=True):
+        listing = tree.store.listing(layer, source) if layer is not None and source is not None \
+            else None
+        if listing is None:
+            continue
+        having.append(fact.layer)
+        for name in listing:
+            names.setdefault(name, []).append(fact.layer)
+    close = close_matches(missing, list(names))
+    return {"parent": parent, "parent_layers": having,
+            "similar": [{"name": n, "layers": list(dict.fromkeys(names[n]))} for n in close]}
+
+
+def explanation_json(result: Explanation, view: TreeView) -> dict[str, Any]:
+    from .walk import record_json
+
+    return {
+        "target": {"spec": result.target.spec, "kind": result.target.kind,
+                   "name": result.target.name},
+        "override_order": result.order,
+        "policy": ORDER_POLICIES[result.order],
+        "path": result.path,
+        "exists": result.record is not None,
+        "entry": record_json(view, result.record) if result.record is not None else None,
+        "source": result.source,
+        "linkbacks": [trace.json() for trace in result.linkbacks],
+        "onesis": result.onesis,
+        "layers": [fact.json() for fact in result.layers],
+        "winner": result.winner,
+        "near": result.near,
+    }

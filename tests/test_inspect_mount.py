@@ -1,0 +1,100 @@
+"""preview and explain against real mounts: for random sites and all three override orders,
+`onesuite preview --json` of every node equals a walk of the mounted `nodes/<host>/`, entry
+for entry, and `explain` names the winner the mount's origin attribute names."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import oracle
+import pytest
+import sitegen
+from conftest import needs_root_fuse, run_onesuite
+from inspecttools import cli_tree, mounted_entries, onesuite_json, preview_entries
+from sitetools import onesis_site
+
+from onesuite_fs.inspect.explain import explain
+from onesuite_fs.inspect.targets import resolve_target
+from onesuite_fs.inspect.walk import parse_origin
+
+pytestmark = [needs_root_fuse(), pytest.mark.mount]
+
+SEEDS = range(4)
+
+
+def assert_preview_matches_mount(capsys, root, options, views):
+    """`views`: (target, its directory in the mount) pairs."""
+    for target, mounted_root in views:
+        status, document = onesuite_json(capsys, "preview", "--root", root, *options, target)
+        assert status == 0
+        mounted = mounted_entries(mounted_root)
+        previewed = preview_entries(document)
+        assert previewed.keys() == mounted.keys(), (
+            target, sorted(previewed.keys() ^ mounted.keys())[:20])
+        for path, entry in mounted.items():
+            if entry["type"] == "file" and os.lstat(mounted_root / path[1:]).st_nlink > 1:
+                # One inode for all links of a file: its origin names the link the Tree met
+                # first, which depends on the order of lookups. Compare the layer only.
+                for side in (entry, previewed[path]):
+                    side["origin"] = parse_origin(side["origin"]).layer
+        wrong = [(path, previewed[path], mounted[path]) for path in mounted
+                 if previewed[path] != mounted[path]]
+        assert not wrong, f"{target}: {wrong[:5]}"
+
+
+def assert_explain_names_the_mounts_winner(root, options, mount, hosts):
+    tree = cli_tree(root, *options)
+    for host in hosts:
+        target = resolve_target(tree, f"node:{host}")
+        for path, entry in mounted_entries(mount.node(host)).items():
+            result = explain(tree, target, path)
+            origin = parse_origin(entry["origin"])
+            assert result.winner is not None, (host, path)
+            winner = (result.winner["layer"], result.winner["source"])
+            expected = (origin.layer, origin.source)
+            if entry["type"] == "file" and os.lstat(mount.node(host) / path[1:]).st_nlink > 1:
+                # A hard-linked file is one inode in the Tree: its origin names whichever of
+                # its links was looked up first, so only the layer is comparable.
+                winner, expected = winner[:1], expected[:1]
+            assert winner == expected, (host, path, result.winner, entry["origin"])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_preview_equals_the_mount_and_explain_names_its_winner(seed, tmp_path, mount_site,
+                                                               capsys):
+    spec = sitegen.generate_random_site(tmp_path / "site", seed)
+    for order in oracle.ORDERS:
+        options = ("--override-order", order)
+        mount = mount_site(spec.prefix, *options, name=f"mnt-{order}")
+        views = [(f"node:{host}", mount.node(host)) for host in spec.nodes()]
+        # Groups and images are views too.
+        views += [(f"group:{g.name}", mount.mountpoint / "groups" / g.name)
+                  for g in spec.groups if g.image]
+        views += [(f"image:{name}", mount.mountpoint / "images" / name) for name in spec.images]
+        assert_preview_matches_mount(capsys, spec.prefix, options, views)
+        assert_explain_names_the_mounts_winner(spec.prefix, options, mount, spec.nodes())
+        mount.stop()
+
+
+def test_preview_and_explain_with_onesis_rules(tmp_path, mount_site, capsys):
+    root = onesis_site(tmp_path / "site")
+    mount = mount_site(root)
+    hosts = ["n1", "n2", "n3", "login1"]
+    assert_preview_matches_mount(capsys, root, (),
+                                 [(host, mount.node(host)) for host in hosts])
+    assert_explain_names_the_mounts_winner(root, (), mount, hosts)
+
+
+def test_preview_through_the_real_cli(tmp_path, mount_site):
+    spec = sitegen.generate_random_site(tmp_path / "site", 7)
+    host = spec.nodes()[0]
+    mount = mount_site(spec.prefix)
+
+    done = run_onesuite("preview", "--root", spec.prefix, host, "/etc", "--json")
+    document = json.loads(done.stdout)
+    mounted = mounted_entries(mount.node(host))
+    assert document["path"] == "/etc" and document["entries"][0]["path"] == "/etc"
+    assert preview_entries(document) == {
+        path: entry for path, entry in mounted.items() if path.startswith("/etc")}
+    assert "entries," not in done.stderr  # no progress line when stderr is not a terminal
