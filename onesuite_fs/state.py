@@ -42,6 +42,8 @@ class NodeState:
             yield fd, name
 
     def lstat(self, relpath: str) -> Meta | None:
+        if not self.root.is_dir():
+            return None  # nothing made for this node yet (and looking makes nothing)
         try:
             with self.parent(relpath) as (fd, name):
                 return Meta.from_stat(os.stat(name, dir_fd=fd, follow_symlinks=False))

@@ -140,13 +140,15 @@ def stage_ids(store: LayerStore, stages: Stages) -> Contribution:
 
 class Tree:
     def __init__(self, site: Site, order: str, onesis: OnesisSource | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, *, create_state: bool = False) -> None:
         self.site = site
         self.order = order
         self.store = LayerStore()
         self.resolver = Resolver(self.store)
         self.onesis = onesis
         self.state_dir = state_dir
+        # Only a serving mount makes a node's persistent paths; an inspection never writes.
+        self.create_state = create_state
         # Times of the entries no layer has (namespaces, /ram, links into it): the topology's
         # mtime, so they only change when the topology does (a reload compares attributes).
         self.stable_ns = _mtime_ns(Path(site.cluster.source))
@@ -345,12 +347,24 @@ class Tree:
 
     def _writable_attr(self, directory: DirRef, path: str, item: Writable) -> Attr:
         state = self._node_state(directory.entry)
+        if state.lstat(path) is None and not self.create_state:
+            return self._unmade_writable_attr(directory, path, item)
         if state.lstat(path) is None:
             assert self.onesis is not None
             self.onesis.create_writable(self, directory.entry, state, path, item)
         rule = item.rule
         where = f"{rule.kind} {rule.pattern} {rule.file}:{rule.line}"
         return self._state_attr(StateRef(directory.entry, path, path, where))[1]
+
+    def _unmade_writable_attr(self, directory: DirRef, path: str, item: Writable) -> Attr:
+        """A persistent path no one has used yet, seen without making it: what it would
+        start from (the tree's entry with -d, an empty directory), else absent."""
+        if item.rule.duplicate and item.base is not None:
+            return self._item_attr(directory, item.base)
+        if item.rule.kind in ("RAMDIR", "LINKDIR"):
+            return self._synthetic_attr(directory.entry, path, Synthetic(
+                item.name, None, "", "persistent path, empty until first used"), directory.meta)
+        raise TreeError(errno.ENOENT)
 
     # ----- directories ----------------------------------------------------------------
     def fixed_dirs(self) -> list[int]:
@@ -606,7 +620,11 @@ class Tree:
         if ref is not None:
             return f"{self.store.layer(ref.layer).label} /{ref.source}"
         file_ref = self._file(ino)
-        return f"{self.store.layer(file_ref.layer).label} /{file_ref.path}"
+        origin = f"{self.store.layer(file_ref.layer).label} /{file_ref.path}"
+        if file_ref.meta.nlink > 1:
+            # One inode for every name of a hard-linked file: this is the first name seen.
+            origin += f" (one of {file_ref.meta.nlink} hard links)"
+        return origin
 
     def xattrs(self, ino: int) -> dict[str, bytes]:
         values: dict[str, bytes] = {}

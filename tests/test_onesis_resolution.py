@@ -181,3 +181,12 @@ def test_a_path_showing_another_variant_gets_a_new_generation(tmp_path):
     assert old.ino == new.ino and old.generation != new.generation
     same_old, same_new = resolve(before, "nodes/n1/etc/fstab"), resolve(after, "nodes/n1/etc/fstab")
     assert (same_old.ino, same_old.generation) == (same_new.ino, same_new.generation)
+
+
+def test_looking_at_a_persistent_path_does_not_make_it(tmp_path):
+    root, state = onesis_site(tmp_path / "site"), tmp_path / "state"
+    tree = Tree(load_site(Settings(root=root)), "autoinstall",
+                OnesisSource(policy="persistent"), state)
+    assert names(tree, "nodes/n1/var/log") == []  # LINKDIR without -d: would start empty
+    assert read(tree, "nodes/n1/etc/adjtime") == "0.0 0 0.0\n"  # -d: a copy of this
+    assert not state.exists()  # an inspection never writes

@@ -66,15 +66,16 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
     return settings, site
 
 
-def build_tree(settings: Settings, site: Site) -> Tree:
+def build_tree(settings: Settings, site: Site, *, serving: bool = False) -> Tree:
     """The tree the mount serves and the inspection commands read (oneSIS rules included).
-    Raises ConfigError for a bad sysimage.conf, naming file and line."""
+    Only a serving tree makes nodes' persistent paths. Raises ConfigError for a bad
+    sysimage.conf, naming file and line."""
     onesis = None
     if settings.onesis_enabled:
         onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
                               settings.onesis_ram_prefix)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
-    tree = Tree(site, settings.override_order, onesis, state_dir)
+    tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving)
     if onesis is not None:
         for config in onesis.distinct_configs():
             for directive in config.no_effect_on_served_root():
@@ -115,7 +116,7 @@ def live_options(args: argparse.Namespace, settings: Settings, site: Site) -> Li
 
     def rebuild() -> Tree:
         new_settings, new_site = load(args)
-        return build_tree(new_settings, new_site)
+        return build_tree(new_settings, new_site, serving=True)
 
     watched = () if args.no_watch else watch_paths(settings, site)
     return LiveOptions(rebuild, watched, poll_every=args.poll_interval)

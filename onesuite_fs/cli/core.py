@@ -118,7 +118,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     report_warnings(site, settings.override_order)
     mountpoint = args.mountpoint.resolve()
     check_mountpoint(mountpoint)
-    tree = build_tree(settings, site)
+    tree = build_tree(settings, site, serving=True)
     status = mount(tree, mountpoint, foreground=args.foreground,
                    cache_timeout=settings.cache_timeout, log_file=args.log,
                    debug=args.debug_fuse, live=live_options(args, settings, site))

@@ -166,7 +166,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              protocols=_protocols(args, settings), binary=args.ganesha)
     state_dir = (args.nfs_state_dir or settings.nfs_state_dir or DEFAULT_STATE_DIR).absolute()
     try:
-        return serve(settings, build_tree(settings, site), plan, options, state_dir,
+        tree = build_tree(settings, site, serving=True)
+        return serve(settings, tree, plan, options, state_dir,
                      json_status=args.json, live=live_options(args, settings, site))
     except NfsServerError as exc:
         print(f"onesuite: error: {exc}", file=sys.stderr)
