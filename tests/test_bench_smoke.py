@@ -1,0 +1,57 @@
+"""The benchmarks must not rot: their CLI plans a run, the scale generator writes a site that
+onesuite reads, and the report renders targets. Nothing here measures or asserts speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import scalesite
+
+from onesuite_fs.settings import Settings
+from onesuite_fs.sources.systemimager import load_site
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quick_dry_run_plans_every_quick_family():
+    done = subprocess.run([sys.executable, str(REPO / "bench/run.py"), "--quick", "--dry-run"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    plan = json.loads(done.stdout)
+    assert plan["config"]["quick"] is True
+    assert set(plan["config"]["families"]) <= {"walk", "scale", "copying", "reads", "storm",
+                                               "nfs"}
+
+
+def test_help_explains_every_family():
+    done = subprocess.run([sys.executable, str(REPO / "bench/run.py"), "--help"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    for family in ("walk", "scale", "copying", "reads", "storm", "nfs"):
+        assert f"\n  {family} " in done.stdout
+
+
+def test_scale_site_is_a_site_onesuite_reads(tmp_path):
+    params = scalesite.ScaleParams(nodes=25, groups=3, host_share=0.2, density=5,
+                                   image="synthetic", synthetic_entries=300, big_file_mib=1)
+    spec = scalesite.generate_scale_site(tmp_path / "site", params, cache=tmp_path / "cache")
+    site = load_site(Settings(root=tmp_path / "site"))
+    assert sorted(site.nodes) == spec.nodes() == scalesite.hosts(25)
+    overrides = {p.name for p in (tmp_path / "site/var/lib/systemimager/overrides").iterdir()}
+    assert set(scalesite.host_override_nodes(params)) <= overrides
+    assert len(scalesite.host_override_nodes(params)) == 5
+    image = tmp_path / "site/var/lib/systemimager/images/bench"
+    assert sum(1 for _ in image.rglob("*")) >= 299
+    assert (tmp_path / "site/etc/hosts").read_text().count("\n") == 25
+
+
+def test_report_states_each_target():
+    sys.path.insert(0, str(REPO))
+    from bench import report
+
+    samples = {("walk", "onesuite warm", "seconds"): [0.3, 0.2], ("walk", "local warm",
+                                                                  "seconds"): [0.1, 0.1]}
+    rows = {name: verdict for name, _, verdict in report.targets(samples)}
+    assert rows["warm walk ≤ 3× local disk"] == "met"
+    assert rows["cold walk ≤ 4× local disk"] == "—"
