@@ -11,27 +11,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import oracle
 import pytest
 import sitegen
 from conftest import needs_root_fuse, run_onesuite
-from transformtools import OURS
+from transformtools import OURS, serving_site
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
-
-
-def serving_site(prefix: Path, image: str, image_dir: Path, hosts: list[str]) -> Path:
-    """A SystemImager site whose one image is `image_dir` (named in onesuite.toml) and whose
-    one group lists `hosts`; no override directories."""
-    config = prefix / "etc/systemimager"
-    config.mkdir(parents=True)
-    (config / "cluster.xml").write_text(
-        "<xml><name>all</name><override>all</override><group><name>nodes</name>"
-        f"<image>{image}</image><node>{','.join(hosts)}</node></group></xml>\n")
-    (prefix / "onesuite.toml").write_text(f'[images]\n{image} = "{image_dir}"\n')
-    return prefix
 
 
 def variant_paths(conf: str) -> list[tuple[str, str]]:

@@ -96,3 +96,15 @@ def normalize(snapshot: dict[str, oracle.Entry], fmt: str,
             entry = dataclasses.replace(entry, mtime_ns=0)
         result[path] = entry
     return result
+
+
+def serving_site(prefix: Path, image: str, image_dir: Path, hosts: list[str]) -> Path:
+    """A SystemImager site whose one image is `image_dir` (named in onesuite.toml) and whose
+    one group lists `hosts`; no override directories."""
+    config = prefix / "etc/systemimager"
+    config.mkdir(parents=True)
+    (config / "cluster.xml").write_text(
+        "<xml><name>all</name><override>all</override><group><name>nodes</name>"
+        f"<image>{image}</image><node>{','.join(hosts)}</node></group></xml>\n")
+    (prefix / "onesuite.toml").write_text(f'[images]\n{image} = "{image_dir}"\n')
+    return prefix

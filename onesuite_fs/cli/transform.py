@@ -41,6 +41,13 @@ examples:
 """
 
 
+def add_progress_options(parser: argparse.ArgumentParser) -> None:
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="show a progress bar on stderr (default: when it is a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+
+
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     export = commands.add_parser(
         "export", parents=[common], help="write a node's root as tar, squashfs, cpio or ISO",
@@ -58,10 +65,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--append", default="", metavar="ARGS",
                         help="iso: more kernel arguments, e.g. 'console=ttyS0' or "
                              "'rdinit=/usr/local/sbin/boot-me'")
-    progress = export.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="show a progress bar on stderr (default: when it is a terminal)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    add_progress_options(export)
     export.set_defaults(func=cmd_export)
     register_convert(commands, common)
 
@@ -102,8 +106,9 @@ def register_convert(commands: Any, common: argparse.ArgumentParser) -> None:
     convert = commands.add_parser(
         "convert", help="convert a site between SystemImager and oneSIS layouts",
         description="Convert whole layouts: to-onesis (a SystemImager image and its nodes' "
-                    "overrides as one oneSIS image). The output is written under a temporary "
-                    "name and renamed when complete.")
+                    "overrides as one oneSIS image), to-systemimager (a oneSIS image and its "
+                    "nodes as a golden image, class and host overrides and cluster.xml). The "
+                    "output is written under a temporary name and renamed when complete.")
     jobs = convert.add_subparsers(dest="job", required=True, metavar="JOB")
     to_onesis = jobs.add_parser(
         "to-onesis", parents=[common], help="SystemImager image + overrides -> oneSIS image",
@@ -116,6 +121,7 @@ def register_convert(commands: Any, common: argparse.ArgumentParser) -> None:
     to_onesis.add_argument("--force", action="store_true",
                            help="replace OUT if it is not empty (once the new one is complete)")
     to_onesis.set_defaults(func=cmd_to_onesis)
+    register_to_systemimager(jobs)
 
 
 def cmd_to_onesis(args: argparse.Namespace) -> int:
@@ -138,4 +144,108 @@ def cmd_to_onesis(args: argparse.Namespace) -> int:
     print(f"onesuite: wrote the oneSIS image {args.out}: {len(done.hosts)} nodes in "
           f"{len(done.groups)} classes, {len(done.linkbacks)} LINKBACK paths, "
           f"{done.entries:,} entries, {human(done.bytes)} of file content")
+    return EXIT_OK
+
+
+TO_SYSTEMIMAGER_DESCRIPTION = """\
+Write a SystemImager image server tree under OUT_PREFIX that gives every node of FILE the
+root onesuite-fs serves it from the oneSIS image ONESIS_IMAGE (its sysimage.conf applied:
+LINKBACK variants chosen, SERVICE, RAM/LINK paths as links into /ram):
+
+  OUT_PREFIX/var/lib/systemimager/images/IMG/     the golden image: what every node has; a
+                                                  path whose value differs between nodes
+                                                  has the value of its .default variant
+                                                  (else the most common one)
+  OUT_PREFIX/var/lib/systemimager/overrides/CLASS/  per oneSIS class: what all its members
+                                                  share beyond the image
+  OUT_PREFIX/var/lib/systemimager/overrides/HOST/   per node, only where needed: the rest
+                                                  (applied last, automatically)
+  OUT_PREFIX/var/lib/systemimager/overrides/all/    empty (cluster.xml needs a global one)
+  OUT_PREFIX/etc/systemimager/cluster.xml         a group per class (<image>, <override>
+                                                  named like the class, <node> in range
+                                                  syntax); also rsync_stubs/40IMG and
+                                                  var/lib/systemimager/scripts/cluster.txt
+
+The layers are for SystemImager's autoinstall order (the default; pushoverrides gives the
+same roots; updateclient applies no host override). /etc/sysimage.conf stays in the image as
+the nodes had it: onesuite-fs serves the same roots with or without --no-onesis, as the
+rules are already applied. An override or class named like a host or the image gets a
+suffix (_2). The nodes' roots are walked together, one directory at a time, and written as
+they are read (memory stays flat); a progress bar (paths and bytes) is drawn on stderr when
+it is a terminal.
+
+FILE lists the nodes: host names separated by new lines, commas or white space, '#' starts
+a comment, and SystemImager ranges such as node001-node064 (zero-padded to the width of the
+first number; '\\-' is a literal hyphen) are expanded as cluster.xml's <node> is. oneSIS
+bracket ranges (node[001-064]) are not accepted.
+"""
+
+TO_SYSTEMIMAGER_EPILOG = """\
+errors (exit 2, nothing written): OUT_PREFIX exists and is not empty (without --force), a node
+no NODECLASS line of sysimage.conf matches (without --allow-unclassified), an image that is
+not a oneSIS image (no /etc/sysimage.conf), a bad sysimage.conf line, not enough space for
+one node's root. A run that fails or is interrupted leaves only a hidden
+.OUT_PREFIX.onesuite-partial.PID next to it, which is removed when it can be.
+example:
+  onesuite convert to-systemimager /var/lib/oneSIS/rhel9 --nodes nodes.txt /srv/si
+  onesuite mount --root /srv/si /export/roots
+"""
+
+
+def register_to_systemimager(jobs: Any) -> None:
+    job = jobs.add_parser(
+        "to-systemimager", help="oneSIS image -> SystemImager golden image + overrides",
+        description=TO_SYSTEMIMAGER_DESCRIPTION, epilog=TO_SYSTEMIMAGER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    job.add_argument("image_dir", type=Path, metavar="ONESIS_IMAGE",
+                     help="the oneSIS image's root directory (with /etc/sysimage.conf)")
+    job.add_argument("out", type=Path, metavar="OUT_PREFIX",
+                     help="where to write the image server tree (absent or empty)")
+    job.add_argument("--nodes", required=True, type=Path, metavar="FILE",
+                     help="the nodes to convert for (see above)")
+    job.add_argument("--image", metavar="IMG",
+                     help="the SystemImager image's name (default: ONESIS_IMAGE's name)")
+    job.add_argument("--allow-unclassified", action="store_true",
+                     help="accept nodes no NODECLASS line matches; they form a group "
+                          "'unclassified' and see the .default variants")
+    job.add_argument("--force", action="store_true",
+                     help="replace OUT_PREFIX if it is not empty (once the new one is "
+                          "complete)")
+    add_progress_options(job)
+    job.set_defaults(func=cmd_to_systemimager)
+
+
+def cmd_to_systemimager(args: argparse.Namespace) -> int:
+    from ..transform.output import atomic_output, check_space, check_target, human
+    from ..transform.progress import Progress
+    from ..transform.to_systemimager import (
+        Layout,
+        check_image_name,
+        convert_to_systemimager,
+        node_classes,
+        onesis_tree,
+        read_nodes_file,
+    )
+    from ..transform.walk import Root, measure
+
+    image_dir = args.image_dir.resolve()
+    image = check_image_name(args.image or image_dir.name)
+    hosts = read_nodes_file(args.nodes)
+    check_target(args.out, force=args.force, directory=True)
+    tree = onesis_tree(image_dir, image, hosts)
+    layout = Layout.plan(image, hosts, node_classes(tree, hosts, args.allow_unclassified))
+    # One node's root is what the golden image needs at least (1 KiB per entry for the
+    # inodes and directories); the overrides are usually small next to it.
+    totals = measure(Root(tree, hosts[0]))
+    check_space(args.out, totals.bytes + 1024 * totals.entries, "the image server tree")
+    bar = Progress("to-systemimager", totals.entries, 0, enabled=args.progress)
+    try:
+        with atomic_output(args.out, directory=True) as temp:
+            done = convert_to_systemimager(tree, layout, hosts, temp, bar, str(image_dir))
+    finally:
+        bar.close()
+    hosted = len(done.host_paths)
+    print(f"onesuite: wrote the SystemImager site {args.out}: image {image}, "
+          f"{len(layout.classes)} class override(s), {hosted} host override(s) for "
+          f"{len(hosts)} nodes, {done.entries:,} entries, {human(done.bytes)} of file content")
     return EXIT_OK

@@ -54,6 +54,11 @@ class Writer:
             os.mknod(dest, attr.mode, attr.rdev)
         self.set_meta(root, item, dest)
 
+    def forget(self, ino: int) -> None:
+        """Copy this backing file again next time instead of linking it: a long stream keeps
+        only the inodes that can still come back (real hard links), so memory stays flat."""
+        self._linked.pop(ino, None)
+
     def set_meta(self, root: Root, item: Item, dest: Path) -> None:
         attr = item.attr
         os.chown(dest, attr.uid, attr.gid, follow_symlinks=False)
