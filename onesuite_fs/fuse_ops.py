@@ -22,11 +22,25 @@ from .tree import Attr, ChangedOnDisk, Tree, TreeError
 
 T = TypeVar("T")
 
-# Reads this large go to a worker thread: a cold disk read must not stall other nodes' lookups.
-THREAD_READ_BYTES = 64 * 1024
+LISTING_CACHE_DIRS = 8192  # encoded listings kept (oldest dropped first)
 PID_XATTR = b"user.onesuite.pid"
 STATS_XATTR = b"user.onesuite.stats"
 STATUS_XATTR = b"user.onesuite.status"
+
+
+def _read_cached(fd: int, size: int, offset: int) -> bytes:
+    """pread that raises BlockingIOError instead of waiting for the disk (or returns what
+    the page cache has, when that is everything up to the end of the file)."""
+    buffer = bytearray(size)
+    try:
+        done = os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a backing fs without NOWAIT
+            raise BlockingIOError from None
+        raise
+    if done < size and os.fstat(fd).st_size > offset + done:
+        raise BlockingIOError  # part of it is not in the page cache
+    return bytes(memoryview(buffer)[:done])
 
 
 def _erofs() -> pyfuse3.FUSEError:
@@ -43,7 +57,8 @@ class OnesuiteOperations(pyfuse3.Operations):
         self.cache_timeout = cache_timeout
         self._reloading = trio.Lock()
         self.stats: Counter[str] = Counter()
-        self._listings: dict[int, list[tuple[str, Attr]]] = {}
+        self._listings: dict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = {}
+        self._encoded: dict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = {}
         self._next_dir_handle = 1
 
     @property
@@ -60,6 +75,7 @@ class OnesuiteOperations(pyfuse3.Operations):
                 self.generations.failed(report)
                 return report
             self.generations.switch(new, report)
+            self._encoded.clear()  # listings of the old generation
             await self._invalidate(changes)
         self.stats["invalidated_entries"] += report.invalidated_entries
         self.stats["invalidated_inodes"] += report.invalidated_inodes
@@ -160,7 +176,16 @@ class OnesuiteOperations(pyfuse3.Operations):
     # ----- directories --------------------------------------------------------------------
     async def opendir(self, inode: int, ctx: Any) -> int:
         self.stats["opendir"] += 1
-        listing = await self._run(inode, lambda: self.tree.listdir(inode))
+        listing = self._encoded.get(inode)
+        if listing is None:
+            raw = await self._run(inode, lambda: self.tree.listdir(inode))
+            listing = [(os.fsencode(name), self._entry(attr)) for name, attr in raw]
+            # The kernel never caches a FUSE listing, so every ls/find/NFS READDIR comes
+            # here: keep the encoded reply of listings only a reload can change.
+            if self.tree.listing_is_stable(inode):
+                if len(self._encoded) >= LISTING_CACHE_DIRS:
+                    del self._encoded[next(iter(self._encoded))]  # the oldest
+                self._encoded[inode] = listing
         handle = self._next_dir_handle
         self._next_dir_handle += 1
         self._listings[handle] = listing
@@ -169,8 +194,8 @@ class OnesuiteOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         listing = self._listings[fh]
         for index in range(start_id, len(listing)):
-            name, attr = listing[index]
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(attr), index + 1):
+            name, entry = listing[index]
+            if not pyfuse3.readdir_reply(token, name, entry, index + 1):
                 break
 
     async def releasedir(self, fh: int) -> None:
@@ -197,9 +222,14 @@ class OnesuiteOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         self.stats["read"] += 1
         try:
-            if size >= THREAD_READ_BYTES:
+            # Served inline from the page cache when it holds the data (RWF_NOWAIT never
+            # blocks); only a read that must wait for the disk goes to a worker thread, so
+            # a cold disk never stalls other nodes' requests.
+            try:
+                return _read_cached(fh, size, off)
+            except BlockingIOError:
+                self.stats["read_from_disk"] += 1
                 return await trio.to_thread.run_sync(os.pread, fh, size, off)
-            return os.pread(fh, size, off)
         except OSError as exc:
             self.stats["errors"] += 1
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None

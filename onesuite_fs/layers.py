@@ -12,12 +12,14 @@ import errno
 import os
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+DIR_FD_CACHE = 256
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -87,6 +89,9 @@ class LayerStore:
         self._listings: dict[tuple[int, str], dict[str, Meta] | None] = {}
         self._root_metas: dict[int, Meta] = {}
         self._lock = threading.Lock()
+        # An O_PATH fd per (layer, directory) recently opened from: an open is then one
+        # openat instead of a walk from the layer root (an NFS listing opens every file).
+        self._dir_fds: OrderedDict[tuple[int, str], int] = OrderedDict()
 
     def add(self, layer: Layer) -> int:
         with self._lock:
@@ -180,8 +185,27 @@ class LayerStore:
     def open_file(self, layer_id: int, relpath: str) -> int:
         """An O_RDONLY fd of a regular file in the layer (never through a symlink)."""
         parent, _, name = relpath.rpartition("/")
-        with self.open_dir(layer_id, parent) as fd:
-            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        key = (layer_id, parent)
+        # Under the lock: an fd evicted and closed meanwhile could be reused by another
+        # open, and openat would then look the name up somewhere else.
+        with self._lock:
+            dir_fd = self._dir_fds.get(key)
+            if dir_fd is None:
+                with self.open_dir(layer_id, parent) as opened:
+                    dir_fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                                     dir_fd=opened)
+                self._dir_fds[key] = dir_fd
+                if len(self._dir_fds) > DIR_FD_CACHE:
+                    os.close(self._dir_fds.popitem(last=False)[1])
+            else:
+                self._dir_fds.move_to_end(key)
+            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+    def close(self) -> None:
+        """Release the cached directory fds (a retired generation's store)."""
+        with self._lock:
+            while self._dir_fds:
+                os.close(self._dir_fds.popitem()[1])
 
     def readlink(self, layer_id: int, relpath: str) -> bytes:
         parent, _, name = relpath.rpartition("/")

@@ -154,6 +154,8 @@ class Generations:
 
     def switch(self, new: Tree, report: ReloadReport) -> None:
         """Serve `new` from now on (call in the FUSE thread: no handler runs meanwhile)."""
+        if len(self.retired) == self.retired.maxlen:
+            self.retired.pop().store.close()
         self.retired.appendleft(self.tree)
         self.tree = new
         self.number = report.generation

@@ -31,7 +31,9 @@ class StackEntry:
     present: bool  # False when the directory does not exist (skipped, as SystemImager does)
 
 
-Stages = list[list[StackEntry]]
+# Immutable, so that nodes with the same stack can share one (see `memo` below).
+Stages = tuple[tuple[StackEntry, ...], ...]
+Memo = dict[object, object]
 
 
 def _unique(names: Iterable[str]) -> list[str]:
@@ -51,51 +53,64 @@ def _group_override_roles(groups: tuple[Group, ...]) -> dict[str, str]:
 
 
 def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
-                 host: str | None, order: str) -> Stages:
-    """The stages for a node (host set) or a group's view (host None)."""
+                 host: str | None, order: str, memo: Memo | None = None) -> Stages:
+    """The stages for a node (host set) or a group's view (host None).
+
+    `memo`, shared across calls, makes equal entries and stacks one object: 10,000 nodes
+    then cost a few stacks and their host entries, not 10,000 copies of every layer."""
+    shared: Memo = memo if memo is not None else {}
+
+    def intern(value: object) -> object:
+        return shared.setdefault(value, value)
 
     def override(name: str, role: str) -> StackEntry:
-        path = site.override_path(name)
-        return StackEntry(Layer("override", name, path), role, name in site.present_overrides)
+        key = ("override", name, role)
+        found = shared.get(key)
+        if found is None:
+            entry = StackEntry(Layer("override", name, site.override_path(name)), role,
+                               name in site.present_overrides)
+            found = shared[key] = intern(entry)
+        return found  # type: ignore[return-value]
 
-    stages: Stages = []
+    stages: list[tuple[StackEntry, ...]] = []
     if image is not None:
-        stages.append([StackEntry(Layer("image", image, site.images[image].path), "image",
-                                  True)])
+        stages.append((intern(StackEntry(Layer("image", image, site.images[image].path),
+                                         "image", True)),))  # type: ignore[arg-type]
     roles = _group_override_roles(groups)
     global_roles = {name: "global" for name in site.cluster.global_overrides}
     field4 = [name for group in groups for name in group.overrides]
     if order == "pushoverrides":
         # One rsync with many sources: a name given twice acts at its first position.
         names = _unique([host or "", *field4, *site.cluster.global_overrides])
-        stages.append([override(n, "host" if n == host else roles.get(n) or global_roles[n])
-                       for n in names])
-        return stages
-    sequence: list[StackEntry] = []
-    if order == "autoinstall" and image is not None:
-        sequence.append(override(image, "script override"))
-    sequence += [override(n, "global") for n in reversed(site.cluster.global_overrides)]
-    # autoinstall's shell takes unique names (`unique`); si_updateclient's Perl does not.
-    group_sequence = _unique(field4) if order == "autoinstall" else [n for n in field4 if n]
-    sequence += [override(n, roles[n]) for n in reversed(group_sequence)]
-    if order == "autoinstall" and host is not None:
-        sequence.append(override(host, "host"))
-    stages += [[entry] for entry in sequence]
-    return stages
+        stages.append(tuple(override(n, "host" if n == host else roles.get(n) or global_roles[n])
+                            for n in names))
+    else:
+        sequence: list[StackEntry] = []
+        if order == "autoinstall" and image is not None:
+            sequence.append(override(image, "script override"))
+        sequence += [override(n, "global") for n in reversed(site.cluster.global_overrides)]
+        # autoinstall's shell takes unique names (`unique`); si_updateclient's Perl does not.
+        group_sequence = _unique(field4) if order == "autoinstall" else [n for n in field4 if n]
+        sequence += [override(n, roles[n]) for n in reversed(group_sequence)]
+        if order == "autoinstall" and host is not None:
+            sequence.append(override(host, "host"))
+        stages += [(entry,) for entry in sequence]
+    return intern(tuple(intern(stage) for stage in stages))  # type: ignore[return-value]
 
 
-def node_stages(site: Site, host: str, order: str) -> Stages:
+def node_stages(site: Site, host: str, order: str, memo: Memo | None = None) -> Stages:
     node = site.nodes[host]
     return build_stages(site, image=node.image, groups=site.cluster.groups_of(host), host=host,
-                        order=order)
+                        order=order, memo=memo)
 
 
-def group_stages(site: Site, group: Group, order: str) -> Stages:
-    return build_stages(site, image=group.image, groups=(group,), host=None, order=order)
+def group_stages(site: Site, group: Group, order: str, memo: Memo | None = None) -> Stages:
+    return build_stages(site, image=group.image, groups=(group,), host=None, order=order,
+                        memo=memo)
 
 
 def image_stages(site: Site, image: str) -> Stages:
-    return [[StackEntry(Layer("image", image, site.images[image].path), "image", True)]]
+    return ((StackEntry(Layer("image", image, site.images[image].path), "image", True),),)
 
 
 def missing_overrides(stages: Stages) -> list[StackEntry]:

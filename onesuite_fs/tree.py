@@ -170,14 +170,19 @@ class Tree:
     # ----- construction -------------------------------------------------------------
     def _build_entries(self) -> None:
         site = self.site
+        memo: dict[object, object] = {}
         wanted: list[tuple[str, str, Stages]] = []
-        wanted += [("nodes", host, node_stages(site, host, self.order)) for host in site.nodes]
-        wanted += [("groups", g.name, group_stages(site, g, self.order))
+        wanted += [("nodes", host, node_stages(site, host, self.order, memo))
+                   for host in site.nodes]
+        wanted += [("groups", g.name, group_stages(site, g, self.order, memo))
                    for g in site.cluster.groups]
         wanted += [("images", name, image_stages(site, name)) for name in site.images]
         slots = inodes.assign_slots([f"{ns}/{name}" for ns, name, _ in wanted])
+        contributions: dict[object, Contribution] = {}
         for namespace, name, stages in wanted:
-            contribution = stage_ids(self.store, stages)
+            contribution = contributions.get(id(stages))
+            if contribution is None:  # equal stacks are one object (memo): compute once
+                contribution = contributions[id(stages)] = stage_ids(self.store, stages)
             if not contribution:
                 continue  # a group with no image and no override directory: nothing to show
             self.entries[namespace][name] = Entry(namespace, name, stages, contribution,
@@ -483,6 +488,17 @@ class Tree:
         if ino not in self._dirs and ino not in self._state:
             raise TreeError(errno.ESTALE)
         return ino
+
+    def listing_is_stable(self, ino: int) -> bool:
+        """Whether only a reload can change this directory's listing (no persistent,
+        writable path in it or below it in the listing's attributes)."""
+        if self._is_fixed_dir(ino):
+            return True
+        ref = self._dirs.get(ino)
+        if ref is None or ino in self._synthetic_dirs:
+            return False
+        onesis = self.node_onesis(ref.entry)
+        return onesis is None or onesis.policy != "persistent" or not onesis.touches(ref.path)
 
     def listdir(self, ino: int) -> list[tuple[str, Attr]]:
         if ino == inodes.ROOT_INO:
