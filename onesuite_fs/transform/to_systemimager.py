@@ -334,6 +334,7 @@ class _Splitter:
         for level in self.dirs:
             if level[0] != HOST:  # the image and every class override exist
                 self.ensure_dir(level, "")
+        self.progress.entry()  # the root directory
         self.directory("", tops, image=True, classes=[True] * len(self.members))
 
     def directory(self, path: str, items: dict[int, Item], *, image: bool,
