@@ -193,8 +193,11 @@ class NodeOnesis:
             return (source_dir, children[candidate]) if candidate in children else None
 
         if linkback.target_kind == "PATH":
-            target = linkback.explicit_target(rules.hostname, rules.node_class)
-            tried = [Attempt("target", target, lookup(target))]
+            if "$CLASS" in (linkback.target or "") and rules.node_class is None:
+                tried = []  # a node of no class has no such target: fall back to .default
+            else:
+                target = linkback.explicit_target(rules.hostname, rules.node_class)
+                tried = [Attempt("target", target, lookup(target))]
         else:
             tried = [Attempt("variant", candidate, here(candidate))
                      for candidate in self._candidates(linkback, name, dot, children)]

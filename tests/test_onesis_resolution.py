@@ -190,3 +190,13 @@ def test_looking_at_a_persistent_path_does_not_make_it(tmp_path):
     assert names(tree, "nodes/n1/var/log") == []  # LINKDIR without -d: would start empty
     assert read(tree, "nodes/n1/etc/adjtime") == "0.0 0 0.0\n"  # -d: a copy of this
     assert not state.exists()  # an inspection never writes
+
+
+def test_a_class_target_on_a_node_of_no_class_falls_back(tmp_path):
+    root = onesis_site(tmp_path / "site")
+    conf = root / "var/lib/systemimager/images/img/etc/sysimage.conf"
+    conf.write_text("NODECLASS_MAP n1 compute\nLINKBACK /etc/app.conf /opt/conf/$CLASS/app.conf\n")
+    tree = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    assert read(tree, "nodes/n1/etc/app.conf") == "app: compute\n"
+    # n2 has no class: no target to try; no .default and no own file: dangling, no crash.
+    assert tree.readlink(resolve(tree, "nodes/n2/etc/app.conf").ino) == b"/etc/app.conf.default"
