@@ -141,7 +141,19 @@ class OnesuiteMount:
         if done.returncode != 0:
             raise RuntimeError(f"onesuite mount failed: {done.stderr}")
         self.pid = int(os.getxattr(self.mountpoint, "user.onesuite.pid"))
+        self.settle()
         return self
+
+    def settle(self, timeout: float = 300.0) -> None:
+        """Wait until the daemon has read every layer directory (its start-up prescan, in a
+        background thread): what follows measures the steady state, not the prescan."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = json.loads(os.getxattr(self.mountpoint, "user.onesuite.status"))
+            if status.get("prescanned", True):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the daemon did not finish its prescan in {timeout:.0f} s")
 
     def stats(self) -> dict[str, int]:
         """The daemon's request counters (lookup, getattr, read, ...)."""
