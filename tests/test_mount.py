@@ -40,6 +40,10 @@ def test_namespaces_and_per_node_content(example_site, mount_site):
     assert (mnt / "groups/Compute/etc/hostname").read_text() == "golden\n"
     assert "compute" in (mnt / "groups/Compute/etc/fstab").read_text()
     assert "golden image" in (mnt / "images/rocky9/etc/fstab").read_text()
+    # The example's sysimage.conf: /etc/issue by class, compute.gpu falling back to compute.
+    assert "login node" in (mnt / "nodes/login01/etc/issue").read_text()
+    assert "compute node" in (mnt / "nodes/node007/etc/issue").read_text()
+    assert not (mnt / "groups/Login/etc/issue").exists()  # groups have no oneSIS rules
 
 
 def test_every_file_type_owner_mode_and_link(example_site, mount_site):

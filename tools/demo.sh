@@ -22,9 +22,13 @@ section "$R: one root per node"
 ls "$R"
 for node in node001 login01; do
     section "nodes/$node: where a few files come from"
-    for f in /etc/hostname /etc/motd /etc/fstab /etc/chrony.conf /usr/bin/passwd; do
-        printf '  %-18s %-44s %s\n' "$f" "$(origin "$R/$node$f")" "$(stat -c '%A %u:%g' "$R/$node$f")"
+    for f in /etc/hostname /etc/motd /etc/fstab /etc/issue /usr/bin/passwd; do
+        printf '  %-16s %-40s %s\n' "$f" "$(origin "$R/$node$f" | cut -c1-40)" "$(stat -c '%A %u:%g' "$R/$node$f")"
     done
+done
+section "/etc/issue is a oneSIS LINKBACK: each node sees its class's variant"
+for node in node001 node007 login01; do
+    printf '  %-8s %s\n      (%s)\n' "$node" "$(cat "$R/$node/etc/issue")" "$(origin "$R/$node/etc/issue")"
 done
 section "diff -r nodes/login01 nodes/node001"
 diff -r --no-dereference "$R/login01" "$R/node001" || true

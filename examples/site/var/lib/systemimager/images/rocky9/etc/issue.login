@@ -1,0 +1,1 @@
+Rocky Linux 9.4 - login node (class login)
