@@ -126,15 +126,7 @@ class LayerStore:
     def _scan(self, layer_id: int, relpath: str) -> dict[str, Meta] | None:
         try:
             with self.open_dir(layer_id, relpath) as fd:
-                entries: dict[str, Meta] = {}
-                with os.scandir(fd) as it:
-                    for entry in it:
-                        try:
-                            entries[entry.name] = Meta.from_stat(
-                                entry.stat(follow_symlinks=False))
-                        except FileNotFoundError:
-                            continue  # removed while we scanned
-                return entries
+                return scan_dir(fd)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
@@ -232,6 +224,18 @@ def open_beneath(root: Path, relpath: str) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def scan_dir(dir_fd: int) -> dict[str, Meta]:
+    """name -> lstat of every entry of an open directory (entries removed meanwhile skipped)."""
+    entries: dict[str, Meta] = {}
+    with os.scandir(dir_fd) as it:
+        for entry in it:
+            try:
+                entries[entry.name] = Meta.from_stat(entry.stat(follow_symlinks=False))
+            except FileNotFoundError:
+                continue
+    return entries
 
 
 def entry_xattrs(dir_fd: int, name: str) -> dict[str, bytes]:

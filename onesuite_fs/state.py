@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from .layers import Meta, entry_xattrs, open_beneath, split_relpath
+from .layers import Meta, entry_xattrs, open_beneath, scan_dir, split_relpath
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TMP_NAME = ".onesuite-tmp"
@@ -56,11 +56,9 @@ class NodeState:
 
     def listing(self, relpath: str) -> dict[str, Meta]:
         with self.open_dir(relpath) as fd:
-            entries = {}
-            for entry in os.scandir(fd):
-                if entry.name != TMP_NAME:
-                    entries[entry.name] = Meta.from_stat(entry.stat(follow_symlinks=False))
-            return entries
+            entries = scan_dir(fd)
+        entries.pop(TMP_NAME, None)  # the staging area is not the node's
+        return entries
 
     def open(self, relpath: str, flags: int, mode: int = 0o600) -> int:
         with self.parent(relpath) as (fd, name):

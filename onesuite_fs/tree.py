@@ -15,9 +15,10 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from . import inodes
 from .layers import LayerStore, Meta
@@ -28,6 +29,7 @@ from .resolve import Child, Contribution, MergedDir, Resolver
 from .stack import Stages, group_stages, image_stages, node_stages
 from .state import NodeState
 
+R = TypeVar("R")
 NAMESPACES = ("nodes", "groups", "images")
 # The kernel serves user.* extended attributes only on regular files and directories, so the
 # origin is also under trusted.* (root only), which the kernel allows on every file type.
@@ -212,7 +214,8 @@ class Tree:
         return None if found is None else (relative.rpartition("/")[0], found)
 
     # ----- inode numbers --------------------------------------------------------------
-    def _register(self, table: dict, ino_of, key_matches, ref) -> int:  # type: ignore[no-untyped-def]
+    def _register(self, table: dict[int, R], ino_of: Callable[[int], int],
+                  key_matches: Callable[[R], bool], ref: R) -> int:
         probe = 0
         while True:
             ino = ino_of(probe)
