@@ -21,7 +21,13 @@ from typing import TypeVar
 REPO = Path(__file__).resolve().parent.parent
 import oracle  # noqa: E402
 from nfstools import wait_gone  # noqa: E402, F401  (by PID; a zombie counts as gone)
-from scalesite import BIG_FILE, ScaleParams, cached_site, hosts  # noqa: E402, F401
+from scalesite import (  # noqa: E402, F401
+    BIG_FILE,
+    ScaleParams,
+    cached_site,
+    host_override_nodes,
+    hosts,
+)
 from sitegen import SiteSpec  # noqa: E402, F401  (re-exported for the families)
 
 T = TypeVar("T")

@@ -102,7 +102,26 @@ def targets(s: Samples) -> list[tuple[str, str, str]]:
                 med(s, "nfs", "materialized listing 1st", "seconds"))
     check("NFS first full listing ≤ 2× ganesha over the materialized tree", nfs,
           nfs is not None and nfs <= 2, f"{nfs:.2f}×" if nfs else "")
+    sizes = transform_sizes(s)
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        for job in TRANSFORM_JOBS:
+            grown = ratio(med(s, "transform", f"{job} E={hi}", "max_rss_mib"),
+                          med(s, "transform", f"{job} E={lo}", "max_rss_mib"))
+            check(f"{job}: max RSS at {hi:,} entries ≤ {FLAT_RSS:.2f}× at {lo:,} (flat)",
+                  grown, grown is not None and grown <= FLAT_RSS,
+                  f"{grown:.2f}×" if grown else "")
     return rows
+
+
+# The transforms stream: a root 40 times larger may cost its bounded caches, nothing more.
+FLAT_RSS = 1.25
+TRANSFORM_JOBS = ("export tar", "export cpio", "export squashfs", "to-onesis")
+
+
+def transform_sizes(s: Samples) -> list[int]:
+    return sorted({int(k[1].rpartition("E=")[2]) for k in s
+                   if k[0] == "transform" and "E=" in k[1]})
 
 
 def headline(s: Samples) -> str:
@@ -149,6 +168,13 @@ def ratios(s: Samples) -> list[str]:
                   med(s, "nfs", f"materialized {what}", "seconds"))
         if r:
             out.append(f"- NFS {what}: onesuite / materialized = **{r:.2f}×**")
+    for size in transform_sizes(s):
+        floor = med(s, "transform", f"nodes E={size}", "max_rss_mib")
+        shown = [f"{job} {_fmt(value)}" for job in TRANSFORM_JOBS
+                 if (value := med(s, "transform", f"{job} E={size}", "max_rss_mib"))]
+        if floor and shown:
+            out.append(f"- {size:,}-entry root, max RSS in MiB: {', '.join(shown)} "
+                       f"(`onesuite nodes`, nothing walked: {_fmt(floor)})")
     return out
 
 
@@ -208,7 +234,8 @@ def write(csv_path: Path, out: Path) -> None:
     lines += [f"| {a} | {b} | {c} |" for a, b, c in targets(s)]
     lines += ["", "## Ratios", "", *ratios(s), "", f"![plot]({png.name})", ""]
     titles = {"walk": "Walk (seconds)", "scale": "Scale", "copying": "Against copying",
-              "reads": "Reads (MiB/s)", "storm": "Boot storm", "nfs": "Through NFS (seconds)"}
+              "reads": "Reads (MiB/s)", "storm": "Boot storm", "nfs": "Through NFS (seconds)",
+              "transform": "Transform (export, convert)"}
     for family, title in titles.items():
         table = family_table(s, family)
         if table:

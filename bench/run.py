@@ -19,6 +19,9 @@ families (each figure is the median of --runs runs, min and max shown):
   nfs      nfs-ganesha (NFSv4, in a network namespace): first and second full listing
            (nfs-ls -R) and the boot set read (libnfs), serving onesuite-fs (`onesuite serve`)
            vs serving the materialized root
+  transform  `onesuite export` (tar, cpio, squashfs) of one node and `convert to-onesis` of
+           4 nodes, for roots of 5,000, 50,000 and 200,000 entries: wall time and the
+           command's maximum RSS (memory must not grow with the root)
 
 Sites come from tools/scalesite.py and are cached under /var/tmp/onesuite-bench (a 10,000-node
 site takes about a second to generate; the debootstrap image is built once by
@@ -38,11 +41,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import copying, nfs, reads, report, scale, storm, walk  # noqa: E402
+from bench import copying, nfs, reads, report, scale, storm, transform, walk  # noqa: E402
 from bench.common import REPO, Config, Recorder, machine  # noqa: E402
 
 FAMILIES = {"walk": walk, "scale": scale, "copying": copying, "reads": reads, "storm": storm,
-            "nfs": nfs}
+            "nfs": nfs, "transform": transform}
 RESULTS = REPO / "bench" / "results"
 
 
@@ -61,15 +64,29 @@ def make_config(args: argparse.Namespace) -> Config:
                   walk_nodes_for_rss=100, families=families)
 
 
-def write_csv(path: Path, rec: Recorder, meta: dict[str, str]) -> None:
+def earlier_rows(path: Path, measured: tuple[str, ...]) -> list[list[str]]:
+    """The rows of an earlier CSV for the families not measured now: --only re-measures
+    some families and keeps the others' results."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return [row for row in rows if row[0] not in (*measured, "machine")]
+
+
+def write_csv(path: Path, rec: Recorder, meta: dict[str, str],
+              kept: list[list[str]] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as out:
+    temp = path.with_name(path.name + ".partial")
+    with open(temp, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["family", "case", "metric", "run", "value", "extra"])
         writer.writerow(["machine", "", "", "", "", json.dumps(meta, sort_keys=True)])
+        writer.writerows(kept or [])
         for s in rec.samples:
             writer.writerow([s.family, s.case, s.metric, s.run, f"{s.value:.6g}",
                              json.dumps(s.extra, sort_keys=True) if s.extra else ""])
+    os.replace(temp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the plan (families, sizes, runs) and exit: no mount, no "
                              "root needed")
     parser.add_argument("--only", metavar="FAMILIES",
-                        help="comma-separated families to run (default: all)")
+                        help="comma-separated families to run (default: all); the CSV keeps "
+                             "the other families' earlier results")
     parser.add_argument("--runs", type=int, help="runs per figure (default 5; quick 2)")
     parser.add_argument("--image", choices=("debootstrap", "synthetic"),
                         default="debootstrap",
@@ -110,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("benchmarks need root (mounts, drop_caches, network namespaces)")
     rec = Recorder()
+    kept = earlier_rows(csv_path, config.families) if args.only else []
     started = time.monotonic()
     try:
         for name in config.families:
@@ -118,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {**machine(), "runs": str(config.runs), "quick": str(config.quick),
                 "image": config.image, "date": time.strftime("%Y-%m-%d %H:%M"),
                 "wall_seconds": f"{time.monotonic() - started:.0f}"}
-        write_csv(csv_path, rec, meta)
+        write_csv(csv_path, rec, meta, kept)
     if out is not None:
         report.write(csv_path, out)
     print(f"bench: {len(rec.samples)} samples in {time.monotonic() - started:.0f} s -> "

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from .bounded import BoundedCache, entries_of
+
 DIR_FD_CACHE = 256
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -80,13 +82,15 @@ class LayerStore:
 
     Layers are numbered; views refer to them by number so that cache keys stay small.
     A scan result is published with one dict assignment, so scans may run in worker
-    threads while the FUSE loop reads published results.
+    threads while the FUSE loop reads published results. With `cache_limit` (one-pass
+    readers), only that many entries of recent scans are kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache_limit: int | None = None) -> None:
         self.layers: list[Layer] = []
         self._ids: dict[Layer, int] = {}
-        self._listings: dict[tuple[int, str], dict[str, Meta] | None] = {}
+        self._listings: dict[tuple[int, str], dict[str, Meta] | None] | BoundedCache = (
+            {} if cache_limit is None else BoundedCache(entries_of, cache_limit))
         self._root_metas: dict[int, Meta] = {}
         self._lock = threading.Lock()
         # An O_PATH fd per (layer, directory) recently opened from: an open is then one

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from .bounded import BoundedCache
 from .layers import LayerStore, Meta
 
 # Per stage, the ids of the layers whose copy of a directory is merged into it.
@@ -75,11 +76,14 @@ class _Pending:
 
 
 class Resolver:
-    """Builds and caches merged directories over one LayerStore."""
+    """Builds and caches merged directories over one LayerStore (with `cache_limit`, only
+    that many entries of recent ones: one-pass readers)."""
 
-    def __init__(self, store: LayerStore) -> None:
+    def __init__(self, store: LayerStore, cache_limit: int | None = None) -> None:
         self.store = store
-        self._dirs: dict[tuple[str, Contribution], MergedDir] = {}
+        self._dirs: dict[tuple[str, Contribution], MergedDir] | BoundedCache = (
+            {} if cache_limit is None
+            else BoundedCache(lambda merged: 1 + len(merged.children), cache_limit))
         self._lock = threading.Lock()
 
     def root(self, stages: Iterable[Iterable[int]]) -> MergedDir:

@@ -6,6 +6,12 @@ A node's root is its merged layers (resolve.py) with its oneSIS rules laid over 
 (state.py). This is what the FUSE adapter translates and what the CLI reads, so both see the
 same answers. Every method is synchronous; those that may touch the disk for a directory not
 seen yet are announced by ``dir_ready`` so an adapter can run ``prepare`` in a worker thread.
+
+Two ways in: by inode number (the mount, NFS handles: every entry looked up is registered so
+its number can be answered later), and by path from a view's root (``root_node``,
+``children``: one-pass readers such as export and convert, which register nothing and, with
+``bounded_caches``, keep only recent listings, so their memory does not grow with the root).
+Both answer from the same resolution code.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 from . import inodes
+from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
 from .layers import LayerStore, Meta
 from .model import Site
 from .onesis_config import OnesisSource
@@ -124,6 +131,24 @@ class StateRef(NamedTuple):
     rule: str  # that rule, for provenance
 
 
+# The `layer` of a DirRef no layer has: /ram, an unused persistent directory (always empty).
+SYNTHETIC_LAYER = -1
+Ref = DirRef | FileRef | PrivateRef | StateRef
+
+
+class Node(NamedTuple):
+    """An entry of a view reached by path from the view's root, with what it shows: what a
+    one-pass reader holds instead of an inode number (nothing is registered for it)."""
+
+    name: str
+    attr: Attr
+    ref: Ref
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.attr.mode)
+
+
 def _child_path(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
@@ -142,11 +167,15 @@ def stage_ids(store: LayerStore, stages: Stages) -> Contribution:
 
 class Tree:
     def __init__(self, site: Site, order: str, onesis: OnesisSource | None = None,
-                 state_dir: Path | None = None, *, create_state: bool = False) -> None:
+                 state_dir: Path | None = None, *, create_state: bool = False,
+                 bounded_caches: bool = False) -> None:
         self.site = site
         self.order = order
-        self.store = LayerStore()
-        self.resolver = Resolver(self.store)
+        # A serving tree keeps everything it read (a generation is a snapshot); a one-pass
+        # reader keeps only recent listings (docs/architecture.md, "One-pass readers").
+        limit = DEFAULT_ENTRY_LIMIT if bounded_caches else None
+        self.store = LayerStore(limit)
+        self.resolver = Resolver(self.store, limit)
         self.onesis = onesis
         self.state_dir = state_dir
         # Only a serving mount makes a node's persistent paths; an inspection never writes.
@@ -160,7 +189,8 @@ class Tree:
         self._private: dict[int, PrivateRef] = {}
         self._state: dict[int, StateRef] = {}
         self._synthetic_dirs: set[int] = set()
-        self._items: dict[tuple[str, str], dict[str, Item]] = {}
+        self._items: dict[tuple[str, str], dict[str, Item]] | BoundedCache = (
+            {} if limit is None else BoundedCache(entries_of, limit))
         self._node_onesis: dict[str, NodeOnesis | None] = {}
         self._backing_index: dict[int, FileRef] | None = None
         self.prescanned = False  # every layer directory read (a complete snapshot)
@@ -282,70 +312,104 @@ class Tree:
     def attr(self, ino: int) -> Attr:
         if self._is_fixed_dir(ino) or ino in self._synthetic_dirs:
             return self._fixed_attr(ino)
-        ref = self._dirs.get(ino)
-        if ref is not None:
+        ref = self._registered(ino)
+        if ref is None:
+            raise TreeError(errno.ESTALE)
+        return self._attr_of(ref, ino)
+
+    def _registered(self, ino: int) -> Ref | None:
+        return (self._dirs.get(ino) or self._files.get(ino) or self._private.get(ino)
+                or self._state.get(ino))
+
+    def _attr_of(self, ref: Ref, ino: int) -> Attr:
+        """The attributes of what `ref` shows, under inode number `ino`."""
+        if isinstance(ref, DirRef):
+            if ref.layer == SYNTHETIC_LAYER:
+                return self._fixed_attr(ino)
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
-        file_ref = self._files.get(ino)
-        if file_ref is not None:
-            return self._attr_from(ino, 1, file_ref.meta, is_dir=False)
-        private = self._private.get(ino)
-        if private is not None:
-            return self._attr_from(ino, self._generation(private), private.meta, is_dir=False)
-        state = self._state.get(ino)
-        if state is not None:
-            return self._state_attr(state)[1]
-        raise TreeError(errno.ESTALE)
+        if isinstance(ref, FileRef):
+            return self._attr_from(ino, 1, ref.meta, is_dir=False)
+        if isinstance(ref, PrivateRef):
+            return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=False)
+        return self._state_attr(ref)[1]
 
     @staticmethod
     def _generation(ref: DirRef | PrivateRef) -> int:
         return inodes.view_generation(ref.entry.key, ref.path, ref.source)
 
-    def _state_attr(self, ref: StateRef) -> tuple[int, Attr]:
+    def _state_meta(self, ref: StateRef) -> Meta:
         meta = self._node_state(ref.entry).lstat(ref.path)
         if meta is None:
             raise TreeError(errno.ESTALE)
+        return meta
+
+    def _state_attr(self, ref: StateRef) -> tuple[int, Attr]:
+        meta = self._state_meta(ref)
         ino = self._state_ref(ref, meta)
         return ino, self._attr_from(ino, 1, meta, is_dir=False)._replace(nlink=meta.nlink)
 
+    def _registered_attr(self, ref: Ref) -> Attr:
+        """Give `ref` its inode number (so the number can be answered later) and its
+        attributes: the way in for the mount."""
+        if isinstance(ref, DirRef):
+            ino = self._dir_ref(ref)
+            if ref.layer == SYNTHETIC_LAYER:
+                self._synthetic_dirs.add(ino)
+            return self._attr_of(ref, ino)
+        if isinstance(ref, FileRef):
+            return self._attr_of(ref, self._file_ref(ref))
+        if isinstance(ref, PrivateRef):
+            return self._attr_of(ref, self._private_ref(ref))
+        return self._state_attr(ref)[1]
+
+    def _unregistered_attr(self, ref: Ref) -> Attr:
+        """The attributes of `ref` without registering it: the way in for one-pass readers.
+        The number is the one the mount would issue (unless two hashes clash there)."""
+        if isinstance(ref, DirRef):
+            return self._attr_of(ref, inodes.dir_ino(ref.entry.slot, ref.path))
+        if isinstance(ref, FileRef):
+            return self._attr_of(ref, inodes.backed_ino(ref.meta.dev, ref.meta.ino))
+        if isinstance(ref, PrivateRef):
+            return self._attr_of(ref, inodes.dir_ino(ref.entry.slot, ref.path, private=True))
+        meta = self._state_meta(ref)
+        ino = inodes.state_ino(meta.dev, meta.ino)
+        return self._attr_from(ino, 1, meta, is_dir=False)._replace(nlink=meta.nlink)
+
     def _item_attr(self, directory: DirRef, item: Item) -> Attr:
+        ref = self._item_ref(directory, item)
+        if ref is None:
+            raise TreeError(errno.ENOENT)
+        return self._registered_attr(ref)
+
+    def _item_ref(self, directory: DirRef, item: Item) -> Ref | None:
+        """What one item of a directory shows; None for nothing (a persistent path no one
+        has used yet, seen without making it)."""
         entry, path = directory.entry, _child_path(directory.path, item.name)
         if isinstance(item, Child):
+            source = _child_path(directory.source, item.name)
             if item.contribution is not None:
-                ref = DirRef(entry, path, _child_path(directory.source, item.name),
-                             item.contribution, item.layer, item.meta)
-                return self._attr_from(self._dir_ref(ref), self._generation(ref), item.meta,
-                                       is_dir=True)
-            ino = self._file_ref(FileRef(item.layer, _child_path(directory.source, item.name),
-                                         item.meta))
-            return self._attr_from(ino, 1, item.meta, is_dir=False)
+                return DirRef(entry, path, source, item.contribution, item.layer, item.meta)
+            return FileRef(item.layer, source, item.meta)
         if isinstance(item, Linked):
             variant, source = item.variant, _child_path(item.variant_parent, item.variant.name)
             if variant.contribution is not None:
-                ref = DirRef(entry, path, source, variant.contribution, variant.layer,
-                             variant.meta)
-                return self._attr_from(self._dir_ref(ref), self._generation(ref),
-                                       variant.meta, is_dir=True)
+                return DirRef(entry, path, source, variant.contribution, variant.layer,
+                              variant.meta)
             origin = (f"{self.store.layer(variant.layer).label} /{source} "
                       f"(LINKBACK {item.rule}: {item.reason})")
-            ino = self._private_ref(PrivateRef(entry, path, variant.meta, variant.layer,
-                                               source, origin))
-            return self.attr(ino)
+            return PrivateRef(entry, path, variant.meta, variant.layer, source, origin)
         if isinstance(item, Synthetic):
-            return self._synthetic_attr(entry, path, item, directory.meta)
-        return self._writable_attr(directory, path, item)
+            return self._synthetic_ref(entry, path, item)
+        return self._writable_ref(directory, path, item)
 
-    def _synthetic_attr(self, entry: Entry, path: str, item: Synthetic, parent: Meta) -> Attr:
+    def _synthetic_ref(self, entry: Entry, path: str, item: Synthetic) -> DirRef | PrivateRef:
         origin = f"onesis: {item.reason}" + (f" ({item.rule})" if item.rule else "")
         target = item.target or ""
         t = self.stable_ns
         meta = Meta(synthetic_mode(item), 0, 0, 1, 0, 0, len(target.encode()), t, t, t, 0, 0)
         if item.target is None:
-            ref = DirRef(entry, path, path, (), -1, meta)
-            ino = self._dir_ref(ref)
-            self._synthetic_dirs.add(ino)
-            return self._fixed_attr(ino)
-        ino = self._private_ref(PrivateRef(entry, path, meta, None, target, origin))
-        return self.attr(ino)
+            return DirRef(entry, path, path, (), SYNTHETIC_LAYER, meta)
+        return PrivateRef(entry, path, meta, None, target, origin)
 
     # ----- persistent, writable paths ---------------------------------------------------
     def _node_state(self, entry: Entry) -> NodeState:
@@ -353,26 +417,26 @@ class Tree:
             raise TreeError(errno.EROFS, "no state directory configured")
         return NodeState(self.state_dir / "nodes" / entry.name)
 
-    def _writable_attr(self, directory: DirRef, path: str, item: Writable) -> Attr:
+    def _writable_ref(self, directory: DirRef, path: str, item: Writable) -> Ref | None:
         state = self._node_state(directory.entry)
         if state.lstat(path) is None and not self.create_state:
-            return self._unmade_writable_attr(directory, path, item)
+            return self._unmade_writable_ref(directory, path, item)
         if state.lstat(path) is None:
             assert self.onesis is not None
             self.onesis.create_writable(self, directory.entry, state, path, item)
         rule = item.rule
         where = f"{rule.kind} {rule.pattern} {rule.file}:{rule.line}"
-        return self._state_attr(StateRef(directory.entry, path, path, where))[1]
+        return StateRef(directory.entry, path, path, where)
 
-    def _unmade_writable_attr(self, directory: DirRef, path: str, item: Writable) -> Attr:
+    def _unmade_writable_ref(self, directory: DirRef, path: str, item: Writable) -> Ref | None:
         """A persistent path no one has used yet, seen without making it: what it would
         start from (the tree's entry with -d, an empty directory), else absent."""
         if item.rule.duplicate and item.base is not None:
-            return self._item_attr(directory, item.base)
+            return self._item_ref(directory, item.base)
         if item.rule.kind in ("RAMDIR", "LINKDIR"):
-            return self._synthetic_attr(directory.entry, path, Synthetic(
-                item.name, None, "", "persistent path, empty until first used"), directory.meta)
-        raise TreeError(errno.ENOENT)
+            return self._synthetic_ref(directory.entry, path, Synthetic(
+                item.name, None, "", "persistent path, empty until first used"))
+        return None
 
     # ----- directories ----------------------------------------------------------------
     def fixed_dirs(self) -> list[int]:
@@ -518,7 +582,60 @@ class Tree:
             return [(name, self._state_child_attr(state, name)) for name in names]
         ref = self._dir(ino)
         items = self._dir_items(ref)
-        return [(name, self._item_attr(ref, items[name])) for name in sorted(items)]
+        refs = ((name, self._item_ref(ref, items[name])) for name in sorted(items))
+        return [(name, self._registered_attr(child)) for name, child in refs if child is not None]
+
+    # ----- by path, for one-pass readers ------------------------------------------------
+    def root_node(self, entry: Entry) -> Node:
+        """A view's root directory, to walk with `children` (nothing is registered)."""
+        top = entry.contribution[-1][0]
+        ref = DirRef(entry, "", "", entry.contribution, top, self.store.root_meta(top))
+        return Node("", self._unregistered_attr(ref), ref)
+
+    def children(self, node: Node) -> Iterator[Node]:
+        """A directory's entries in name order, made one at a time (a huge directory is not
+        held twice); empty for a non-directory."""
+        ref = node.ref
+        if isinstance(ref, StateRef):
+            if not node.is_dir:
+                return
+            for name in sorted(self._node_state(ref.entry).listing(ref.path)):
+                child = ref._replace(path=_child_path(ref.path, name))
+                yield Node(name, self._unregistered_attr(child), child)
+            return
+        if not isinstance(ref, DirRef) or ref.layer == SYNTHETIC_LAYER:
+            return
+        items = self._dir_items(ref)
+        for name in sorted(items):
+            found = self._item_ref(ref, items[name])
+            if found is not None:
+                yield Node(name, self._unregistered_attr(found), found)
+
+    def child(self, node: Node, name: str) -> Node | None:
+        """One entry of a directory by name (None if it has none)."""
+        ref = node.ref
+        if isinstance(ref, StateRef):
+            child = ref._replace(path=_child_path(ref.path, name))
+            if not node.is_dir or self._node_state(ref.entry).lstat(child.path) is None:
+                return None
+            return Node(name, self._unregistered_attr(child), child)
+        if not isinstance(ref, DirRef) or ref.layer == SYNTHETIC_LAYER:
+            return None
+        item = self._dir_items(ref).get(name)
+        found = None if item is None else self._item_ref(ref, item)
+        return None if found is None else Node(name, self._unregistered_attr(found), found)
+
+    def open_node(self, node: Node) -> int:
+        """A read-only fd on a regular file found by path (the caller closes it)."""
+        return self._open_ref(node.ref, os.O_RDONLY)
+
+    def readlink_node(self, node: Node) -> bytes:
+        return self._readlink_ref(node.ref)
+
+    def node_xattrs(self, node: Node) -> dict[str, bytes]:
+        """The entry's own extended attributes (without the Tree's provenance)."""
+        return self._own_xattrs(node.ref)
+
 
     # ----- files ----------------------------------------------------------------------
     def _file(self, ino: int) -> FileRef:
@@ -531,34 +648,57 @@ class Tree:
         is_dir = ino in self._dirs or self._is_fixed_dir(ino) or ino in self._synthetic_dirs
         raise TreeError(errno.EISDIR if is_dir else errno.ESTALE)
 
+    def _non_dir(self, ino: int) -> Ref:
+        """The registered entry `ino` names, refused for a directory of a view."""
+        ref = self._files.get(ino) or self._private.get(ino) or self._state.get(ino)
+        if ref is None:
+            is_dir = ino in self._dirs or self._is_fixed_dir(ino)
+            raise TreeError(errno.EISDIR if is_dir else errno.ESTALE)
+        return ref
+
+    @staticmethod
+    def _backing(ref: Ref) -> FileRef | None:
+        """The layer file a non-directory shows; None for a synthetic link."""
+        if isinstance(ref, DirRef):
+            raise TreeError(errno.EISDIR)
+        if isinstance(ref, PrivateRef):
+            return None if ref.layer is None else FileRef(ref.layer, ref.source, ref.meta)
+        assert isinstance(ref, FileRef)
+        return ref
+
     def readlink(self, ino: int) -> bytes:
-        private = self._private.get(ino)
-        if private is not None and private.layer is None:
-            return private.source.encode("utf-8", "surrogateescape")
-        state = self._state.get(ino)
-        if state is not None:
-            return self._node_state(state.entry).readlink(state.path)
-        ref = self._file(ino)
-        if not stat.S_ISLNK(ref.meta.mode):
+        return self._readlink_ref(self._non_dir(ino))
+
+    def _readlink_ref(self, ref: Ref) -> bytes:
+        if isinstance(ref, StateRef):
+            return self._node_state(ref.entry).readlink(ref.path)
+        backing = self._backing(ref)
+        if backing is None:
+            assert isinstance(ref, PrivateRef)
+            return ref.source.encode("utf-8", "surrogateescape")
+        if not stat.S_ISLNK(backing.meta.mode):
             raise TreeError(errno.EINVAL)
-        return self.store.readlink(ref.layer, ref.path)
+        return self.store.readlink(backing.layer, backing.path)
 
     def open(self, ino: int, flags: int = os.O_RDONLY) -> int:
         """An fd on the backing regular file: read-only, except for persistent paths."""
-        state = self._state.get(ino)
-        if state is not None:
-            return self._node_state(state.entry).open(state.path, flags & ~os.O_CREAT)
+        return self._open_ref(self._non_dir(ino), flags)
+
+    def _open_ref(self, ref: Ref, flags: int) -> int:
+        if isinstance(ref, StateRef):
+            return self._node_state(ref.entry).open(ref.path, flags & ~os.O_CREAT)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise TreeError(errno.EROFS)
-        ref = self._file(ino)
-        if not stat.S_ISREG(ref.meta.mode):
+        backing = self._backing(ref)
+        if backing is None or not stat.S_ISREG(backing.meta.mode):
             raise TreeError(errno.EACCES)
-        fd = self.store.open_file(ref.layer, ref.path)
+        fd = self.store.open_file(backing.layer, backing.path)
         # Serve only the file this generation read: a file replaced or rewritten since would
         # be new bytes under old attributes (a torn read). The adapter reloads and retries.
+        meta = backing.meta
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (
-                ref.meta.dev, ref.meta.ino, ref.meta.size, ref.meta.mtime_ns):
+                meta.dev, meta.ino, meta.size, meta.mtime_ns):
             os.close(fd)
             raise ChangedOnDisk()
         return fd
@@ -647,22 +787,24 @@ class Tree:
 
     def xattrs(self, ino: int) -> dict[str, bytes]:
         values: dict[str, bytes] = {}
-        state = self._state.get(ino)
-        private = self._private.get(ino)
-        if state is not None:
-            values = self._node_state(state.entry).xattrs(state.path)
-        elif self._is_fixed_dir(ino) or ino in self._synthetic_dirs:
-            pass
-        elif private is not None:
-            if private.layer is not None:
-                values = self.store.xattrs(private.layer, private.source)
-        else:
-            ref = self._dirs.get(ino)
-            layer, path = (ref.layer, ref.source) if ref is not None else self._file(ino)[:2]
-            values = self.store.xattrs(layer, path)
+        if not self._is_fixed_dir(ino):
+            ref = self._registered(ino)
+            if ref is None:
+                raise TreeError(errno.ESTALE)
+            values = self._own_xattrs(ref)
         origin = self.origin(ino).encode("utf-8", "surrogateescape")
         values.update(dict.fromkeys(ORIGIN_XATTRS, origin))
         return values
+
+    def _own_xattrs(self, ref: Ref) -> dict[str, bytes]:
+        if isinstance(ref, StateRef):
+            return self._node_state(ref.entry).xattrs(ref.path)
+        if isinstance(ref, DirRef):
+            if ref.layer == SYNTHETIC_LAYER:
+                return {}
+            return self.store.xattrs(ref.layer, ref.source)
+        backing = self._backing(ref)
+        return {} if backing is None else self.store.xattrs(backing.layer, backing.path)
 
     # ----- inode numbers issued by an earlier daemon ------------------------------------
     def recover(self, ino: int) -> bool:

@@ -9,6 +9,7 @@ gave it, entry for entry (oracle.compare), except for the variant files the conv
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 
@@ -16,7 +17,7 @@ import oracle
 import pytest
 import sitegen
 from conftest import needs_root_fuse, run_onesuite
-from transformtools import OURS, serving_site
+from transformtools import OURS, run, serving_site
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
 
@@ -78,3 +79,32 @@ def test_to_onesis_round_trip(seed, tmp_path, mount_site):
         differences = oracle.compare(want, got)
         assert not differences, f"seed {seed}, {host}:\n" + "\n".join(differences)
     assert len(odd_roots) < len(hosts)  # the base has the root of at least one node
+
+
+# ----- bad input ------------------------------------------------------------------------------
+
+
+def test_to_onesis_bad_input_fails_before_writing(tmp_path):
+    spec = sitegen.generate_random_site(tmp_path / "site", 0)
+    image = spec.image_of(spec.nodes()[0])
+    unknown = run_onesuite("convert", "to-onesis", "--root", spec.prefix, "--image", "nosuch",
+                           tmp_path / "out", check=False)
+    assert unknown.returncode == 2 and "no image named 'nosuch'" in unknown.stderr
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep").write_text("keep me")
+    refused = run_onesuite("convert", "to-onesis", "--root", spec.prefix, "--image", image,
+                           taken, check=False)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert [p.name for p in taken.iterdir()] == ["keep"]
+    small = tmp_path / "small"
+    small.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", small)
+    try:
+        full = run_onesuite("convert", "to-onesis", "--root", spec.prefix, "--image", image,
+                            small / "onesis", check=False)
+        assert full.returncode == 2 and "not enough space for the oneSIS image" in full.stderr
+        assert os.listdir(small) == []
+    finally:
+        run("umount", small)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site", "small", "taken"]

@@ -63,3 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_FAILURE
+    except OSError as exc:
+        # A disk or a tool failing mid-run: say what failed, not where in our code
+        # (-v shows that too).
+        if args.verbose:
+            logging.exception("onesuite %s failed", args.command)
+        print(f"onesuite: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -66,16 +66,18 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
     return settings, site
 
 
-def build_tree(settings: Settings, site: Site, *, serving: bool = False) -> Tree:
+def build_tree(settings: Settings, site: Site, *, serving: bool = False,
+               one_pass: bool = False) -> Tree:
     """The tree the mount serves and the inspection commands read (oneSIS rules included).
-    Only a serving tree makes nodes' persistent paths. Raises ConfigError for a bad
-    sysimage.conf, naming file and line."""
+    Only a serving tree makes nodes' persistent paths; a `one_pass` tree (export, convert)
+    keeps bounded caches. Raises ConfigError for a bad sysimage.conf, naming file and line."""
     onesis = None
     if settings.onesis_enabled:
         onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
                               settings.onesis_ram_prefix)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
-    tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving)
+    tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving,
+                bounded_caches=one_pass)
     if onesis is not None:
         for config in onesis.distinct_configs():
             for directive in config.no_effect_on_served_root():

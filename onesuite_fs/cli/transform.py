@@ -76,7 +76,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
-    tree = build_tree(settings, site)
+    tree = build_tree(settings, site, one_pass=True)
     result = export_node(tree, args.node, args.format, args.out, force=args.force,
                          progress=args.progress, kernel=args.kernel, append=args.append)
     summarize_skips(result.skipped)
@@ -120,20 +120,27 @@ def register_convert(commands: Any, common: argparse.ArgumentParser) -> None:
     to_onesis.add_argument("out", type=Path, metavar="OUT", help="the oneSIS image directory")
     to_onesis.add_argument("--force", action="store_true",
                            help="replace OUT if it is not empty (once the new one is complete)")
+    add_progress_options(to_onesis)
     to_onesis.set_defaults(func=cmd_to_onesis)
     register_to_systemimager(jobs)
 
 
 def cmd_to_onesis(args: argparse.Namespace) -> int:
-    from ..transform.output import atomic_output, check_target, human
+    from ..transform.output import atomic_output, check_space, check_target, human
     from ..transform.progress import Progress
-    from ..transform.to_onesis import convert_to_onesis
+    from ..transform.to_onesis import convert_to_onesis, image_hosts
+    from ..transform.walk import Root, measure
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
-    tree = build_tree(settings, site)
+    tree = build_tree(settings, site, one_pass=True)
+    hosts = image_hosts(tree, args.image)
     check_target(args.out, force=args.force, directory=True)
-    bar = Progress(f"to-onesis {args.image}")
+    # The base is one node's root at least (1 KiB per entry for inodes and directories);
+    # the variants are usually small next to it. Every path is visited once per image.
+    totals = measure(Root(tree, hosts[0]))
+    check_space(args.out, totals.bytes + 1024 * totals.entries, "the oneSIS image")
+    bar = Progress(f"to-onesis {args.image}", totals.entries, 0, enabled=args.progress)
     try:
         with atomic_output(args.out, directory=True) as temp:
             done = convert_to_onesis(tree, args.image, temp, bar)

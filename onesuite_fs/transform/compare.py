@@ -14,7 +14,11 @@ class Comparer:
     file many roots share is read once."""
 
     def __init__(self) -> None:
-        self._content: dict[int, bytes] = {}
+        self._content: dict[tuple[int, int], bytes] = {}
+
+    def release(self) -> None:
+        """Forget the content hashes: the path they were needed for is done."""
+        self._content.clear()
 
     def meta_key(self, root: Root, item: Item) -> tuple[object, ...]:
         """What two entries must share to be the same entry (content aside)."""
@@ -30,12 +34,12 @@ class Comparer:
         return key + (tuple(sorted(root.xattrs(item).items())),)
 
     def content(self, root: Root, item: Item) -> bytes:
-        digest = self._content.get(item.attr.ino)
+        digest = self._content.get(item.link_key)
         if digest is None:
             sha = hashlib.sha256()
             for chunk in root.chunks(item):
                 sha.update(chunk)
-            digest = self._content[item.attr.ino] = sha.digest()
+            digest = self._content[item.link_key] = sha.digest()
         return digest
 
     def same_files(self, roots: list[Root], items: list[Item]) -> bool:
@@ -43,7 +47,7 @@ class Comparer:
         first = self.meta_key(roots[0], items[0])
         if any(self.meta_key(r, i) != first for r, i in zip(roots[1:], items[1:], strict=True)):
             return False
-        if not items[0].is_reg or len({i.attr.ino for i in items}) == 1:
+        if not items[0].is_reg or len({i.link_key for i in items}) == 1:
             return True
         return len({self.content(r, i) for r, i in zip(roots, items, strict=True)}) == 1
 
@@ -53,8 +57,7 @@ class Comparer:
         if item.is_reg:
             sha.update(self.content(root, item))
         elif item.is_dir:
-            for name, attr in root.tree.listdir(item.attr.ino):
-                child = Item(f"{item.path}/{name}" if item.path else name, attr)
-                sha.update(name.encode("utf-8", "surrogateescape") + b"\0")
+            for child in root.children(item):
+                sha.update(child.name.encode("utf-8", "surrogateescape") + b"\0")
                 sha.update(self.fingerprint(root, child))
         return sha.digest()

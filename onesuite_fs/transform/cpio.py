@@ -47,7 +47,8 @@ def write_newc(root: Root, out: BinaryIO, progress: Progress,
     """Write the root as an uncompressed newc stream; returns the number of entries.
     `on_skip(path, why)` hears of what newc cannot hold (extended attributes)."""
     sink = _Counter(out)
-    numbers: dict[int, int] = {}  # tree inode -> archive inode, multiply-linked files only
+    # backing file -> archive inode, multiply-linked files only
+    numbers: dict[tuple[int, int], int] = {}
     next_number, written = 1, 0
     for item in root.walk():
         progress.entry()
@@ -57,12 +58,12 @@ def write_newc(root: Root, out: BinaryIO, progress: Progress,
             on_skip(item.path or "/", "cpio newc has no extended attributes")
         # Archive inode numbers are counted, not taken from the tree (62-bit): newc has 32
         # bits, and a truncated number could make two files look like links of each other.
-        number = numbers.get(attr.ino) if item.is_reg and attr.nlink > 1 else None
+        number = numbers.get(item.link_key) if item.is_reg and attr.nlink > 1 else None
         linked = number is not None
         if number is None:
             number, next_number = next_number, next_number + 1
             if item.is_reg and attr.nlink > 1:
-                numbers[attr.ino] = number
+                numbers[item.link_key] = number
         body, size = b"", 0
         if item.is_link:
             body = root.readlink(item)

@@ -97,8 +97,8 @@ def find_kernel(root: Root, wanted: str | None = None) -> Item:
     boot = root.lookup("boot")
     kernels: list[str] = []
     if boot is not None and boot.is_dir:
-        kernels = sorted((name for name, attr in root.tree.listdir(boot.attr.ino)
-                          if name.startswith("vmlinuz")), key=_version_key)
+        kernels = sorted((child.name for child in root.children(boot)
+                          if child.name.startswith("vmlinuz")), key=_version_key)
     for name in reversed(kernels):
         found = _follow(root, f"boot/{name}")
         if found is not None and found.is_reg:

@@ -14,16 +14,23 @@ import shutil
 import stat
 from pathlib import Path
 
+from .progress import Progress
 from .walk import Item, Root
 
 
 class Writer:
     """Copies entries from roots into a destination tree. Files of one backing inode are
     written once and hard-linked after (a view's hard links stay links, and identical
-    content shared by many nodes costs its space once)."""
+    content shared by many nodes costs its space once).
 
-    def __init__(self) -> None:
-        self._linked: dict[int, str] = {}
+    Memory: multiply-linked files are remembered for the whole run (their other names can
+    come later); any other file only until `release`, which a caller calls once nothing it
+    wrote since can come back (the variants of one path are written)."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress  # told of the bytes written, when given
+        self._linked: dict[tuple[int, int], str] = {}
+        self._recent: dict[tuple[int, int], str] = {}
         self.entries = 0
         self.bytes = 0
 
@@ -36,7 +43,7 @@ class Writer:
             dest.mkdir()
             return
         if item.is_reg:
-            linked = self._linked.get(attr.ino)
+            linked = self._linked.get(item.link_key) or self._recent.get(item.link_key)
             if linked is not None:
                 os.link(linked, dest)
                 return
@@ -47,17 +54,20 @@ class Writer:
             finally:
                 os.close(fd)
             self.bytes += attr.size
-            self._linked[attr.ino] = str(dest)
+            if self.progress is not None:
+                self.progress.add_bytes(attr.size)
+            (self._linked if attr.nlink > 1 else self._recent)[item.link_key] = str(dest)
         elif item.is_link:
             os.symlink(os.fsdecode(root.readlink(item)), dest)
         else:
             os.mknod(dest, attr.mode, attr.rdev)
         self.set_meta(root, item, dest)
 
-    def forget(self, ino: int) -> None:
-        """Copy this backing file again next time instead of linking it: a long stream keeps
-        only the inodes that can still come back (real hard links), so memory stays flat."""
-        self._linked.pop(ino, None)
+    def release(self) -> None:
+        """Forget the files written since the last release that are not multiply linked:
+        they are copied again if they come back. A long run keeps only the inodes that can
+        still come back (real hard links), so memory stays flat."""
+        self._recent.clear()
 
     def set_meta(self, root: Root, item: Item, dest: Path) -> None:
         attr = item.attr
@@ -82,7 +92,7 @@ class Writer:
         if not item.is_dir:
             return
         # Depth first with an explicit stack; a directory's metadata goes on when it is left.
-        stack = [(item, dest, iter(root.tree.listdir(item.attr.ino)))]
+        stack = [(item, dest, root.children(item))]
         while stack:
             parent, parent_dest, children = stack[-1]
             child = next(children, None)
@@ -90,9 +100,7 @@ class Writer:
                 stack.pop()
                 self.finish_dir(root, parent, parent_dest)
                 continue
-            name, attr = child
-            child_item = Item(f"{parent.path}/{name}" if parent.path else name, attr)
-            child_dest = parent_dest / name
-            self.entry(root, child_item, child_dest)
-            if child_item.is_dir:
-                stack.append((child_item, child_dest, iter(root.tree.listdir(attr.ino))))
+            child_dest = parent_dest / child.name
+            self.entry(root, child, child_dest)
+            if child.is_dir:
+                stack.append((child, child_dest, root.children(child)))

@@ -4,6 +4,7 @@ when complete. Existing outputs and free space are checked before anything is wr
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -75,8 +76,11 @@ def atomic_output(path: Path, *, directory: bool = False) -> Iterator[Path]:
         temp.mkdir()
     try:
         yield temp
-    except BaseException:
+    except BaseException as exc:
         _remove(temp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ConfigError(f"ran out of space writing {path}: {exc.strerror}; nothing was "
+                              "kept", hint="free some space or write elsewhere") from None
         raise
     old = None
     if os.path.lexists(path):

@@ -53,7 +53,7 @@ def _set_root(command: str, root: Root, out: Path) -> None:
     """Give the image's root directory the root's mode, owner and time. mksquashfs 4.5.1
     ignores -root-time when reading a tar stream, but honours it when appending: append an
     empty directory, which adds nothing but rewrites the root directory's inode."""
-    top = root.tree.attr(root.root_ino)
+    top = root.top().attr
     empty = out.with_name(out.name + ".empty")
     empty.mkdir()
     try:

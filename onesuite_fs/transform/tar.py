@@ -64,7 +64,8 @@ def write_tar(root: Root, out: BinaryIO, progress: Progress, *, include_root: bo
     """Write the root to `out` as a pax tar stream; returns the number of entries written.
     Sockets cannot be stored in tar and are skipped (reported through `on_skip`)."""
     written = 0
-    first_path: dict[int, str] = {}  # inode -> first name, only for multiply-linked files
+    # backing file -> first name, only for multiply-linked files
+    first_path: dict[tuple[int, int], str] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
                       errors="surrogateescape") as tar:
         for item in root.walk():
@@ -78,14 +79,14 @@ def write_tar(root: Root, out: BinaryIO, progress: Progress, *, include_root: bo
             name = prefix + item.path if item.path else "."
             info = tar_info(root, item, name)
             if item.is_reg and item.attr.nlink > 1:
-                linked = first_path.get(item.attr.ino)
+                linked = first_path.get(item.link_key)
                 if linked is not None:
                     info.type, info.linkname, info.size = tarfile.LNKTYPE, linked, 0
                     tar.addfile(info)
                     tar.members.clear()
                     written += 1
                     continue
-                first_path[item.attr.ino] = name
+                first_path[item.link_key] = name
             if item.is_reg:
                 fd = root.open(item)
                 try:

@@ -98,12 +98,12 @@ class _Planner:
         self.classes = [conversion.classes[h] for h in self.hosts]
         self.out = out
         self.compare = Comparer()
-        self.writer = Writer()
+        self.writer = Writer(progress)
         self.progress = progress
 
     # ----- shared directories --------------------------------------------------------------
     def run(self) -> None:
-        tops = [Item("", r.tree.attr(r.root_ino)) for r in self.roots]
+        tops = [r.top() for r in self.roots]
         keys = Counter(self.compare.meta_key(r, i) for r, i in zip(self.roots, tops, strict=True))
         common = keys.most_common(1)[0][0]
         chosen = next(n for n, (r, i) in enumerate(zip(self.roots, tops, strict=True))
@@ -120,8 +120,7 @@ class _Planner:
 
     def shared_dir(self, items: list[Item], dest: Path) -> None:
         """Write a directory every root has with the same metadata: its entries one by one."""
-        listings = [dict(r.tree.listdir(i.attr.ino)) for r, i in zip(self.roots, items,
-                                                                     strict=True)]
+        listings = [r.listing(i) for r, i in zip(self.roots, items, strict=True)]
         names = sorted(set().union(*listings))
         parent = items[0].path
         for name in names:
@@ -129,7 +128,7 @@ class _Planner:
             if path == SYSIMAGE_CONF:
                 continue  # replaced by the generated one
             present = [n for n, listing in enumerate(listings) if name in listing]
-            child = {n: Item(path, listings[n][name]) for n in present}
+            child = {n: listings[n][name] for n in present}
             self.entry(path, child, dest / name, set(names))
 
     def entry(self, path: str, items: dict[int, Item], dest: Path, siblings: set[str]) -> None:
@@ -146,8 +145,12 @@ class _Planner:
         if everyone and not any(i.is_dir for i in values) and self.compare.same_files(roots,
                                                                                        values):
             self.writer.entry(roots[0], values[0], dest)
-            return
-        self.variants(path, items, dest.parent, siblings)
+        else:
+            self.variants(path, items, dest.parent, siblings)
+        # Memory: what this path needed (files to link its variants to, content hashes)
+        # cannot come back; only real hard links are kept.
+        self.writer.release()
+        self.compare.release()
 
     # ----- variants ------------------------------------------------------------------------
     def variants(self, path: str, items: dict[int, Item], directory: Path,
@@ -243,8 +246,8 @@ def _write_conf(out: Path, text: str, etc_variants: list[str]) -> None:
     os.utime(out, ns=(top.st_atime_ns, top.st_mtime_ns))  # a new etc/ changed it
 
 
-def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress) -> Conversion:
-    """Write the oneSIS image of `image`'s nodes into the (empty) directory `out`."""
+def image_hosts(tree: Tree, image: str) -> list[str]:
+    """The nodes that use `image`, in name order; ConfigError when there are none."""
     site = tree.site
     if image not in site.images:
         raise ConfigError(f"no image named {image!r} on this image server",
@@ -253,6 +256,13 @@ def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress) -> 
                    if node.image == image and h in tree.entries["nodes"])
     if not hosts:
         raise ConfigError(f"no node uses the image {image!r}")
+    return hosts
+
+
+def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress) -> Conversion:
+    """Write the oneSIS image of `image`'s nodes into the (empty) directory `out`."""
+    site = tree.site
+    hosts = image_hosts(tree, image)
     groups = {h: tuple(site.nodes[h].groups) for h in hosts}
     classes = class_names(groups)
     conversion = Conversion(hosts, classes, {classes[h]: groups[h] for h in hosts})

@@ -26,7 +26,6 @@ written as it is decided.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -44,7 +43,7 @@ from ..onesis_config import SYSIMAGE_CONF, OnesisSource
 from ..sources.cluster_txt import render_cluster_txt
 from ..sources.hostrange import expand_item, expand_range_list
 from ..sources.systemimager import RESERVED_MODULES
-from ..tree import Attr, Tree
+from ..tree import Tree
 from .compare import Comparer
 from .materialize import Writer
 from .progress import Progress
@@ -109,7 +108,8 @@ def onesis_tree(image_dir: Path, image: str, hosts: list[str]) -> Tree:
         raise ConfigError(f"{image_dir} is not a oneSIS image: it has no /{SYSIMAGE_CONF}",
                           hint="ONESIS_IMAGE is the image's root directory (where "
                                "mk-sysimage ran)")
-    return Tree(onesis_site(image_dir, image, hosts), "autoinstall", OnesisSource(), None)
+    return Tree(onesis_site(image_dir, image, hosts), "autoinstall", OnesisSource(), None,
+                bounded_caches=True)
 
 
 # ----- names -----------------------------------------------------------------------------
@@ -235,19 +235,19 @@ class _Splitter:
         # path of the walk are here (an entry goes when its metadata is set).
         self.made: dict[str, set[LevelKey]] = {}
         # Content hashes, for one directory's entries only (memory stays flat).
-        self._digests: dict[int, bytes] = {}
+        self._digests: dict[tuple[int, int], bytes] = {}
 
     # ----- values of a path ---------------------------------------------------------------
     def key(self, n: int, item: Item) -> tuple[object, ...]:
         return self.compare.meta_key(self.roots[n], item)
 
     def digest(self, n: int, item: Item) -> bytes:
-        found = self._digests.get(item.attr.ino)
+        found = self._digests.get(item.link_key)
         if found is None:
             sha = hashlib.sha256()
             for chunk in self.roots[n].chunks(item):
                 sha.update(chunk)
-            found = self._digests[item.attr.ino] = sha.digest()
+            found = self._digests[item.link_key] = sha.digest()
         return found
 
     def value_ids(self, values: dict[int, Item]) -> dict[int, tuple[object, ...]]:
@@ -260,7 +260,7 @@ class _Splitter:
         ids: dict[int, tuple[object, ...]] = {}
         for meta, nodes in by_meta.items():
             first = values[nodes[0]]
-            hashed = first.is_reg and len({values[n].attr.ino for n in nodes}) > 1
+            hashed = first.is_reg and len({values[n].link_key for n in nodes}) > 1
             for n in nodes:
                 content = self.digest(n, values[n]) if hashed else None
                 ids[n] = (meta, content)
@@ -270,7 +270,7 @@ class _Splitter:
         (na, ia), (nb, ib) = a, b
         if self.key(na, ia) != self.key(nb, ib):
             return False
-        if not ia.is_reg or ia.attr.ino == ib.attr.ino:
+        if not ia.is_reg or ia.link_key == ib.link_key:
             return True
         return self.digest(na, ia) == self.digest(nb, ib)
 
@@ -287,15 +287,15 @@ class _Splitter:
         best = Counter(ids.values()).most_common(1)[0][0]
         return next(n for n, i in ids.items() if i == best)
 
-    def sibling(self, listings: dict[int, dict[str, Attr]], parent: str, name: str,
+    def sibling(self, listings: dict[int, dict[str, Item]], parent: str, name: str,
                 variant: str) -> tuple[int, Item] | None:
         """The `name.variant` (or hidden `.name.variant`) non-directory next to the path in
         some node's root: what the image (variant 'default') or a class override prefers."""
         for n, listing in listings.items():
             for candidate in (f"{name}.{variant}", f".{name}.{variant}"):
-                attr = listing.get(candidate)
-                if attr is not None and not stat.S_ISDIR(attr.mode):
-                    return n, Item(f"{parent}/{candidate}" if parent else candidate, attr)
+                found = listing.get(candidate)
+                if found is not None and not found.is_dir:
+                    return n, found
         return None
 
     # ----- writing ------------------------------------------------------------------------
@@ -330,7 +330,7 @@ class _Splitter:
 
     # ----- the walk -----------------------------------------------------------------------
     def run(self) -> None:
-        tops = {n: Item("", r.tree.attr(r.root_ino)) for n, r in enumerate(self.roots)}
+        tops = {n: r.top() for n, r in enumerate(self.roots)}
         for level in self.dirs:
             if level[0] != HOST:  # the image and every class override exist
                 self.ensure_dir(level, "")
@@ -352,17 +352,16 @@ class _Splitter:
                 class_meta[c] = Counter(metas[n] for n in self.members[c]).most_common(1)[0][0]
                 if not image or class_meta[c] != image_meta:
                     self.ensure_dir((CLASS, c), path)  # what the class shares beyond the image
-        listings = {n: dict(self.roots[n].tree.listdir(item.attr.ino))
-                    for n, item in items.items()}
+        listings = {n: self.roots[n].listing(item) for n, item in items.items()}
         for name in sorted(set().union(*listings.values())):
             self.child(path, name, listings, image=image, classes=classes)
         self.finish(path, items, metas, image_meta, class_meta)
 
-    def child(self, parent: str, name: str, listings: dict[int, dict[str, Attr]], *,
+    def child(self, parent: str, name: str, listings: dict[int, dict[str, Item]], *,
               image: bool, classes: list[bool]) -> None:
         path = f"{parent}/{name}" if parent else name
         self.progress.entry()
-        present = {n: Item(path, listing[name]) for n, listing in listings.items()
+        present = {n: listing[name] for n, listing in listings.items()
                    if name in listing}
         dirs = {n: i for n, i in present.items() if i.is_dir}
         files = {n: i for n, i in present.items() if not i.is_dir}
@@ -384,9 +383,7 @@ class _Splitter:
         for n, item in files.items():
             if shown.get(n) != ids[n]:
                 self.put((HOST, n), n, item)
-        for item in files.values():
-            if item.is_reg and item.attr.nlink <= 1:
-                self.writer.forget(item.attr.ino)  # memory: only real hard links are kept
+        self.writer.release()  # memory: only real hard links are kept
         self._digests.clear()
         if dirs:
             self.directory(path, dirs, image=image and len(dirs) == len(self.roots),
@@ -449,12 +446,6 @@ def convert_to_systemimager(tree: Tree, layout: Layout, hosts: list[str], out: P
     except ValueError as exc:  # a rule the node cannot follow ($CLASS without a class)
         raise ConfigError(f"the oneSIS rules cannot be applied: {exc}",
                           hint="give the node a class, or limit the rule to classes") from None
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ConfigError(f"ran out of space writing {out.parent}: {exc.strerror}; "
-                              "nothing was kept", hint="free some space or write elsewhere"
-                              ) from None
-        raise
     # The global override: cluster.xml needs one; an empty one with the image's root
     # metadata changes nothing and keeps onesuite-fs from warning that it is missing.
     global_dir = out / OVERRIDES_DIR / layout.global_override

@@ -1,0 +1,147 @@
+"""Reading a view by path (Tree.root_node/children: export, convert) answers exactly what
+reading it by inode number (the mount's way) answers, registers no inode, and stays right when
+the bounded caches evict on every directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import sitegen
+from sitetools import onesis_site
+
+from onesuite_fs import tree as tree_module
+from onesuite_fs.bounded import BoundedCache, entries_of
+from onesuite_fs.onesis_config import OnesisSource
+from onesuite_fs.settings import Settings
+from onesuite_fs.sources.systemimager import load_site
+from onesuite_fs.transform.walk import Root
+from onesuite_fs.tree import ORIGIN_XATTRS, Tree, TreeError
+
+
+def by_inode(tree: Tree, ino: int, path: str = "") -> dict[str, tuple]:
+    """path -> (attributes, content or link text, extended attributes) through the mount's
+    interface: listdir, open, readlink, xattrs by inode number."""
+    seen = {path: describe_ino(tree, ino)}
+    for name, attr in tree.listdir(ino):
+        child = f"{path}/{name}" if path else name
+        if stat.S_ISDIR(attr.mode):
+            seen.update(by_inode(tree, attr.ino, child))
+        else:
+            seen[child] = describe_ino(tree, attr.ino)
+    return seen
+
+
+def describe_ino(tree: Tree, ino: int) -> tuple:
+    attr = tree.attr(ino)
+    xattrs = {k: v for k, v in tree.xattrs(ino).items() if k not in ORIGIN_XATTRS}
+    return attr, read_content(tree.open, tree.readlink, attr, ino), xattrs
+
+
+def read_content(open_, readlink, attr, handle) -> bytes | None:
+    if stat.S_ISLNK(attr.mode):
+        return readlink(handle)
+    if stat.S_ISREG(attr.mode):
+        fd = open_(handle)
+        try:
+            return os.read(fd, attr.size + 1)
+        finally:
+            os.close(fd)
+    return None
+
+
+def by_path(root: Root) -> dict[str, tuple]:
+    tree = root.tree
+    seen = {}
+    for item in root.walk():
+        content = read_content(tree.open_node, tree.readlink_node, item.attr, item.node)
+        seen[item.path] = (item.attr, content, tree.node_xattrs(item.node))
+    return seen
+
+
+def assert_same_views(one_pass: Tree, served: Tree) -> None:
+    for host, entry in served.entries["nodes"].items():
+        expected = by_inode(served, served.entry_root_ino(entry))
+        walked = by_path(Root(one_pass, host))
+        assert walked.keys() == expected.keys(), host
+        for path, (attr, content, xattrs) in expected.items():
+            got_attr, got_content, got_xattrs = walked[path]
+            # The same numbers too: one-pass numbers are the mount's (no clash here). Not
+            # the access time: the served tree's first listing of a directory changed it.
+            assert got_attr._replace(atime_ns=0) == attr._replace(atime_ns=0), f"{host}:/{path}"
+            assert got_content == content, f"{host}:/{path}"
+            assert got_xattrs == xattrs, f"{host}:/{path}"
+
+
+def trees(root):
+    """(a one-pass tree, a serving tree) of the same site, oneSIS rules on."""
+    site = load_site(Settings(root=root))
+    return (Tree(site, "autoinstall", OnesisSource(), bounded_caches=True),
+            Tree(site, "autoinstall", OnesisSource()))
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_path_walk_equals_inode_walk_on_random_sites(tmp_path, seed):
+    spec = sitegen.generate_random_site(tmp_path / "site", seed)
+    one_pass, served = trees(spec.prefix)
+    assert_same_views(one_pass, served)
+
+
+def test_path_walk_equals_inode_walk_with_onesis_rules(tmp_path):
+    one_pass, served = trees(onesis_site(tmp_path / "site"))
+    assert_same_views(one_pass, served)
+
+
+def test_path_walk_registers_no_inode(tmp_path):
+    one_pass, _ = trees(onesis_site(tmp_path / "site"))
+    entries = sum(1 for host in one_pass.entries["nodes"]
+                  for _ in Root(one_pass, host).walk())
+    assert entries > 100
+    tables = (one_pass._dirs, one_pass._files, one_pass._private, one_pass._state)
+    assert [len(t) for t in tables] == [0, 0, 0, 0]
+
+
+def test_every_directory_evicted_still_gives_the_same_views(tmp_path, monkeypatch):
+    monkeypatch.setattr(tree_module, "DEFAULT_ENTRY_LIMIT", 3)
+    spec = sitegen.generate_random_site(tmp_path / "site", 2)
+    one_pass, served = trees(spec.prefix)
+    assert_same_views(one_pass, served)
+    assert one_pass.resolver._dirs.weight <= 3 or len(one_pass.resolver._dirs) == 1
+
+
+def test_an_unused_persistent_file_is_absent_in_listings_and_lookups(tmp_path):
+    """LINKFILE without -d under the persistent policy, before any node used it: not made by
+    an inspection, so neither listed nor found (it used to fail the whole listing)."""
+    root, state = onesis_site(tmp_path / "site"), tmp_path / "state"
+    site = load_site(Settings(root=root))
+    tree = Tree(site, "autoinstall", OnesisSource(policy="persistent"), state)
+    ssh = tree.entry_root_ino(tree.entries["nodes"]["n1"])
+    for part in ("etc", "ssh"):
+        ssh = tree.lookup(ssh, part).ino
+    assert [name for name, _ in tree.listdir(ssh)] == ["ssh_config"]
+    with pytest.raises(TreeError):
+        tree.lookup(ssh, "ssh_host_rsa_key")
+    root_n1 = Root(tree, "n1")
+    walked = root_n1.lookup("etc/ssh")
+    assert walked is not None and [c.name for c in root_n1.children(walked)] == ["ssh_config"]
+    assert root_n1.lookup("etc/ssh/ssh_host_rsa_key") is None
+    without_rules = Root(Tree(site, "autoinstall"), "n1")
+    assert [c.name for c in without_rules.children(without_rules.lookup("etc/ssh"))] == [
+        "ssh_config", "ssh_host_ed25519_key", "ssh_host_rsa_key"]
+    assert not state.exists()
+
+
+def test_bounded_cache_keeps_recent_entries_within_its_limit():
+    cache: BoundedCache = BoundedCache(entries_of, limit=10)
+    cache["a"] = {str(i): i for i in range(4)}  # weight 5
+    cache["b"] = {str(i): i for i in range(3)}  # weight 4
+    assert cache.get("a") is not None  # a is now the most recent
+    cache["c"] = {"x": 1}  # weight 2: b is the least recent and goes
+    assert "b" not in cache and "a" in cache and "c" in cache
+    assert cache.weight == 7
+    heavy = {str(i): i for i in range(50)}
+    assert cache.setdefault("d", heavy) is heavy  # heavier than the limit: kept alone
+    assert len(cache) == 1 and cache.get("d") is heavy
+    assert cache.setdefault("d", {}) is heavy  # an existing value wins
+    assert cache.get("missing", False) is False

@@ -1,0 +1,43 @@
+"""Outputs appear under their name only when complete: a failure, including the disk filling
+up half way, removes the partial output and leaves an existing one alone."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from onesuite_fs.errors import ConfigError
+from onesuite_fs.transform.output import atomic_output
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_running_out_of_space_half_way_keeps_nothing(tmp_path, code):
+    out = tmp_path / "n1.tar"
+    out.write_text("the previous export")
+    with pytest.raises(ConfigError) as raised, atomic_output(out) as temp:
+        temp.write_text("half of it")
+        raise OSError(code, "No space left on device")
+    assert "ran out of space writing" in str(raised.value) and "nothing was kept" in str(
+        raised.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["n1.tar"]
+    assert out.read_text() == "the previous export"
+
+
+def test_other_failures_pass_through_and_clean_up(tmp_path):
+    out = tmp_path / "tree"
+    with pytest.raises(OSError) as raised, atomic_output(out, directory=True) as temp:
+        (temp / "etc").mkdir()
+        raise OSError(errno.EIO, "Input/output error")
+    assert raised.value.errno == errno.EIO
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_complete_output_replaces_the_old_one(tmp_path):
+    out = tmp_path / "tree"
+    out.mkdir()
+    (out / "old").write_text("old")
+    with atomic_output(out, directory=True) as temp:
+        (temp / "new").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["tree"]
