@@ -636,7 +636,6 @@ class Tree:
         """The entry's own extended attributes (without the Tree's provenance)."""
         return self._own_xattrs(node.ref)
 
-
     # ----- files ----------------------------------------------------------------------
     def _file(self, ino: int) -> FileRef:
         ref = self._files.get(ino)

@@ -4,6 +4,7 @@ the bounded caches evict on every directory."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -16,7 +17,7 @@ from onesuite_fs.bounded import BoundedCache, entries_of
 from onesuite_fs.onesis_config import OnesisSource
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.transform.walk import Root
+from onesuite_fs.transform.walk import Root, measure
 from onesuite_fs.tree import ORIGIN_XATTRS, Tree, TreeError
 
 
@@ -145,3 +146,38 @@ def test_bounded_cache_keeps_recent_entries_within_its_limit():
     assert len(cache) == 1 and cache.get("d") is heavy
     assert cache.setdefault("d", {}) is heavy  # an existing value wins
     assert cache.get("missing", False) is False
+
+
+def test_a_file_changed_after_it_was_listed_is_not_read_under_old_attributes(tmp_path):
+    site = onesis_site(tmp_path / "site")
+    one_pass, _ = trees(site)
+    root = Root(one_pass, "n1")
+    item = root.lookup("etc/passwd")
+    assert item is not None and item.is_reg
+    (site / "var/lib/systemimager/images/img/etc/passwd").write_text("root:x:0:0::/:/bin/sh\n")
+    with pytest.raises(OSError) as raised:
+        root.open(item)
+    assert raised.value.errno == errno.ESTALE and "/etc/passwd was changed" in str(raised.value)
+
+
+def test_measure_tells_links_inside_the_root_from_links_outside_it(tmp_path):
+    """An image kept with hard links (cp -al, one cache for several sites) has nlink > 1 on
+    every file; a writer must remember first names only where another name is in the root."""
+    site = onesis_site(tmp_path / "site")
+    image = site / "var/lib/systemimager/images/img"
+    (image / "usr/bin").mkdir(parents=True)
+    (image / "usr/bin/gzip").write_text("gzip\n")
+    os.link(image / "usr/bin/gzip", image / "usr/bin/gunzip")
+    (tmp_path / "cache").mkdir()
+    os.link(image / "etc/passwd", tmp_path / "cache/passwd")
+    one_pass, _ = trees(site)
+    root = Root(one_pass, "n1")
+    passwd = root.lookup("etc/passwd")
+    assert passwd is not None and passwd.attr.nlink == 2
+    assert root.links.may_recur(passwd)  # not measured yet: it might
+    totals = measure(root)
+    assert root.links is totals.links
+    assert root.links.may_recur(root.lookup("usr/bin/gzip"))
+    assert root.links.may_recur(root.lookup("usr/bin/gunzip"))
+    assert not root.links.may_recur(passwd)
+    assert not root.links.may_recur(root.lookup("etc"))

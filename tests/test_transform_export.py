@@ -100,6 +100,33 @@ def test_squashfs_listing_has_numeric_owners(tmp_path):
     assert " 0/0 " in listing and "squashfs-root/etc" in listing
 
 
+def test_times_every_format_holds_and_those_it_cannot(tmp_path):
+    """Whole-second times (most files of a real distro) in every format (mksquashfs 4.5.1
+    refuses a whole-second pax record); times outside what squashfs and cpio hold (unsigned
+    32-bit seconds) clamped and reported, never wrapped into another century."""
+    site = onesis_site(tmp_path / "site")
+    etc = site / "var/lib/systemimager/images/img/etc"
+    times = {"whole": 1_600_000_000 * 10**9, "old": -1_500_000_000,
+             "late": 5_000_000_000 * 10**9 + 7}
+    for name, ns in times.items():
+        (etc / name).write_text(name)
+        os.utime(etc / name, ns=(ns, ns))
+    limit = 2**32 - 1
+    shown = {"tar": times,
+             "squashfs": {"whole": times["whole"], "old": 0, "late": limit * 10**9},
+             "cpio": {"whole": times["whole"], "old": 0, "late": limit * 10**9}}
+    for fmt in FORMATS:
+        out = tmp_path / f"n1.{fmt}"
+        done = export(site, "n1", fmt, out)
+        dest = extract(fmt, out, tmp_path / f"x-{fmt}")
+        got = {name: (dest / "etc" / name).stat().st_mtime_ns for name in times}
+        assert got == shown[fmt], fmt
+        clamped = "cannot be stored: clamped" in done.stderr
+        assert clamped == (fmt != "tar"), done.stderr
+        if clamped:
+            assert "/etc/old" in done.stderr and "/etc/late" in done.stderr
+
+
 # ----- bad input ------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import logging
 import sys
 
 from ..errors import ConfigError
+from ..tree import TreeError
 from . import core, inspect, nfs, transform
 from .common import EXIT_FAILURE, EXIT_USAGE, site_options
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_FAILURE
-    except OSError as exc:
+    except (OSError, TreeError) as exc:
         # A disk or a tool failing mid-run: say what failed, not where in our code
         # (-v shows that too).
         if args.verbose:

@@ -143,7 +143,7 @@ def cmd_to_onesis(args: argparse.Namespace) -> int:
     bar = Progress(f"to-onesis {args.image}", totals.entries, 0, enabled=args.progress)
     try:
         with atomic_output(args.out, directory=True) as temp:
-            done = convert_to_onesis(tree, args.image, temp, bar)
+            done = convert_to_onesis(tree, args.image, temp, bar, totals.links)
     finally:
         bar.close()
     for limit in done.limits:
@@ -248,7 +248,8 @@ def cmd_to_systemimager(args: argparse.Namespace) -> int:
     bar = Progress("to-systemimager", totals.entries, 0, enabled=args.progress)
     try:
         with atomic_output(args.out, directory=True) as temp:
-            done = convert_to_systemimager(tree, layout, hosts, temp, bar, str(image_dir))
+            done = convert_to_systemimager(tree, layout, hosts, temp, bar, str(image_dir),
+                                           totals.links)
     finally:
         bar.close()
     hosted = len(done.host_paths)

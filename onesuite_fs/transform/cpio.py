@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from .progress import Progress
-from .walk import Item, Root
+from .walk import Item, Root, clamped_seconds
 
 TRAILER = b"TRAILER!!!"
 _MAX32 = 0xFFFFFFFF
@@ -47,7 +47,7 @@ def write_newc(root: Root, out: BinaryIO, progress: Progress,
     """Write the root as an uncompressed newc stream; returns the number of entries.
     `on_skip(path, why)` hears of what newc cannot hold (extended attributes)."""
     sink = _Counter(out)
-    # backing file -> archive inode, multiply-linked files only
+    # backing file -> archive inode, only for files whose other names are in this root
     numbers: dict[tuple[int, int], int] = {}
     next_number, written = 1, 0
     for item in root.walk():
@@ -62,7 +62,7 @@ def write_newc(root: Root, out: BinaryIO, progress: Progress,
         linked = number is not None
         if number is None:
             number, next_number = next_number, next_number + 1
-            if item.is_reg and attr.nlink > 1:
+            if root.links.may_recur(item):
                 numbers[item.link_key] = number
         body, size = b"", 0
         if item.is_link:
@@ -70,10 +70,10 @@ def write_newc(root: Root, out: BinaryIO, progress: Progress,
             size = len(body)
         elif item.is_reg and not linked:
             size = attr.size
+        mtime = clamped_seconds(item, 0, _MAX32, on_skip=on_skip)
         sink.write(newc_header(ino=number, mode=attr.mode, uid=attr.uid, gid=attr.gid,
                                nlink=attr.nlink if item.is_reg else (2 if item.is_dir else 1),
-                               mtime=attr.mtime_ns // 10**9, size=size, rdev=attr.rdev,
-                               name=name))
+                               mtime=mtime, size=size, rdev=attr.rdev, name=name))
         if body:
             sink.write(body + _pad(len(body)))
         elif size:

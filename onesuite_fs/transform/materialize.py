@@ -23,9 +23,9 @@ class Writer:
     written once and hard-linked after (a view's hard links stay links, and identical
     content shared by many nodes costs its space once).
 
-    Memory: multiply-linked files are remembered for the whole run (their other names can
-    come later); any other file only until `release`, which a caller calls once nothing it
-    wrote since can come back (the variants of one path are written)."""
+    Memory: files with another name in the root (`Root.links`) are remembered for the whole
+    run; any other file only until `release`, which a caller calls once nothing it wrote
+    since can come back (the variants of one path are written)."""
 
     def __init__(self, progress: Progress | None = None) -> None:
         self.progress = progress  # told of the bytes written, when given
@@ -56,7 +56,8 @@ class Writer:
             self.bytes += attr.size
             if self.progress is not None:
                 self.progress.add_bytes(attr.size)
-            (self._linked if attr.nlink > 1 else self._recent)[item.link_key] = str(dest)
+            remembered = self._linked if root.links.may_recur(item) else self._recent
+            remembered[item.link_key] = str(dest)
         elif item.is_link:
             os.symlink(os.fsdecode(root.readlink(item)), dest)
         else:

@@ -16,6 +16,9 @@ from .progress import Progress
 from .tar import write_tar
 from .walk import Root
 
+# squashfs stores times as unsigned 32-bit seconds; mksquashfs wraps anything else silently.
+SQUASHFS_TIMES = (0, 2**32 - 1)
+
 
 def mksquashfs() -> str:
     found = shutil.which("mksquashfs")
@@ -34,7 +37,7 @@ def write_squashfs(root: Root, out: Path, progress: Progress, *, compressor: str
     assert proc.stdin is not None and proc.stdout is not None
     try:
         written = write_tar(root, proc.stdin, progress, include_root=False, prefix="",
-                            on_skip=on_skip)
+                            on_skip=on_skip, time_range=SQUASHFS_TIMES)
         proc.stdin.close()
     except BrokenPipeError:
         written = -1
@@ -60,7 +63,8 @@ def _set_root(command: str, root: Root, out: Path) -> None:
         done = subprocess.run(
             [command, str(empty), str(out), "-quiet", "-no-progress", "-no-recovery",
              "-root-mode", f"{stat.S_IMODE(top.mode):o}", "-root-uid", str(top.uid),
-             "-root-gid", str(top.gid), "-root-time", str(max(0, top.mtime_ns // 10**9))],
+             "-root-gid", str(top.gid), "-root-time",
+             str(min(max(SQUASHFS_TIMES[0], top.mtime_ns // 10**9), SQUASHFS_TIMES[1]))],
             capture_output=True, text=True, check=False)
     finally:
         empty.rmdir()

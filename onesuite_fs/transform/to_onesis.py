@@ -33,7 +33,7 @@ from ..tree import Tree
 from .compare import Comparer
 from .materialize import Writer
 from .progress import Progress
-from .walk import Item, Root
+from .walk import HardLinks, Item, Root
 
 SYSIMAGE_CONF = "etc/sysimage.conf"
 # Directories whose files software picks up by pattern (network scripts read ifcfg-*, run-parts
@@ -183,7 +183,10 @@ class _Planner:
             names = {suffix: f".{name}.{suffix}" for suffix in wanted}
             if siblings & set(names.values()):
                 raise ConfigError(f"/{path}: its variant names are taken by real files "
-                                  f"({', '.join(sorted(siblings & set(names.values())))})")
+                                  f"({', '.join(sorted(siblings & set(names.values())))})",
+                                  hint="the roots already hold oneSIS variant files (from an "
+                                       "earlier conversion?); remove or rename them in the "
+                                       "image, or make the path the same on every node")
         representative = {fp: members[0] for fp, members in groups.items()}
         for suffix, fp in wanted.items():
             n = representative[fp]
@@ -259,14 +262,20 @@ def image_hosts(tree: Tree, image: str) -> list[str]:
     return hosts
 
 
-def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress) -> Conversion:
-    """Write the oneSIS image of `image`'s nodes into the (empty) directory `out`."""
+def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress,
+                      links: HardLinks | None = None) -> Conversion:
+    """Write the oneSIS image of `image`'s nodes into the (empty) directory `out`. `links`:
+    which files have two names in a node's root (`measure` of one root; they share the
+    image), else every multiply-linked file is remembered."""
     site = tree.site
     hosts = image_hosts(tree, image)
     groups = {h: tuple(site.nodes[h].groups) for h in hosts}
     classes = class_names(groups)
     conversion = Conversion(hosts, classes, {classes[h]: groups[h] for h in hosts})
-    planner = _Planner([Root(tree, h) for h in hosts], conversion, out, progress)
+    roots = [Root(tree, h) for h in hosts]
+    for root in roots:
+        root.links = links or root.links
+    planner = _Planner(roots, conversion, out, progress)
     planner.run()
     etc = next((lb for lb in conversion.linkbacks if lb.path == "/etc"), None)
     if etc is not None:

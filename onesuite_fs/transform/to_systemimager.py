@@ -47,7 +47,7 @@ from ..tree import Tree
 from .compare import Comparer
 from .materialize import Writer
 from .progress import Progress
-from .walk import Item, Root
+from .walk import HardLinks, Item, Root
 
 IMAGES_DIR = "var/lib/systemimager/images"
 OVERRIDES_DIR = "var/lib/systemimager/overrides"
@@ -436,10 +436,14 @@ def node_classes(tree: Tree, hosts: list[str], allow_unclassified: bool) -> dict
 
 
 def convert_to_systemimager(tree: Tree, layout: Layout, hosts: list[str], out: Path,
-                            progress: Progress, source: str) -> Conversion:
-    """Write the SystemImager site for `hosts` into the (empty) directory `out`."""
+                            progress: Progress, source: str,
+                            links: HardLinks | None = None) -> Conversion:
+    """Write the SystemImager site for `hosts` into the (empty) directory `out`. `links`:
+    which files have two names in a node's root (`measure` of one; they share the image)."""
     conversion = Conversion(hosts, layout)
     roots = [Root(tree, h) for h in hosts]
+    for root in roots:
+        root.links = links or root.links
     splitter = _Splitter(roots, layout, out, progress, conversion)
     try:
         splitter.run()

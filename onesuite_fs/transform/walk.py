@@ -8,13 +8,15 @@ held. Memory does not grow with the size of the root.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..tree import Attr, Entry, FileRef, Node, PrivateRef, Tree
+from ..tree import Attr, ChangedOnDisk, Entry, FileRef, Node, PrivateRef, Tree
 
 # Provenance the Tree adds to every entry: it describes the server, not the node's root.
 PROVENANCE_PREFIXES = ("user.onesuite.", "trusted.onesuite.")
@@ -71,6 +73,9 @@ class Root:
                               hint=f"known: {shown}" if known else "cluster.xml names none")
         self.tree = tree
         self.entry: Entry = entry
+        # Which files have two names in this root (`measure` finds out); until then, any
+        # multiply-linked file may.
+        self.links: HardLinks = EveryLink()
 
     def top(self) -> Item:
         """The root directory itself."""
@@ -125,7 +130,12 @@ class Root:
 
     def open(self, item: Item) -> int:
         """A read-only fd on a regular file (the caller closes it)."""
-        return self.tree.open_node(item.node)
+        try:
+            return self.tree.open_node(item.node)
+        except ChangedOnDisk:
+            # Its size is already in a header: never write other bytes under it.
+            raise OSError(errno.ESTALE, f"/{item.path} was changed on the server while "
+                                        f"{self.entry.name}'s root was read; run again") from None
 
     def readlink(self, item: Item) -> bytes:
         return self.tree.readlink_node(item.node)
@@ -136,17 +146,75 @@ class Root:
                 if not name.startswith(PROVENANCE_PREFIXES)}
 
 
+class HardLinks:
+    """Which multiply-linked files have two names in the same root, so that a writer
+    remembers the first name of those only. An image kept with hard links (`cp -al` copies,
+    one cache for many sites) has nlink > 1 on every file while the other names are outside
+    the root: remembering each would grow with the root. Counted in a fixed table (at most
+    4 MiB, touched pages only): a collision only keeps a name that was not needed."""
+
+    SLOTS = 1 << 22
+
+    def __init__(self) -> None:
+        self._counts = bytearray(self.SLOTS)
+
+    def _slot(self, item: Item) -> int | None:
+        if not item.is_reg or item.attr.nlink < 2:
+            return None
+        return hash(item.link_key) % self.SLOTS
+
+    def add(self, item: Item) -> None:
+        slot = self._slot(item)
+        if slot is not None and self._counts[slot] < 2:
+            self._counts[slot] += 1
+
+    def may_recur(self, item: Item) -> bool:
+        """Whether another name of this file may come later in the root."""
+        slot = self._slot(item)
+        return slot is not None and self._counts[slot] >= 2
+
+
+class EveryLink(HardLinks):
+    """For a root that was not measured: every multiply-linked file may recur."""
+
+    def __init__(self) -> None:
+        pass
+
+    def add(self, item: Item) -> None:
+        pass
+
+    def may_recur(self, item: Item) -> bool:
+        return item.is_reg and item.attr.nlink > 1
+
+
 @dataclass
 class Totals:
     entries: int = 0
     bytes: int = 0  # regular files' content
+    links: HardLinks = field(default_factory=EveryLink)
 
 
 def measure(root: Root) -> Totals:
-    """How many entries and content bytes the root has (one walk)."""
-    totals = Totals()
+    """How many entries and content bytes the root has, and which files have two names in
+    it (one walk; the latter also becomes `root.links`, for the writers)."""
+    totals = Totals(links=HardLinks())
     for item in root.walk():
         totals.entries += 1
         if item.is_reg:
             totals.bytes += item.attr.size
+            totals.links.add(item)
+    root.links = totals.links
     return totals
+
+
+def clamped_seconds(item: Item, low: int, high: int, *,
+                    on_skip: Callable[[str, str], None] | None = None) -> int:
+    """The entry's mtime in whole seconds, moved into [low, high] for a format that holds no
+    more (squashfs and cpio: unsigned 32 bits); a moved time is reported through `on_skip`."""
+    seconds = item.attr.mtime_ns // 10**9
+    if low <= seconds <= high:
+        return seconds
+    if on_skip:
+        span = "..".join(time.strftime("%Y-%m-%d", time.gmtime(t)) for t in (low, high))
+        on_skip(item.path or "/", f"times outside {span} cannot be stored: clamped")
+    return min(max(seconds, low), high)
