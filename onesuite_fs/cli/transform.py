@@ -113,7 +113,10 @@ def register_convert(commands: Any, common: argparse.ArgumentParser) -> None:
     to_onesis = jobs.add_parser(
         "to-onesis", parents=[common], help="SystemImager image + overrides -> oneSIS image",
         description=TO_ONESIS_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  onesuite convert to-onesis --root /srv/si --image rhel9 "
+        epilog="errors (exit 2, OUT left as it was): an unknown image or one no node uses, a "
+               "non-empty OUT\nwithout --force, not enough space for one node's root, a "
+               "differing path that cannot\nbe a LINKBACK.\n"
+               "example:\n  onesuite convert to-onesis --root /srv/si --image rhel9 "
                "/var/lib/oneSIS/rhel9\n")
     to_onesis.add_argument("--image", required=True, metavar="IMG",
                            help="the SystemImager image whose nodes to convert")

@@ -65,9 +65,9 @@ class Writer:
         self.set_meta(root, item, dest)
 
     def release(self) -> None:
-        """Forget the files written since the last release that are not multiply linked:
-        they are copied again if they come back. A long run keeps only the inodes that can
-        still come back (real hard links), so memory stays flat."""
+        """Forget the files written since the last release that have no other name in the
+        root: they are copied again if they come back. A long run keeps only the files that
+        can still come back (real hard links), so memory stays flat."""
         self._recent.clear()
 
     def set_meta(self, root: Root, item: Item, dest: Path) -> None:
