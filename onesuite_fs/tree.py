@@ -637,16 +637,6 @@ class Tree:
         return self._own_xattrs(node.ref)
 
     # ----- files ----------------------------------------------------------------------
-    def _file(self, ino: int) -> FileRef:
-        ref = self._files.get(ino)
-        if ref is not None:
-            return ref
-        private = self._private.get(ino)
-        if private is not None and private.layer is not None:
-            return FileRef(private.layer, private.source, private.meta)
-        is_dir = ino in self._dirs or self._is_fixed_dir(ino) or ino in self._synthetic_dirs
-        raise TreeError(errno.EISDIR if is_dir else errno.ESTALE)
-
     def _non_dir(self, ino: int) -> Ref:
         """The registered entry `ino` names, refused for a directory of a view."""
         ref = self._files.get(ino) or self._private.get(ino) or self._state.get(ino)
@@ -777,7 +767,9 @@ class Tree:
         ref = self._dirs.get(ino)
         if ref is not None:
             return f"{self.store.layer(ref.layer).label} /{ref.source}"
-        file_ref = self._file(ino)
+        file_ref = self._files.get(ino)  # private and state entries were answered above
+        if file_ref is None:
+            raise TreeError(errno.ESTALE)
         origin = f"{self.store.layer(file_ref.layer).label} /{file_ref.path}"
         if file_ref.meta.nlink > 1:
             # One inode for every name of a hard-linked file: this is the first name seen.

@@ -75,7 +75,7 @@ class Root:
         self.entry: Entry = entry
         # Which files have two names in this root (`measure` finds out); until then, any
         # multiply-linked file may.
-        self.links: HardLinks = EveryLink()
+        self.links: HardLinks = HardLinks(measured=False)
 
     def top(self) -> Item:
         """The root directory itself."""
@@ -151,12 +151,13 @@ class HardLinks:
     remembers the first name of those only. An image kept with hard links (`cp -al` copies,
     one cache for many sites) has nlink > 1 on every file while the other names are outside
     the root: remembering each would grow with the root. Counted in a fixed table (at most
-    4 MiB, touched pages only): a collision only keeps a name that was not needed."""
+    4 MiB, touched pages only): a collision only keeps a name that was not needed. Until a
+    walk has counted (`measured=False`), every multiply-linked file may recur."""
 
     SLOTS = 1 << 22
 
-    def __init__(self) -> None:
-        self._counts = bytearray(self.SLOTS)
+    def __init__(self, *, measured: bool = True) -> None:
+        self._counts = bytearray(self.SLOTS) if measured else None
 
     def _slot(self, item: Item) -> int | None:
         if not item.is_reg or item.attr.nlink < 2:
@@ -165,33 +166,22 @@ class HardLinks:
 
     def add(self, item: Item) -> None:
         slot = self._slot(item)
-        if slot is not None and self._counts[slot] < 2:
+        if slot is not None and self._counts is not None and self._counts[slot] < 2:
             self._counts[slot] += 1
 
     def may_recur(self, item: Item) -> bool:
         """Whether another name of this file may come later in the root."""
         slot = self._slot(item)
-        return slot is not None and self._counts[slot] >= 2
-
-
-class EveryLink(HardLinks):
-    """For a root that was not measured: every multiply-linked file may recur."""
-
-    def __init__(self) -> None:
-        pass
-
-    def add(self, item: Item) -> None:
-        pass
-
-    def may_recur(self, item: Item) -> bool:
-        return item.is_reg and item.attr.nlink > 1
+        if slot is None:
+            return False
+        return self._counts is None or self._counts[slot] >= 2
 
 
 @dataclass
 class Totals:
     entries: int = 0
     bytes: int = 0  # regular files' content
-    links: HardLinks = field(default_factory=EveryLink)
+    links: HardLinks = field(default_factory=lambda: HardLinks(measured=False))
 
 
 def measure(root: Root) -> Totals:
