@@ -192,6 +192,10 @@ class Tree:
         self._items: dict[tuple[str, str], dict[str, Item]] | BoundedCache = (
             {} if limit is None else BoundedCache(entries_of, limit))
         self._node_onesis: dict[str, NodeOnesis | None] = {}
+        # The listings `children` is reading (the directories on a walk's current path),
+        # found by `child` even when the bounded caches have dropped them: a lookup next to
+        # an entry must not read the directory again. (entry key, path) -> (readers, items)
+        self._reading: dict[tuple[str, str], tuple[int, dict[str, Item]]] = {}
         self._backing_index: dict[int, FileRef] | None = None
         self.prescanned = False  # every layer directory read (a complete snapshot)
         self._lock = threading.Lock()
@@ -605,11 +609,20 @@ class Tree:
             return
         if not isinstance(ref, DirRef) or ref.layer == SYNTHETIC_LAYER:
             return
-        items = self._dir_items(ref)
-        for name in sorted(items):
-            found = self._item_ref(ref, items[name])
-            if found is not None:
-                yield Node(name, self._unregistered_attr(found), found)
+        key = (ref.entry.key, ref.path)
+        readers, items = self._reading.get(key) or (0, self._dir_items(ref))
+        self._reading[key] = (readers + 1, items)
+        try:
+            for name in sorted(items):
+                found = self._item_ref(ref, items[name])
+                if found is not None:
+                    yield Node(name, self._unregistered_attr(found), found)
+        finally:
+            readers = self._reading[key][0] - 1
+            if readers:
+                self._reading[key] = (readers, items)
+            else:
+                del self._reading[key]
 
     def child(self, node: Node, name: str) -> Node | None:
         """One entry of a directory by name (None if it has none)."""
@@ -621,7 +634,8 @@ class Tree:
             return Node(name, self._unregistered_attr(child), child)
         if not isinstance(ref, DirRef) or ref.layer == SYNTHETIC_LAYER:
             return None
-        item = self._dir_items(ref).get(name)
+        reading = self._reading.get((ref.entry.key, ref.path))
+        item = (reading[1] if reading else self._dir_items(ref)).get(name)
         found = None if item is None else self._item_ref(ref, item)
         return None if found is None else Node(name, self._unregistered_attr(found), found)
 

@@ -17,7 +17,7 @@ from onesuite_fs.bounded import BoundedCache, entries_of
 from onesuite_fs.onesis_config import OnesisSource
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.transform.walk import Root, measure
+from onesuite_fs.transform.walk import Root, measure, merged_children
 from onesuite_fs.tree import ORIGIN_XATTRS, Tree, TreeError
 
 
@@ -181,3 +181,57 @@ def test_measure_tells_links_inside_the_root_from_links_outside_it(tmp_path):
     assert root.links.may_recur(root.lookup("usr/bin/gunzip"))
     assert not root.links.may_recur(passwd)
     assert not root.links.may_recur(root.lookup("etc"))
+
+
+def test_merged_children_give_each_name_once_with_every_root_that_has_it(tmp_path):
+    spec = sitegen.generate_random_site(tmp_path / "site", 3)
+    one_pass, _ = trees(spec.prefix)
+    roots = [Root(one_pass, host) for host in sorted(one_pass.entries["nodes"])]
+    assert len(roots) > 2
+    pending = [{n: root.top() for n, root in enumerate(roots)}]
+    directories = 0
+    while pending:
+        items = pending.pop()
+        directories += 1
+        expected: dict[str, dict[int, tuple]] = {}
+        for n, item in items.items():
+            for child in roots[n].children(item):
+                expected.setdefault(child.name, {})[n] = (child.path, child.attr)
+        merged = list(merged_children(roots, items))
+        assert [name for name, _ in merged] == sorted(expected)
+        for name, present in merged:
+            assert list(present) == sorted(present)  # root order
+            assert {n: (i.path, i.attr) for n, i in present.items()} == expected[name]
+            below = {n: i for n, i in present.items() if i.is_dir}
+            if below:
+                pending.append(below)
+    assert directories > 10
+
+
+def test_a_lookup_beside_a_listed_entry_does_not_read_the_directory_again(tmp_path,
+                                                                          monkeypatch):
+    """Converts look up variant names (name.default) next to each entry while listing: with
+    the caches evicting on every directory, the listing being read must still answer."""
+    monkeypatch.setattr(tree_module, "DEFAULT_ENTRY_LIMIT", 3)
+    spec = sitegen.generate_random_site(tmp_path / "site", 2)
+    one_pass, _ = trees(spec.prefix)
+    scans: list[tuple[int, str]] = []
+    real_scan = one_pass.store._scan
+    monkeypatch.setattr(one_pass.store, "_scan",
+                        lambda layer, path: scans.append((layer, path)) or real_scan(layer, path))
+    root = Root(one_pass, sorted(one_pass.entries["nodes"])[0])
+    top = root.top()
+    names = [child.name for child in root.children(top)]
+    listing = root.children(top)
+    for name in names:
+        child = next(listing)
+        subtree = [child]
+        while subtree:  # reading it evicts the top listing from the bounded caches
+            subtree.extend(root.children(subtree.pop()))
+        before = len(scans)
+        found = root.child(top, name)
+        assert found is not None and found.attr == child.attr
+        root.child(top, name + ".onesuite-test-absent")
+        assert len(scans) == before, f"/{name}: the top directory was read again"
+    assert next(listing, None) is None
+    assert len(scans) > len(names)  # the subtrees were read (and evicted the top)

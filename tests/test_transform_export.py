@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import tarfile
 import time
 
@@ -15,7 +14,7 @@ import pytest
 import sitegen
 from conftest import ONESUITE, needs_root_fuse, run_onesuite
 from sitetools import onesis_site
-from transformtools import OURS, extract, normalize, require, run
+from transformtools import OURS, extract, normalize, require, run, start_interruptible
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
 
@@ -164,24 +163,27 @@ def test_not_enough_space_is_refused_before_writing(tmp_path):
         run("umount", small)
 
 
-def test_an_interrupted_export_leaves_no_finished_output(tmp_path):
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_export_leaves_no_finished_output(tmp_path, how):
+    """Ctrl-C or kill: the partial file is removed, the exit status says which signal."""
     site = onesis_site(tmp_path / "site")
     with open(site / "var/lib/systemimager/images/img/big", "wb") as big:
         big.truncate(4 << 30)  # sparse; gzip'ing 4 GiB of zeros takes a while
     out = tmp_path / "n1.cpio"
-    proc = subprocess.Popen([*ONESUITE, "export", "--root", str(site), "n1", "--format",
-                             "cpio", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = start_interruptible([*ONESUITE, "export", "--root", str(site), "n1", "--format",
+                                "cpio", str(out)])
     try:
         while proc.poll() is None and not any(p.name.startswith(".n1.cpio.onesuite-partial")
                                               for p in tmp_path.iterdir()):
             time.sleep(0.01)
         assert proc.poll() is None, "the export finished before it could be interrupted"
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: the partial file is removed
-        proc.wait(timeout=60)
+        proc.send_signal(how)
+        _, errors = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert proc.returncode == 128 + how, errors
+    assert b"Traceback" not in errors and errors.startswith(b"onesuite: "), errors
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".n1.cpio")]

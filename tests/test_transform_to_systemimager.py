@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import sitegen
 from conftest import ONESUITE, needs_root_fuse, run_onesuite
 from sitetools import onesis_site
-from transformtools import OURS, serving_site
+from transformtools import OURS, serving_site, start_interruptible
 
 from onesuite_fs.sources.cluster_xml import parse_cluster_xml
 from onesuite_fs.sources.hostrange import expand_range_list
@@ -178,29 +177,30 @@ def test_not_enough_space(tmp_path):
         os.system(f"umount {small}")
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_an_interrupted_run_leaves_nothing_that_looks_finished(tmp_path, how):
-    """Ctrl-C removes the partial tree; even SIGKILL leaves only the hidden partial name."""
+    """Ctrl-C or kill removes the partial tree; even SIGKILL leaves only the hidden partial
+    name."""
     site = onesis_site(tmp_path / "site")
     image = site / "var/lib/systemimager/images/img"
     with open(image / "big", "wb") as big:
         big.truncate(2 << 30)  # sparse in the image; copying it takes a while
     (tmp_path / "nodes").write_text("n1-n3\n")
     out = tmp_path / "si"
-    proc = subprocess.Popen([*ONESUITE, "convert", "to-systemimager", str(image), "--nodes",
-                             str(tmp_path / "nodes"), str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = start_interruptible([*ONESUITE, "convert", "to-systemimager", str(image),
+                                "--nodes", str(tmp_path / "nodes"), str(out)])
     try:
         while proc.poll() is None and not (out.parent / f".si.onesuite-partial.{proc.pid}"
                                            / "var/lib/systemimager/images/img/big").exists():
             time.sleep(0.01)
         assert proc.poll() is None, "the conversion finished before it could be interrupted"
         proc.send_signal(how)
-        proc.wait(timeout=60)
+        proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert not out.exists()
     left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".si")]
-    assert left == ([] if how == signal.SIGINT else [f".si.onesuite-partial.{proc.pid}"])
+    assert left == ([] if how != signal.SIGKILL else [f".si.onesuite-partial.{proc.pid}"])
+    assert proc.returncode == (128 + how if how != signal.SIGKILL else -how)

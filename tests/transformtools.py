@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -15,6 +16,19 @@ import pytest
 
 CI = bool(os.environ.get("CI"))
 OURS = ("user.onesuite.", "trusted.onesuite.")  # provenance the mount adds
+
+
+def _default_signals() -> None:
+    # A suite started from a background job (`cmd &` without job control) has SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt: give the child a terminal's.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_interruptible(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start a onesuite command whose output stays quiet, with Ctrl-C delivered as from a
+    terminal."""
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_default_signals)
 
 
 def require(*tools: str) -> None:

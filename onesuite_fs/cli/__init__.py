@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from types import FrameType
 
 from ..errors import ConfigError
 from ..tree import TreeError
@@ -29,7 +31,8 @@ from (e.g. "override:node001 /etc/hostname").
 """
 
 EPILOG = """\
-exit status: 0 success, 1 failure, 2 bad configuration or usage.
+exit status: 0 success, 1 failure, 2 bad configuration or usage, 128+N stopped by
+signal N (Ctrl-C, kill): a partial output is removed, nothing that looks finished is left.
 examples:
   onesuite nodes --root /srv/si
   onesuite mount --root /srv/si /export/roots
@@ -53,8 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(BaseException):
+    """A termination signal, raised where the run is so that outputs being written are
+    removed on the way out (as for Ctrl-C); a BaseException like KeyboardInterrupt, so no
+    handler of ordinary errors swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `kill` and a closed terminal stop a long export or conversion like Ctrl-C does. A
+    # mount installs its own handlers (it unmounts), which replace these.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _stop)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -64,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("onesuite: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Stopped as stop:
+        print(f"onesuite: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        return 128 + stop.signum
     except (OSError, TreeError) as exc:
         # A disk or a tool failing mid-run: say what failed, not where in our code
         # (-v shows that too).

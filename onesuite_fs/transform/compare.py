@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import stat
+from collections.abc import Sequence
 
-from .walk import Item, Root
+from .walk import Item, Root, merged_children
 
 
 class Comparer:
-    """Keys and fingerprints of entries; content hashes are cached per backing inode, so a
-    file many roots share is read once."""
+    """Keys and fingerprints of entries; content hashes are cached per backing inode until
+    `release`, so a file many roots share at one path is read once."""
 
     def __init__(self) -> None:
         self._content: dict[tuple[int, int], bytes] = {}
@@ -51,13 +52,22 @@ class Comparer:
             return True
         return len({self.content(r, i) for r, i in zip(roots, items, strict=True)}) == 1
 
-    def fingerprint(self, root: Root, item: Item) -> bytes:
-        """A hash of the entry and, for a directory, of everything below it."""
-        sha = hashlib.sha256(repr(self.meta_key(root, item)).encode())
-        if item.is_reg:
-            sha.update(self.content(root, item))
-        elif item.is_dir:
-            for child in root.children(item):
-                sha.update(child.name.encode("utf-8", "surrogateescape") + b"\0")
-                sha.update(self.fingerprint(root, child))
-        return sha.digest()
+    def fingerprints(self, roots: Sequence[Root], items: dict[int, Item]) -> dict[int, bytes]:
+        """Per root (`items`: root index -> its entry at one path), a hash of the entry and,
+        for a directory, of everything below it: equal exactly when two roots show the same
+        thing there. The roots are read in lockstep, so a file several roots share is read
+        once while its path is current, and nothing is kept after."""
+        shas = {n: hashlib.sha256(repr(self.meta_key(roots[n], item)).encode())
+                for n, item in items.items()}
+        for n, item in items.items():
+            if item.is_reg:
+                shas[n].update(self.content(roots[n], item))
+        directories = {n: item for n, item in items.items() if item.is_dir}
+        if directories:
+            for name, present in merged_children(roots, directories):
+                label = name.encode("utf-8", "surrogateescape") + b"\0"
+                for n, digest in self.fingerprints(roots, present).items():
+                    shas[n].update(label)
+                    shas[n].update(digest)
+                self.release()  # what was shared there was read by every root already
+        return {n: sha.digest() for n, sha in shas.items()}

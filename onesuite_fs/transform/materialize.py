@@ -12,10 +12,11 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from .progress import Progress
-from .walk import Item, Root
+from .walk import Item, Root, merged_children
 
 
 class Writer:
@@ -89,19 +90,31 @@ class Writer:
 
     def subtree(self, root: Root, item: Item, dest: Path) -> None:
         """Copy `item` and, for a directory, everything below it, to `dest`."""
-        self.entry(root, item, dest)
-        if not item.is_dir:
+        self.subtrees([(root, item, dest)])
+
+    def subtrees(self, copies: Sequence[tuple[Root, Item, Path]]) -> None:
+        """Copy entries with everything below them from several roots at once (the variants
+        of one path): walked in lockstep, so a file the copies share at a path is written
+        once and linked, and only the current path's files are remembered (`release` after
+        each name)."""
+        roots = [root for root, _, _ in copies]
+        for root, item, dest in copies:
+            self.entry(root, item, dest)
+        self._below(roots, {n: item for n, (_, item, _) in enumerate(copies)},
+                    {n: dest for n, (_, _, dest) in enumerate(copies)})
+
+    def _below(self, roots: Sequence[Root], items: dict[int, Item],
+               dests: dict[int, Path]) -> None:
+        """The entries below the directories among `items`, then the directories' metadata
+        (writing entries changed their times). Recursion as deep as the tree."""
+        directories = {n: item for n, item in items.items() if item.is_dir}
+        if not directories:
             return
-        # Depth first with an explicit stack; a directory's metadata goes on when it is left.
-        stack = [(item, dest, root.children(item))]
-        while stack:
-            parent, parent_dest, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                stack.pop()
-                self.finish_dir(root, parent, parent_dest)
-                continue
-            child_dest = parent_dest / child.name
-            self.entry(root, child, child_dest)
-            if child.is_dir:
-                stack.append((child, child_dest, root.children(child)))
+        for name, present in merged_children(roots, directories):
+            below = {n: dests[n] / name for n in present}
+            for n, child in present.items():
+                self.entry(roots[n], child, below[n])
+            self._below(roots, present, below)
+            self.release()
+        for n, item in directories.items():
+            self.finish_dir(roots[n], item, dests[n])

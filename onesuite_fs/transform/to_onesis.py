@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ..tree import Tree
 from .compare import Comparer
 from .materialize import Writer
 from .progress import Progress
-from .walk import HardLinks, Item, Root
+from .walk import HardLinks, Item, Root, merged_children
 
 SYSIMAGE_CONF = "etc/sysimage.conf"
 # Directories whose files software picks up by pattern (network scripts read ifcfg-*, run-parts
@@ -120,18 +121,13 @@ class _Planner:
 
     def shared_dir(self, items: list[Item], dest: Path) -> None:
         """Write a directory every root has with the same metadata: its entries one by one."""
-        listings = [r.listing(i) for r, i in zip(self.roots, items, strict=True)]
-        names = sorted(set().union(*listings))
-        parent = items[0].path
-        for name in names:
-            path = f"{parent}/{name}" if parent else name
+        for name, child in merged_children(self.roots, dict(enumerate(items))):
+            path = f"{items[0].path}/{name}" if items[0].path else name
             if path == SYSIMAGE_CONF:
                 continue  # replaced by the generated one
-            present = [n for n, listing in enumerate(listings) if name in listing]
-            child = {n: listings[n][name] for n in present}
-            self.entry(path, child, dest / name, set(names))
+            self.entry(path, child, dest / name, items)
 
-    def entry(self, path: str, items: dict[int, Item], dest: Path, siblings: set[str]) -> None:
+    def entry(self, path: str, items: dict[int, Item], dest: Path, parents: list[Item]) -> None:
         self.progress.entry()
         everyone = len(items) == len(self.roots)
         roots = [self.roots[n] for n in items]
@@ -146,23 +142,29 @@ class _Planner:
                                                                                        values):
             self.writer.entry(roots[0], values[0], dest)
         else:
-            self.variants(path, items, dest.parent, siblings)
+            self.variants(path, items, dest.parent, parents)
         # Memory: what this path needed (files to link its variants to, content hashes)
         # cannot come back; only real hard links are kept.
         self.writer.release()
         self.compare.release()
 
     # ----- variants ------------------------------------------------------------------------
+    def taken(self, parents: list[Item], names: Iterable[str]) -> list[str]:
+        """Which of `names` a real entry next to the path has, in some root."""
+        return sorted(name for name in set(names) if any(
+            root.child(parent, name) is not None
+            for root, parent in zip(self.roots, parents, strict=True)))
+
     def variants(self, path: str, items: dict[int, Item], directory: Path,
-                 siblings: set[str]) -> None:
+                 parents: list[Item]) -> None:
         parent, _, name = path.rpartition("/")
         if not _REPRESENTABLE.fullmatch(path) or path in _NOT_LINKBACKS:
             raise ConfigError(f"/{path} differs between nodes but cannot be a LINKBACK "
                               "(white space or '#' in its name, or a path oneSIS refuses)",
                               hint="make it the same on every node of the image")
         groups: dict[bytes, list[int]] = {}
-        for n, item in items.items():
-            groups.setdefault(self.compare.fingerprint(self.roots[n], item), []).append(n)
+        for n, fp in self.compare.fingerprints(self.roots, items).items():
+            groups.setdefault(fp, []).append(n)
         default = max(groups, key=lambda fp: (len(groups[fp]), -groups[fp][0]))
         value = {n: fp for fp, members in groups.items() for n in members}
         class_value: dict[str, bytes] = {}
@@ -178,19 +180,20 @@ class _Planner:
         wanted.update((self.hosts[n], value[n]) for n in own)
         hidden = is_glob_read(parent)
         names = {suffix: f"{'.' if hidden else ''}{name}.{suffix}" for suffix in wanted}
-        if siblings & set(names.values()):
+        if self.taken(parents, names.values()):
             hidden = True  # a real file already has that name: the hidden form is free
             names = {suffix: f".{name}.{suffix}" for suffix in wanted}
-            if siblings & set(names.values()):
+            taken = self.taken(parents, names.values())
+            if taken:
                 raise ConfigError(f"/{path}: its variant names are taken by real files "
-                                  f"({', '.join(sorted(siblings & set(names.values())))})",
+                                  f"({', '.join(taken)})",
                                   hint="the roots already hold oneSIS variant files (from an "
                                        "earlier conversion?); remove or rename them in the "
                                        "image, or make the path the same on every node")
         representative = {fp: members[0] for fp, members in groups.items()}
-        for suffix, fp in wanted.items():
-            n = representative[fp]
-            self.writer.subtree(self.roots[n], items[n], directory / names[suffix])
+        self.writer.subtrees([(self.roots[n], items[n], directory / names[suffix])
+                              for suffix, n in ((s, representative[fp])
+                                                for s, fp in wanted.items())])
         limited = None
         if len(items) < len(self.roots):
             full = [c for c in class_value if all(

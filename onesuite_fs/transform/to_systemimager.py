@@ -19,9 +19,9 @@ metadata of the last layer that has it, so after a directory's entries are writt
 node's layered mode, owner, time and attributes are checked and the directory is added to the
 node's host override wherever they would be wrong.
 
-Streaming: the nodes' roots are walked in lockstep, one directory at a time in name order, so
-what is held is one listing per node for each directory on the current path; everything is
-written as it is decided.
+Streaming: the nodes' roots are walked in lockstep, their listings merged in name order one
+entry at a time (`merged_children`), so what is held is the Tree's own listing of each
+directory on the current path, not a copy per node; everything is written as it is decided.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from ..tree import Tree
 from .compare import Comparer
 from .materialize import Writer
 from .progress import Progress
-from .walk import HardLinks, Item, Root
+from .walk import HardLinks, Item, Root, merged_children
 
 IMAGES_DIR = "var/lib/systemimager/images"
 OVERRIDES_DIR = "var/lib/systemimager/overrides"
@@ -287,13 +287,13 @@ class _Splitter:
         best = Counter(ids.values()).most_common(1)[0][0]
         return next(n for n, i in ids.items() if i == best)
 
-    def sibling(self, listings: dict[int, dict[str, Item]], parent: str, name: str,
+    def sibling(self, parents: dict[int, Item], name: str,
                 variant: str) -> tuple[int, Item] | None:
         """The `name.variant` (or hidden `.name.variant`) non-directory next to the path in
         some node's root: what the image (variant 'default') or a class override prefers."""
-        for n, listing in listings.items():
+        for n, parent in parents.items():
             for candidate in (f"{name}.{variant}", f".{name}.{variant}"):
-                found = listing.get(candidate)
+                found = self.roots[n].child(parent, candidate)
                 if found is not None and not found.is_dir:
                     return n, found
         return None
@@ -352,30 +352,29 @@ class _Splitter:
                 class_meta[c] = Counter(metas[n] for n in self.members[c]).most_common(1)[0][0]
                 if not image or class_meta[c] != image_meta:
                     self.ensure_dir((CLASS, c), path)  # what the class shares beyond the image
-        listings = {n: self.roots[n].listing(item) for n, item in items.items()}
-        for name in sorted(set().union(*listings.values())):
-            self.child(path, name, listings, image=image, classes=classes)
+        for name, present in merged_children(self.roots, items):
+            self.child(path, name, items, present, image=image, classes=classes)
         self.finish(path, items, metas, image_meta, class_meta)
 
-    def child(self, parent: str, name: str, listings: dict[int, dict[str, Item]], *,
-              image: bool, classes: list[bool]) -> None:
+    def child(self, parent: str, name: str, parents: dict[int, Item], present: dict[int, Item],
+              *, image: bool, classes: list[bool]) -> None:
+        """Write the entry `name` of directory `parent` of the nodes that have it (`present`;
+        `parents`: the directory in every node that has it)."""
         path = f"{parent}/{name}" if parent else name
         self.progress.entry()
-        present = {n: listing[name] for n, listing in listings.items()
-                   if name in listing}
         dirs = {n: i for n, i in present.items() if i.is_dir}
         files = {n: i for n, i in present.items() if not i.is_dir}
         ids = self.value_ids(files)
         shown: dict[int, tuple[object, ...]] = {}  # node -> the value its layers give it
         if files and image and len(present) == len(self.roots):
-            chosen = self.choose(files, ids, self.sibling(listings, parent, name, "default"))
+            chosen = self.choose(files, ids, self.sibling(parents, name, "default"))
             self.put((IMAGE, 0), chosen, files[chosen])
             shown = dict.fromkeys(range(len(self.roots)), ids[chosen])
         for c, members in enumerate(self.members):
             mine = {n: files[n] for n in members if n in files}
             if not (mine and classes[c] and all(n in present for n in members)):
                 continue  # an override cannot delete: only what every member has
-            chosen = self.choose(mine, ids, self.sibling(listings, parent, name,
+            chosen = self.choose(mine, ids, self.sibling(parents, name,
                                                          self.layout.classes[c]))
             if shown.get(members[0]) != ids[chosen]:
                 self.put((CLASS, c), chosen, files[chosen])

@@ -9,10 +9,11 @@ held. Memory does not grow with the size of the root.
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -87,9 +88,12 @@ class Root:
         for node in self.tree.children(item.node):
             yield Item(f"{parent}/{node.name}" if parent else node.name, node)
 
-    def listing(self, item: Item) -> dict[str, Item]:
-        """A directory's entries by name."""
-        return {child.name: child for child in self.children(item)}
+    def child(self, item: Item, name: str) -> Item | None:
+        """One entry of a directory by name (None if it has none)."""
+        node = self.tree.child(item.node, name)
+        if node is None:
+            return None
+        return Item(f"{item.path}/{name}" if item.path else name, node)
 
     def walk(self) -> Iterator[Item]:
         """Every entry, the root first; names in sorted order, each directory's entries
@@ -144,6 +148,32 @@ class Root:
         """The entry's extended attributes, without the Tree's provenance."""
         return {name: value for name, value in self.tree.node_xattrs(item.node).items()
                 if not name.startswith(PROVENANCE_PREFIXES)}
+
+
+def merged_children(roots: Sequence[Root], items: dict[int, Item]
+                    ) -> Iterator[tuple[str, dict[int, Item]]]:
+    """The entries of one directory in several roots (`items`: root index -> the directory
+    there), merged in name order: each name with what the roots that have it show, in root
+    order. One entry per root is held at a time: a walk of many roots in lockstep costs the
+    directories' own listings, not a copy of them per root."""
+    heads: list[tuple[str, int, Item]] = []
+    sources: dict[int, Iterator[Item]] = {}
+    for n, item in items.items():
+        sources[n] = roots[n].children(item)
+        first = next(sources[n], None)
+        if first is not None:
+            heads.append((first.node.name, n, first))
+    heapq.heapify(heads)
+    while heads:
+        name = heads[0][0]
+        present: dict[int, Item] = {}
+        while heads and heads[0][0] == name:
+            _, n, child = heapq.heappop(heads)
+            present[n] = child
+            following = next(sources[n], None)
+            if following is not None:
+                heapq.heappush(heads, (following.node.name, n, following))
+        yield name, dict(sorted(present.items()))
 
 
 class HardLinks:
