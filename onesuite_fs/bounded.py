@@ -65,11 +65,6 @@ class BoundedCache(Generic[K, V]):
             self._store(key, value)
             return value
 
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
-            self._weight = 0
-
     def _store(self, key: K, value: V) -> None:
         old = self._values.pop(key, None)
         if old is not None:
@@ -80,11 +75,6 @@ class BoundedCache(Generic[K, V]):
         while self._weight > self._limit and len(self._values) > 1:
             _, (_, dropped) = self._values.popitem(last=False)
             self._weight -= dropped
-
-
-def one(value: object) -> int:
-    """Weight of a cached value that is not a listing."""
-    return 1
 
 
 def entries_of(value: object) -> int:
