@@ -88,10 +88,6 @@ class Writer:
     def finish_dir(self, root: Root, item: Item, dest: Path) -> None:
         self.set_meta(root, item, dest)
 
-    def subtree(self, root: Root, item: Item, dest: Path) -> None:
-        """Copy `item` and, for a directory, everything below it, to `dest`."""
-        self.subtrees([(root, item, dest)])
-
     def subtrees(self, copies: Sequence[tuple[Root, Item, Path]]) -> None:
         """Copy entries with everything below them from several roots at once (the variants
         of one path): walked in lockstep, so a file the copies share at a path is written

@@ -191,9 +191,8 @@ class _Planner:
                                        "earlier conversion?); remove or rename them in the "
                                        "image, or make the path the same on every node")
         representative = {fp: members[0] for fp, members in groups.items()}
-        self.writer.subtrees([(self.roots[n], items[n], directory / names[suffix])
-                              for suffix, n in ((s, representative[fp])
-                                                for s, fp in wanted.items())])
+        self.writer.subtrees([(self.roots[representative[fp]], items[representative[fp]],
+                               directory / names[suffix]) for suffix, fp in wanted.items()])
         limited = None
         if len(items) < len(self.roots):
             full = [c for c in class_value if all(
