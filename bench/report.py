@@ -24,7 +24,7 @@ findings at the end come from `bench/notes.md`. Each figure is the median of {ru
 {image} golden image, 10 groups, 10% of nodes with a host override of 8 files, one global
 and one override per group; every node's stack is image, global, group, [host]. The
 transform family uses its own sites: 4 nodes in 2 groups over a synthetic, distro-shaped
-image of E entries (bench/transform.py).
+image of E entries, at most 4,096 in one directory (bench/transform.py).
 """
 
 
@@ -116,8 +116,9 @@ def targets(s: Samples) -> list[tuple[str, str, str]]:
     return rows
 
 
-# The transforms stream: between the two largest roots (4x the entries) the bounded caches
-# are full either way; what may still grow is the largest directory (its listing is held).
+# The transforms stream: between the two largest roots (4x the entries) nothing may grow
+# but the bounded caches filling up. A reader holds the listing of each directory on its
+# current path, so the synthetic image caps its directories (bench/transform.py).
 FLAT_RSS = 1.25
 TRANSFORM_JOBS = ("export tar", "export cpio", "export squashfs", "to-onesis",
                   "to-systemimager")

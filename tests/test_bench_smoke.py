@@ -55,3 +55,22 @@ def test_report_states_each_target():
     rows = {name: verdict for name, _, verdict in report.targets(samples)}
     assert rows["warm walk ≤ 3× local disk"] == "met"
     assert rows["cold walk ≤ 4× local disk"] == "—"
+
+
+def test_synthetic_directories_stop_at_the_limit():
+    """The transform family's claim is about the root's size: with a limit, a larger image
+    gets more directories, not larger ones; without it the plan is what it always was."""
+    from collections import Counter
+
+    histogram = {8: 1.0}
+    unlimited = scalesite.plan_synthetic_image(6000, histogram, 1)
+    assert scalesite.plan_synthetic_image(6000, histogram, 1, 0) == unlimited
+    per_dir = Counter(path.rpartition("/")[0] for path in unlimited if path)
+    assert max(per_dir.values()) > 300
+    limited = scalesite.plan_synthetic_image(6000, histogram, 1, 300)
+    per_dir = Counter(path.rpartition("/")[0] for path in limited if path)
+    skeleton = Counter(path.rpartition("/")[0] for path in scalesite.SKELETON)
+    assert len(limited) >= 6000
+    assert all(count <= 300 + skeleton[parent] + len(scalesite.TOP_LINKS)
+               for parent, count in per_dir.items())
+    assert sum(e.kind == "dir" for e in limited.values()) > 300

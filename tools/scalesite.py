@@ -84,9 +84,13 @@ class ScaleParams:
     synthetic_entries: int = 8000
     big_file_mib: int = 100
     seed: int = 1
+    max_dir_entries: int = 0  # synthetic: entries a directory may hold (0: no limit)
 
     def key(self, golden: Path | None) -> str:
-        text = json.dumps({**asdict(self), "golden": str(golden), "v": FORMAT_VERSION},
+        shape = asdict(self)
+        if not self.max_dir_entries:
+            del shape["max_dir_entries"]  # the sites cached before the limit keep their key
+        text = json.dumps({**shape, "golden": str(golden), "v": FORMAT_VERSION},
                           sort_keys=True)
         return f"n{self.nodes}-{self.image}-" + hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -142,11 +146,14 @@ def _draw_size(rng: random.Random, histogram: dict[int, float]) -> int:
     return int(math.exp(rng.uniform(math.log(low), math.log(high + 1)))) if high > low else low
 
 
-def plan_synthetic_image(entries: int, histogram: dict[int, float],
-                         seed: int) -> dict[str, PlannedEntry]:
+def plan_synthetic_image(entries: int, histogram: dict[int, float], seed: int,
+                         max_dir_entries: int = 0) -> dict[str, PlannedEntry]:
     """A distro-shaped tree of about `entries` entries: a fixed skeleton, then directories,
     files and symlinks placed with a preference for directories that already hold a lot
-    (real trees are skewed: usr/share/doc, usr/lib/x86_64-linux-gnu)."""
+    (real trees are skewed: usr/share/doc, usr/lib/x86_64-linux-gnu). Without a limit the
+    largest directories grow in proportion to the tree; `max_dir_entries` stops a directory
+    there, so a larger tree has more directories, not larger ones (as a larger install has
+    more packages)."""
     rng = random.Random(seed)
     mtime = EPOCH * 10**9
     plan: dict[str, PlannedEntry] = {"": PlannedEntry("dir", 0o755, 0, 0, mtime)}
@@ -160,6 +167,7 @@ def plan_synthetic_image(entries: int, histogram: dict[int, float],
         plan[name] = PlannedEntry("symlink", 0o777, 0, 0, mtime, target=target)
     dirs = [rel for rel, e in plan.items() if e.kind == "dir"]
     weights = [1.0] * len(dirs)
+    held = [0] * len(dirs)  # entries placed in each (the skeleton's own not counted)
     files: list[str] = []
     kinds, shares = list(BUILTIN_KINDS), list(BUILTIN_KINDS.values())
     counter = 0
@@ -168,6 +176,9 @@ def plan_synthetic_image(entries: int, histogram: dict[int, float],
         index = rng.choices(range(len(dirs)), weights=weights)[0]
         parent = dirs[index]
         weights[index] += 1.0
+        held[index] += 1
+        if held[index] == max_dir_entries:
+            weights[index] = 0.0  # full: never chosen again
         kind = rng.choices(kinds, weights=shares)[0]
         stem = f"{rng.choice(WORDS)}{counter}"
         rel = f"{parent}/{stem}" if parent else stem
@@ -175,6 +186,7 @@ def plan_synthetic_image(entries: int, histogram: dict[int, float],
             plan[rel] = PlannedEntry("dir", 0o755, 0, 0, mtime)
             dirs.append(rel)
             weights.append(1.0)
+            held.append(0)
         elif kind == "symlink" and files:
             plan[rel] = PlannedEntry("symlink", 0o777, 0, 0, mtime,
                                      target="/" + rng.choice(files))
@@ -256,12 +268,13 @@ def _image_source(params: ScaleParams, cache: Path, golden: Path | None) -> Path
             raise RuntimeError("no golden image: run tools/golden_image.sh or use --image "
                                "synthetic")
         return golden
+    limit = f" max{params.max_dir_entries}" if params.max_dir_entries else ""
     key = hashlib.sha256(f"{params.synthetic_entries} {params.seed} {golden} "
-                         f"{FORMAT_VERSION}".encode()).hexdigest()[:10]
+                         f"{FORMAT_VERSION}{limit}".encode()).hexdigest()[:10]
     target = cache / "images" / f"synthetic-{key}"
     if not target.is_dir():
         plan = plan_synthetic_image(params.synthetic_entries, size_histogram(golden),
-                                    params.seed)
+                                    params.seed, params.max_dir_entries)
         building = target.with_name(f"{target.name}.building.{os.getpid()}")
         shutil.rmtree(building, ignore_errors=True)
         write_layer(building, plan)
@@ -343,10 +356,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the golden image: real minbase (cached) or synthetic")
     parser.add_argument("--synthetic-entries", type=int, default=8000,
                         help="entries of a synthetic image (default 8000)")
+    parser.add_argument("--max-dir-entries", type=int, default=0, metavar="N",
+                        help="a synthetic directory holds at most N entries; a larger image "
+                             "gets more directories instead (default 0: no limit, the "
+                             "largest grow with the image)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     params = ScaleParams(args.nodes, args.groups, args.host_share, args.density, args.image,
-                         args.synthetic_entries, seed=args.seed)
+                         args.synthetic_entries, seed=args.seed,
+                         max_dir_entries=args.max_dir_entries)
     if args.cached:
         prefix, _ = cached_site(params)
     elif args.prefix is None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
+from .link_table import LinkTable
 from .progress import Progress
 from .walk import Item, Root, clamped_seconds
 
@@ -43,12 +45,18 @@ class _Counter:
 
 
 def write_newc(root: Root, out: BinaryIO, progress: Progress,
-               on_skip: Callable[[str, str], None] | None = None) -> int:
+               on_skip: Callable[[str, str], None] | None = None,
+               spill_dir: Path | None = None) -> int:
     """Write the root as an uncompressed newc stream; returns the number of entries.
-    `on_skip(path, why)` hears of what newc cannot hold (extended attributes)."""
-    sink = _Counter(out)
+    `on_skip(path, why)` hears of what newc cannot hold (extended attributes). The table
+    of hard links spills to `spill_dir` when large (`LinkTable`)."""
     # backing file -> archive inode, only for files whose other names are in this root
-    numbers: dict[tuple[int, int], int] = {}
+    with LinkTable(spill_dir) as numbers:
+        return _write_newc(root, _Counter(out), progress, on_skip, numbers)
+
+
+def _write_newc(root: Root, sink: _Counter, progress: Progress,
+                on_skip: Callable[[str, str], None] | None, numbers: LinkTable) -> int:
     next_number, written = 1, 0
     for item in root.walk():
         progress.entry()
@@ -58,7 +66,8 @@ def write_newc(root: Root, out: BinaryIO, progress: Progress,
             on_skip(item.path or "/", "cpio newc has no extended attributes")
         # Archive inode numbers are counted, not taken from the tree (62-bit): newc has 32
         # bits, and a truncated number could make two files look like links of each other.
-        number = numbers.get(item.link_key) if item.is_reg and attr.nlink > 1 else None
+        found = numbers.get(item.link_key) if item.is_reg and attr.nlink > 1 else None
+        number = found if isinstance(found, int) else None
         linked = number is not None
         if number is None:
             number, next_number = next_number, next_number + 1
@@ -101,7 +110,8 @@ def _copy(root: Root, item: Item, size: int, sink: _Counter, progress: Progress)
 
 def write_initramfs(root: Root, out: BinaryIO, progress: Progress,
                     on_skip: Callable[[str, str], None] | None = None,
-                    level: int = 6) -> int:
+                    level: int = 6, spill_dir: Path | None = None) -> int:
     """The root as a gzip'd newc archive (mtime 0 in the gzip header: reproducible)."""
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level, mtime=0) as compressed:
-        return write_newc(root, compressed, progress, on_skip)  # type: ignore[arg-type]
+        return write_newc(root, compressed, progress, on_skip,  # type: ignore[arg-type]
+                          spill_dir)

@@ -65,9 +65,11 @@ def export_node(tree: Tree, host: str, fmt: str, out: Path, *, force: bool = Fal
             else:
                 with open(temp, "wb") as stream:
                     if fmt == "tar":
-                        result.entries = tar.write_tar(root, stream, bar, on_skip=skip)
+                        result.entries = tar.write_tar(root, stream, bar, on_skip=skip,
+                                                       spill_dir=out.parent)
                     else:
-                        result.entries = cpio.write_initramfs(root, stream, bar, on_skip=skip)
+                        result.entries = cpio.write_initramfs(root, stream, bar, on_skip=skip,
+                                                              spill_dir=out.parent)
     finally:
         bar.close()
     return result

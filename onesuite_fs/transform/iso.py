@@ -150,7 +150,8 @@ def write_iso(root: Root, kernel: Item, out: Path, progress: Progress, *, append
             for chunk in root.chunks(kernel):
                 f.write(chunk)
         with open(stage / "boot/initrd.gz", "wb") as f:
-            written = write_initramfs(root, f, progress, on_skip=on_skip)
+            written = write_initramfs(root, f, progress, on_skip=on_skip,
+                                      spill_dir=out.parent)
         label = re.sub(r"[^A-Z0-9_]", "_", root.entry.name.upper())[:32] or "NODE"
         done = subprocess.run(
             [xorriso, "-as", "mkisofs", "-quiet", "-o", str(out), "-V", label, "-r", "-J",

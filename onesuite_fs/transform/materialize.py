@@ -15,6 +15,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from .link_table import LinkTable
 from .progress import Progress
 from .walk import Item, Root, merged_children
 
@@ -25,13 +26,15 @@ class Writer:
     content shared by many nodes costs its space once).
 
     Memory: files with another name in the root (`Root.links`) are remembered for the whole
-    run; any other file only until `release`, which a caller calls once nothing it wrote
-    since can come back (the variants of one path are written)."""
+    run, in a `LinkTable` (on disk in `spill_dir` past a few thousand); any other file only
+    until `release`, which a caller calls once nothing it wrote since can come back (the
+    variants of one path are written). `close` when done."""
 
-    def __init__(self, progress: Progress | None = None) -> None:
+    def __init__(self, progress: Progress | None = None, *,
+                 spill_dir: Path | None = None) -> None:
         self.progress = progress  # told of the bytes written, when given
-        self._linked: dict[tuple[int, int], str] = {}
-        self._recent: dict[tuple[int, int], str] = {}
+        self._linked = LinkTable(spill_dir)
+        self._recent: dict[tuple[int, int], bytes] = {}
         self.entries = 0
         self.bytes = 0
 
@@ -44,7 +47,9 @@ class Writer:
             dest.mkdir()
             return
         if item.is_reg:
-            linked = self._linked.get(item.link_key) or self._recent.get(item.link_key)
+            linked = self._recent.get(item.link_key)
+            if linked is None and item.attr.nlink > 1:
+                linked = self._linked.get(item.link_key)
             if linked is not None:
                 os.link(linked, dest)
                 return
@@ -58,7 +63,7 @@ class Writer:
             if self.progress is not None:
                 self.progress.add_bytes(attr.size)
             remembered = self._linked if root.links.may_recur(item) else self._recent
-            remembered[item.link_key] = str(dest)
+            remembered[item.link_key] = os.fsencode(dest)
         elif item.is_link:
             os.symlink(os.fsdecode(root.readlink(item)), dest)
         else:
@@ -70,6 +75,10 @@ class Writer:
         root: they are copied again if they come back. A long run keeps only the files that
         can still come back (real hard links), so memory stays flat."""
         self._recent.clear()
+
+    def close(self) -> None:
+        self._recent.clear()
+        self._linked.close()
 
     def set_meta(self, root: Root, item: Item, dest: Path) -> None:
         attr = item.attr

@@ -37,7 +37,8 @@ def write_squashfs(root: Root, out: Path, progress: Progress, *, compressor: str
     assert proc.stdin is not None and proc.stdout is not None
     try:
         written = write_tar(root, proc.stdin, progress, include_root=False, prefix="",
-                            on_skip=on_skip, time_range=SQUASHFS_TIMES)
+                            on_skip=on_skip, time_range=SQUASHFS_TIMES,
+                            spill_dir=out.parent)
         proc.stdin.close()
     except BrokenPipeError:
         written = -1

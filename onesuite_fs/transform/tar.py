@@ -8,8 +8,10 @@ import os
 import stat
 import tarfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
+from .link_table import LinkTable
 from .progress import Progress
 from .walk import Item, Root, clamped_seconds
 
@@ -76,15 +78,17 @@ def tar_info(root: Root, item: Item, name: str, mtime_ns: int | None = None) -> 
 
 def write_tar(root: Root, out: BinaryIO, progress: Progress, *, include_root: bool = True,
               prefix: str = "./", on_skip: Callable[[str, str], None] | None = None,
-              time_range: tuple[int, int] | None = None) -> int:
+              time_range: tuple[int, int] | None = None,
+              spill_dir: Path | None = None) -> int:
     """Write the root to `out` as a pax tar stream; returns the number of entries written.
     Sockets cannot be stored in tar and are skipped (reported through `on_skip`). With
-    `time_range` (seconds, for squashfs), times outside it are clamped and reported."""
+    `time_range` (seconds, for squashfs), times outside it are clamped and reported. The
+    table of hard links spills to `spill_dir` when large (`LinkTable`)."""
     written = 0
     # backing file -> first name, only for files whose other names are in this root
-    first_path: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
-                      errors="surrogateescape") as tar:
+    with LinkTable(spill_dir) as first_path, \
+            tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
+                         errors="surrogateescape") as tar:
         for item in root.walk():
             progress.entry()
             if not item.path and not include_root:
@@ -97,14 +101,15 @@ def write_tar(root: Root, out: BinaryIO, progress: Progress, *, include_root: bo
             info = tar_info(root, item, name, _clamped(item, time_range, on_skip))
             if item.is_reg and item.attr.nlink > 1:
                 linked = first_path.get(item.link_key)
-                if linked is not None:
-                    info.type, info.linkname, info.size = tarfile.LNKTYPE, linked, 0
+                if isinstance(linked, bytes):
+                    info.type, info.size = tarfile.LNKTYPE, 0
+                    info.linkname = os.fsdecode(linked)
                     tar.addfile(info)
                     tar.members.clear()
                     written += 1
                     continue
                 if root.links.may_recur(item):
-                    first_path[item.link_key] = name
+                    first_path[item.link_key] = os.fsencode(name)
             if item.is_reg:
                 fd = root.open(item)
                 try:

@@ -99,7 +99,7 @@ class _Planner:
         self.classes = [conversion.classes[h] for h in self.hosts]
         self.out = out
         self.compare = Comparer()
-        self.writer = Writer(progress)
+        self.writer = Writer(progress, spill_dir=out.parent)
         self.progress = progress
 
     # ----- shared directories --------------------------------------------------------------
@@ -278,7 +278,10 @@ def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress,
     for root in roots:
         root.links = links or root.links
     planner = _Planner(roots, conversion, out, progress)
-    planner.run()
+    try:
+        planner.run()
+    finally:
+        planner.writer.close()
     etc = next((lb for lb in conversion.linkbacks if lb.path == "/etc"), None)
     if etc is not None:
         conversion.limits.append("/etc differs between nodes as a whole: it is a LINKBACK, "

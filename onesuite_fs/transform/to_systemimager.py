@@ -228,7 +228,7 @@ class _Splitter:
                          for c, o in enumerate(layout.overrides))
         self.dirs.update(((HOST, n), out / OVERRIDES_DIR / h) for n, h in enumerate(self.hosts))
         self.compare = Comparer()
-        self.writer = Writer()
+        self.writer = Writer(spill_dir=out.parent)
         self.progress = progress
         self.conversion = conversion
         # path -> the layers that have made that directory; only directories on the current
@@ -449,6 +449,8 @@ def convert_to_systemimager(tree: Tree, layout: Layout, hosts: list[str], out: P
     except ValueError as exc:  # a rule the node cannot follow ($CLASS without a class)
         raise ConfigError(f"the oneSIS rules cannot be applied: {exc}",
                           hint="give the node a class, or limit the rule to classes") from None
+    finally:
+        splitter.writer.close()
     # The global override: cluster.xml needs one; an empty one with the image's root
     # metadata changes nothing and keeps onesuite-fs from warning that it is missing.
     global_dir = out / OVERRIDES_DIR / layout.global_override
