@@ -4,6 +4,7 @@ link when most of the table is on disk."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import subprocess
@@ -123,3 +124,21 @@ def test_the_convert_writer_keeps_links_past_the_buffer(tmp_path, spilling):
     assert spilling
     assert_linked(tmp_path / "x")
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".onesuite-links")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"),
+                    reason="mounting a tmpfs needs root")
+def test_a_full_disk_is_an_out_of_space_error(tmp_path, spilling):
+    """SQLite's own error would bypass the 'ran out of space' message and its cleanup."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(small)], check=True)
+    try:
+        table = LinkTable(small)
+        with pytest.raises(OSError) as raised:
+            for n in range(1000):
+                table[(1, n)] = bytes(4096)
+        assert raised.value.errno == errno.ENOSPC
+        table.close()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

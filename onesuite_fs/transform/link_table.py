@@ -11,6 +11,7 @@ open, so nothing is left behind however the run ends; a run whose roots have few
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import struct
@@ -62,11 +63,18 @@ class LinkTable:
             self._spill()
 
     def _spill(self) -> None:
-        db = self._db or self._open()
-        db.execute("BEGIN")
-        db.executemany("INSERT INTO first (key, value) VALUES (?, ?)",
-                       ((_packed(k), v) for k, v in self._buffer.items()))
-        db.execute("COMMIT")
+        try:
+            db = self._db or self._open()
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO first (key, value) VALUES (?, ?)",
+                           ((_packed(k), v) for k, v in self._buffer.items()))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # An OSError like any other write of the run: a full disk is reported as such
+            # (output.atomic_output) and the partial output removed.
+            full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+            raise OSError(errno.ENOSPC if full else errno.EIO,
+                          f"the hard-link table beside the output: {exc}") from exc
         self._spilled += len(self._buffer)
         self._buffer.clear()
 
