@@ -133,12 +133,12 @@ def test_a_full_disk_is_an_out_of_space_error(tmp_path, spilling):
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(small)], check=True)
+    table = LinkTable(small)
     try:
-        table = LinkTable(small)
         with pytest.raises(OSError) as raised:
             for n in range(1000):
                 table[(1, n)] = bytes(4096)
         assert raised.value.errno == errno.ENOSPC
-        table.close()
     finally:
+        table.close()  # its open file would keep the tmpfs busy
         subprocess.run(["umount", str(small)], check=True)
