@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import pyfuse3
 import trio
 
 from .live import Generations, Invalidations, ReloadReport
+from .requesters import NfsServerThreads
 from .tree import Attr, ChangedOnDisk, Tree, TreeError
 
 T = TypeVar("T")
@@ -26,6 +28,9 @@ LISTING_CACHE_DIRS = 8192  # encoded listings kept (oldest dropped first)
 PID_XATTR = b"user.onesuite.pid"
 STATS_XATTR = b"user.onesuite.stats"
 STATUS_XATTR = b"user.onesuite.status"
+REFUSALS_LOGGED = 100  # then one line per thousand: a forging client must not fill the disk
+
+log = logging.getLogger("onesuite.fuse")
 
 
 def _read_cached(fd: int, size: int, offset: int) -> bytes:
@@ -61,10 +66,12 @@ class OnesuiteOperations(pyfuse3.Operations):
     supports_dot_lookup = True  # NFS export: LOOKUP(ino, ".") and ("..") after eviction
 
     def __init__(self, tree: Tree, cache_timeout: float,
-                 generations: Generations | None = None) -> None:
+                 generations: Generations | None = None,
+                 nfs_threads: NfsServerThreads | None = None) -> None:
         super().__init__()
         self.generations = generations or Generations(tree, None)
         self.cache_timeout = cache_timeout
+        self.nfs_threads = nfs_threads or NfsServerThreads()
         self._reloading = trio.Lock()
         self.stats: Counter[str] = Counter()
         self._listings: dict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = {}
@@ -100,6 +107,38 @@ class OnesuiteOperations(pyfuse3.Operations):
                 await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, False)
             except OSError:
                 pass  # the kernel does not hold this inode: nothing to drop
+
+    # ----- isolation -----------------------------------------------------------------
+    def _refuse_nfs_outside_nodes(self, ctx: Any, *inodes: int) -> None:
+        """EACCES for an NFS server's client thread asking about anything above or beside
+        the node roots (docs/nfs.md, "Isolation"); everyone else is answered as usual."""
+        if all(self.tree.serves_a_node(ino) for ino in inodes):
+            return
+        if ctx is None or not self.nfs_threads.serves_clients(ctx.pid):
+            return
+        self.stats["refused_nfs"] += 1
+        count = self.stats["refused_nfs"]
+        if count <= REFUSALS_LOGGED or count % 1000 == 0:
+            log.warning("refused an NFS server thread (tid %d) inode(s) %s outside the node "
+                        "roots: a forged or foreign file handle (%d refused so far)",
+                        ctx.pid, ", ".join(hex(i) for i in inodes), count)
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    def _entry_in(self, parent: int, attr: Attr) -> pyfuse3.EntryAttributes:
+        """An entry of directory `parent`. Entries of nodes/, groups/ and images/ (the views'
+        roots) are never cached by the kernel: every path through one is looked up here, so
+        a walk from the mount root by an NFS server thread is refused (no dcache bypass)."""
+        entry = self._entry(attr)
+        if self.tree.is_namespace(parent):
+            entry.entry_timeout = 0
+        return entry
+
+    def _count_lookup(self, parent: int, name: bytes) -> None:
+        self.stats["lookup"] += 1
+        if name in (b".", b".."):  # the kernel decoding an NFS handle (export support)
+            self.stats["lookup_dot" if name == b"." else "lookup_dotdot"] += 1
+        elif self.tree.is_namespace(parent):
+            self.stats["lookup_view_root"] += 1  # never cached: once per path walk
 
     # ----- plumbing -------------------------------------------------------------------
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
@@ -148,12 +187,12 @@ class OnesuiteOperations(pyfuse3.Operations):
     # ----- lookups and attributes -------------------------------------------------------
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
-        self.stats["lookup"] += 1
-        if name in (b".", b".."):  # the kernel decoding an NFS handle (export support)
-            self.stats["lookup_dot" if name == b"." else "lookup_dotdot"] += 1
+        self._count_lookup(parent_inode, name)
+        self._refuse_nfs_outside_nodes(ctx, parent_inode)
         try:
             attr = await self._run(parent_inode,
                                    lambda: self.tree.lookup(parent_inode, os.fsdecode(name)))
+            self._refuse_nfs_outside_nodes(ctx, attr.ino)  # ".." of a node's root
         except pyfuse3.FUSEError as exc:
             if exc.errno != errno.ENOENT:
                 raise
@@ -162,10 +201,13 @@ class OnesuiteOperations(pyfuse3.Operations):
             negative.st_ino = 0
             negative.entry_timeout = self.cache_timeout
             return negative
-        return self._entry(attr)
+        if name == b"..":
+            return self._entry(attr)
+        return self._entry_in(parent_inode, attr)
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         self.stats["getattr"] += 1
+        self._refuse_nfs_outside_nodes(ctx, inode)
         try:
             return self._entry(await self._run(inode, lambda: self.tree.attr(inode)))
         except pyfuse3.FUSEError as exc:
@@ -181,15 +223,17 @@ class OnesuiteOperations(pyfuse3.Operations):
         self.stats["forget"] += len(inode_list)
 
     async def readlink(self, inode: int, ctx: Any) -> bytes:
+        self._refuse_nfs_outside_nodes(ctx, inode)
         return await self._run(inode, lambda: self.tree.readlink(inode))
 
     # ----- directories --------------------------------------------------------------------
     async def opendir(self, inode: int, ctx: Any) -> int:
         self.stats["opendir"] += 1
+        self._refuse_nfs_outside_nodes(ctx, inode)
         listing = self._encoded.get(inode)
         if listing is None:
             raw = await self._run(inode, lambda: self.tree.listdir(inode))
-            listing = [(os.fsencode(name), self._entry(attr)) for name, attr in raw]
+            listing = [(os.fsencode(name), self._entry_in(inode, attr)) for name, attr in raw]
             # The kernel never caches a FUSE listing, so every ls/find/NFS READDIR comes
             # here: keep the encoded reply of listings only a reload can change.
             if self.tree.listing_is_stable(inode):
@@ -214,6 +258,7 @@ class OnesuiteOperations(pyfuse3.Operations):
     # ----- files --------------------------------------------------------------------------
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         self.stats["open"] += 1
+        self._refuse_nfs_outside_nodes(ctx, inode)
         try:
             fd = self.tree.open(inode, flags)
         except ChangedOnDisk:
@@ -265,6 +310,7 @@ class OnesuiteOperations(pyfuse3.Operations):
                 STATUS_XATTR: json.dumps(status, sort_keys=True).encode()}
 
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        self._refuse_nfs_outside_nodes(ctx, inode)
         daemon = self._daemon_xattrs(inode)
         if name in daemon:
             return daemon[name]
@@ -275,6 +321,7 @@ class OnesuiteOperations(pyfuse3.Operations):
         return value
 
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        self._refuse_nfs_outside_nodes(ctx, inode)
         values = await self._run(inode, lambda: self.tree.xattrs(inode))
         return [*self._daemon_xattrs(inode), *(os.fsencode(n) for n in values)]
 

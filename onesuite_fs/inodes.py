@@ -1,4 +1,4 @@
-"""Deterministic inode numbers and generations (design.md "NFS readiness").
+"""Inode numbers and generations: derived, never counted, and keyed with a site secret.
 
 An NFS client's file handle is (inode, generation). It must name the same object after the
 kernel forgot the inode and after the daemon restarted, and name nothing (ESTALE) rather than
@@ -11,16 +11,23 @@ the wrong object when that is impossible. So numbers are derived, never counted:
   hash of (entry, path), so a slot or hash collision gives ESTALE, never another directory;
 * a view-private non-directory (a oneSIS LINKBACK path, a link into /ram): the same with
   bit 61 set too, so its origin can name the rule that made it;
-* any other file of a layer: bit 61 set (bit 62 clear) and a 61-bit mix of the backing
+* any other file of a layer: bit 61 set (bit 62 clear) and a 61-bit hash of the backing
   file's (st_dev, st_ino), so the same backing file has one inode in every view (one copy in
   the page cache for all nodes) and hard links inside an image stay one inode;
-* a node's persistent, writable entry: bit 60 set and a mix of the state file's (st_dev,
+* a node's persistent, writable entry: bit 60 set and a hash of the state file's (st_dev,
   st_ino), so it keeps its number across renames.
+
+Every hash is keyed (BLAKE2b with the site's handle key, docs/nfs.md "Handles are
+capabilities"): an NFS handle is a capability, and a node that could compute another node's
+numbers from names or from its own numbers could open that node's files with a forged handle.
+Directories and view-private entries carry 40 + 21 keyed bits and a keyed 31-bit generation;
+layer and state files 61 (resp. 60) keyed bits and a keyed 31-bit generation.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 
 ROOT_INO = 1
 FIRST_NAMESPACE_INO = 2
@@ -32,21 +39,7 @@ STATE_TAG = 1 << 60
 SLOT_BITS = 21
 PATH_BITS = 40
 MAX_SLOTS = 1 << SLOT_BITS
-_MASK64 = (1 << 64) - 1
-
-
-def _hash(*parts: str, bits: int) -> int:
-    digest = hashlib.blake2b("\0".join(parts).encode("utf-8", "surrogateescape"),
-                             digest_size=8).digest()
-    return int.from_bytes(digest, "big") & ((1 << bits) - 1)
-
-
-def _mix64(value: int) -> int:
-    """splitmix64's finaliser: a fast, well-spread bijection on 64-bit integers."""
-    value = (value + 0x9E3779B97F4A7C15) & _MASK64
-    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return value ^ (value >> 31)
+KEY_BYTES = 32
 
 
 def is_view_keyed(ino: int) -> bool:
@@ -66,45 +59,65 @@ def slot_of(ino: int) -> int:
     return (ino >> PATH_BITS) & (MAX_SLOTS - 1)
 
 
-def dir_ino(slot: int, path: str, probe: int = 0, *, private: bool = False) -> int:
-    """The inode of directory `path` ('' = the entry's root) in the entry at `slot`, or of a
-    view-private non-directory there."""
-    key = (path,) if probe == 0 else (path, str(probe))
-    flag = PRIVATE_FLAG if private else 0
-    return DIR_TAG | flag | (slot << PATH_BITS) | _hash(*key, bits=PATH_BITS)
+class Numbering:
+    """The numbers of one site: every derivation keyed with its handle key, so the same
+    store gives the same numbers on every server that holds the key, and nobody without it
+    can compute one."""
 
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("a handle key has at least 16 bytes")
+        self._key = bytes(key[:64])  # BLAKE2b keys are at most 64 bytes
 
-def view_generation(entry_key: str, path: str, source: str = "") -> int:
-    """Generation of a view-keyed inode: it changes when the same path comes to show another
-    object (a LINKBACK choosing another variant), so old NFS handles fail instead."""
-    parts = (entry_key, path) if source in ("", path) else (entry_key, path, source)
-    return _hash(*parts, bits=31) | 1
+    @classmethod
+    def ephemeral(cls) -> Numbering:
+        """A random key: numbers valid in this process only (inspection, one-pass readers)."""
+        return cls(secrets.token_bytes(KEY_BYTES))
 
+    def _hash(self, purpose: str, *parts: str, bits: int) -> int:
+        message = "\0".join((purpose, *parts)).encode("utf-8", "surrogateescape")
+        digest = hashlib.blake2b(message, digest_size=8, key=self._key).digest()
+        return int.from_bytes(digest, "big") & ((1 << bits) - 1)
 
-def backed_ino(dev: int, ino: int, probe: int = 0) -> int:
-    """The inode of a non-directory whose content is the backing file (dev, ino)."""
-    mixed = _mix64(_mix64(dev ^ (probe << 32)) ^ ino)
-    return BACKED_TAG | (mixed & (BACKED_TAG - 1))
+    def dir_ino(self, slot: int, path: str, probe: int = 0, *, private: bool = False) -> int:
+        """The inode of directory `path` ('' = the entry's root) in the entry at `slot`, or
+        of a view-private non-directory there."""
+        key = (str(slot), path) if probe == 0 else (str(slot), path, str(probe))
+        flag = PRIVATE_FLAG if private else 0
+        return DIR_TAG | flag | (slot << PATH_BITS) | self._hash("dir", *key, bits=PATH_BITS)
 
+    def view_generation(self, entry_key: str, path: str, source: str = "") -> int:
+        """Generation of a view-keyed inode: it changes when the same path comes to show
+        another object (a LINKBACK choosing another variant), so old NFS handles fail."""
+        parts = (entry_key, path) if source in ("", path) else (entry_key, path, source)
+        return self._hash("generation", *parts, bits=31) | 1
 
-def state_ino(dev: int, ino: int) -> int:
-    return STATE_TAG | (_mix64(_mix64(dev) ^ ino) & (STATE_TAG - 1))
+    def backed_ino(self, dev: int, ino: int, probe: int = 0) -> int:
+        """The inode of a non-directory whose content is the backing file (dev, ino)."""
+        return BACKED_TAG | self._hash("file", str(dev), str(ino), str(probe), bits=61)
 
+    def state_ino(self, dev: int, ino: int) -> int:
+        return STATE_TAG | self._hash("state", str(dev), str(ino), bits=60)
 
-def assign_slots(entry_keys: list[str]) -> dict[str, int]:
-    """A slot per entry: its hash, probing linearly in sorted order on a clash.
+    def file_generation(self, ino: int) -> int:
+        """Generation of a layer or state file: from its number alone, so a restarted daemon
+        answers LOOKUP(ino, ".") with the same one."""
+        return self._hash("file-generation", str(ino), bits=31) | 1
 
-    Adding or removing an entry moves only entries that clash with it (rare with 2M slots);
-    a moved entry's old handles then fail with ESTALE through the generation check.
-    """
-    if len(entry_keys) >= MAX_SLOTS:
-        raise ValueError(f"more than {MAX_SLOTS - 1} views")
-    taken: dict[int, str] = {}
-    slots: dict[str, int] = {}
-    for key in sorted(entry_keys):
-        slot = _hash(key, bits=SLOT_BITS)
-        while slot in taken:
-            slot = (slot + 1) % MAX_SLOTS
-        taken[slot] = key
-        slots[key] = slot
-    return slots
+    def assign_slots(self, entry_keys: list[str]) -> dict[str, int]:
+        """A slot per entry: its keyed hash, probing linearly in sorted order on a clash.
+
+        Adding or removing an entry moves only entries that clash with it (rare with 2M
+        slots); a moved entry's old handles then fail with ESTALE through the generation.
+        """
+        if len(entry_keys) >= MAX_SLOTS:
+            raise ValueError(f"more than {MAX_SLOTS - 1} views")
+        taken: dict[int, str] = {}
+        slots: dict[str, int] = {}
+        for key in sorted(entry_keys):
+            slot = self._hash("slot", key, bits=SLOT_BITS)
+            while slot in taken:
+                slot = (slot + 1) % MAX_SLOTS
+            taken[slot] = key
+            slots[key] = slot
+        return slots

@@ -134,6 +134,11 @@ class NodeOnesis:
                         for rule in _path_rules(template.format(name=_escape(name)), name)]
 
     @property
+    def has_writable_paths(self) -> bool:
+        """Whether the node writes to its root (persistent RAM*/LINK* paths)."""
+        return self.policy == "persistent" and bool(self._ram_rules)
+
+    @property
     def needs_ram_dir(self) -> bool:
         return self.policy == "ram" and bool(self._ram_rules)
 

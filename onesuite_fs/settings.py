@@ -19,6 +19,7 @@ The file can name every path and policy explicitly (example in docs/configuratio
 
     [mount]
     cache_timeout = 300.0             # kernel entry/attr cache, seconds
+    handle_key = "/var/lib/onesuite-fs/handle.key"   # keys inode numbers (NFS handles)
 
     [onesis]                          # oneSIS rules over the nodes' roots
     enabled = true                    # read each node's /etc/sysimage.conf when it has one
@@ -31,6 +32,7 @@ The file can name every path and policy explicitly (example in docs/configuratio
     bind = "10.1.0.254"               # NFS server address (default: every address)
     port = 2049
     protocols = "3,4"                 # or "4" (no rpcbind needed)
+    privileged_ports = true           # refuse requests from source ports >= 1024
     state_dir = "/var/lib/onesuite-fs/nfs"
 
     [nfs.addresses]                   # node -> address, over cluster.xml and hosts files
@@ -54,10 +56,11 @@ _PATH_KEYS = ("root", "cluster_xml", "images_dir", "overrides_dir", "scripts_dir
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paths": {key: str for key in _PATH_KEYS},
     "policy": {"override_order": str, "allow_dynamic_nodes": bool},
-    "mount": {"cache_timeout": (int, float)},
+    "mount": {"cache_timeout": (int, float), "handle_key": str},
     "onesis": {"enabled": bool, "config": str, "link_policy": str, "ram_prefix": str,
                "state_dir": str},
-    "nfs": {"bind": str, "port": int, "protocols": str, "state_dir": str, "addresses": dict},
+    "nfs": {"bind": str, "port": int, "protocols": str, "state_dir": str, "addresses": dict,
+            "privileged_ports": bool},
 }
 
 
@@ -73,6 +76,7 @@ class Settings:
     override_order: str = "autoinstall"
     allow_dynamic_nodes: bool = False
     cache_timeout: float = 300.0
+    handle_key: Path | None = None  # None: handle_key.DEFAULT_HANDLE_KEY
     # [onesis]
     onesis_enabled: bool = True
     onesis_config: Path | None = None
@@ -85,6 +89,7 @@ class Settings:
     nfs_protocols: str | None = None
     nfs_state_dir: Path | None = None
     nfs_addresses: dict[str, object] = field(default_factory=dict)
+    nfs_privileged_ports: bool = True  # exports refuse source ports >= 1024
     config_file: str | None = None  # the onesuite.toml these came from, for messages
 
     def with_options(self, **options: Any) -> Settings:
@@ -152,7 +157,8 @@ def load_settings(path: Path) -> Settings:
                 is_path = key in ("state_dir", "config")
                 values[f"{section}_{key}"] = _under(base, value) if is_path else value
             else:
-                values[key] = _under(base, value) if section == "paths" else value
+                is_path = section == "paths" or key == "handle_key"
+                values[key] = _under(base, value) if is_path else value
     if "override_order" in values:
         check_override_order(values["override_order"], filename)
     if "onesis_link_policy" in values:

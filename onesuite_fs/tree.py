@@ -149,6 +149,17 @@ class Node(NamedTuple):
         return stat.S_ISDIR(self.attr.mode)
 
 
+_PROCESS_NUMBERING: list[inodes.Numbering] = []
+
+
+def _process_numbering() -> inodes.Numbering:
+    """One ephemeral key per process: trees built in one process (a test's two daemons, a
+    one-pass reader beside an inspection) agree on numbers without a key file."""
+    if not _PROCESS_NUMBERING:
+        _PROCESS_NUMBERING.append(inodes.Numbering.ephemeral())
+    return _PROCESS_NUMBERING[0]
+
+
 def _child_path(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
@@ -168,8 +179,12 @@ def stage_ids(store: LayerStore, stages: Stages) -> Contribution:
 class Tree:
     def __init__(self, site: Site, order: str, onesis: OnesisSource | None = None,
                  state_dir: Path | None = None, *, create_state: bool = False,
-                 bounded_caches: bool = False) -> None:
+                 bounded_caches: bool = False,
+                 numbering: inodes.Numbering | None = None) -> None:
         self.site = site
+        # Keyed numbers (NFS handles are capabilities); a serving tree is given the site's
+        # key, anything else numbers with a key of its own process.
+        self.numbering = numbering or _process_numbering()
         self.order = order
         # A serving tree keeps everything it read (a generation is a snapshot); a one-pass
         # reader keeps only recent listings (docs/architecture.md, "One-pass readers").
@@ -197,6 +212,10 @@ class Tree:
         # an entry must not read the directory again. (entry key, path) -> (readers, items)
         self._reading: dict[tuple[str, str], tuple[int, dict[str, Item]]] = {}
         self._backing_index: dict[int, FileRef] | None = None
+        # Views walked to the end by `recover`: every number in them is registered now, so
+        # a number not found there is stale without another walk (forged handles cost one
+        # walk per view, not one per handle).
+        self._walked: set[str] = set()
         self.prescanned = False  # every layer directory read (a complete snapshot)
         self._lock = threading.Lock()
         self._build_entries()
@@ -213,7 +232,7 @@ class Tree:
         wanted += [("groups", g.name, group_stages(site, g, self.order, memo))
                    for g in site.cluster.groups]
         wanted += [("images", name, image_stages(site, name)) for name in site.images]
-        slots = inodes.assign_slots([f"{ns}/{name}" for ns, name, _ in wanted])
+        slots = self.numbering.assign_slots([f"{ns}/{name}" for ns, name, _ in wanted])
         contributions: dict[object, Contribution] = {}
         for namespace, name, stages in wanted:
             contribution = contributions.get(id(stages))
@@ -239,6 +258,11 @@ class Tree:
             self._node_onesis[entry.key] = self.onesis.for_node(self, entry)
         return self._node_onesis[entry.key]
 
+    def writable_nodes(self) -> set[str]:
+        """The nodes with persistent, writable paths in their roots (exported read-write)."""
+        return {host for host, entry in self.entries["nodes"].items()
+                if (rules := self.node_onesis(entry)) is not None and rules.has_writable_paths}
+
     def merged_lookup(self, entry: Entry, path: str) -> tuple[str, Child] | None:
         """(parent path, entry) at an absolute path of the entry's merged layers, no rules."""
         relative = path.strip("/")
@@ -263,25 +287,27 @@ class Tree:
 
     def _dir_ref(self, ref: DirRef) -> int:
         return self._register(
-            self._dirs, lambda probe: inodes.dir_ino(ref.entry.slot, ref.path, probe),
+            self._dirs,
+            lambda probe: self.numbering.dir_ino(ref.entry.slot, ref.path, probe),
             lambda known: known.entry is ref.entry and known.path == ref.path, ref)
 
     def _file_ref(self, ref: FileRef) -> int:
         return self._register(
-            self._files, lambda probe: inodes.backed_ino(ref.meta.dev, ref.meta.ino, probe),
+            self._files,
+            lambda probe: self.numbering.backed_ino(ref.meta.dev, ref.meta.ino, probe),
             lambda known: (known.meta.dev, known.meta.ino) == (ref.meta.dev, ref.meta.ino),
             ref)
 
     def _private_ref(self, ref: PrivateRef) -> int:
         ino = self._register(
             self._private,
-            lambda probe: inodes.dir_ino(ref.entry.slot, ref.path, probe, private=True),
+            lambda probe: self.numbering.dir_ino(ref.entry.slot, ref.path, probe, private=True),
             lambda known: known.entry is ref.entry and known.path == ref.path, ref)
         self._private[ino] = ref  # the rule may have chosen another variant since
         return ino
 
     def _state_ref(self, ref: StateRef, meta: Meta) -> int:
-        ino = inodes.state_ino(meta.dev, meta.ino)
+        ino = self.numbering.state_ino(meta.dev, meta.ino)
         self._state[ino] = ref  # renames move it: the newest name is the one that exists
         return ino
 
@@ -294,6 +320,21 @@ class Tree:
 
     def _is_fixed_dir(self, ino: int) -> bool:
         return ino == inodes.ROOT_INO or self._namespace_of(ino) is not None
+
+    def serves_a_node(self, ino: int) -> bool:
+        """Whether `ino` may be inside a node's root: not the mount root, a namespace
+        directory, or anything of a group's or an image's view (what an NFS server thread
+        may touch, docs/nfs.md). Layer files are shared by views and keyed, so they count."""
+        if self._is_fixed_dir(ino):
+            return False
+        if inodes.is_view_keyed(ino):
+            entry = self._slots.get(inodes.slot_of(ino))
+            return entry is not None and entry.namespace == "nodes"
+        return True
+
+    def is_namespace(self, ino: int) -> bool:
+        """nodes/, groups/ or images/: their entries are the views' roots."""
+        return self._namespace_of(ino) is not None
 
     def entry_root_ino(self, entry: Entry) -> int:
         top = entry.contribution[-1][0]
@@ -332,14 +373,14 @@ class Tree:
                 return self._fixed_attr(ino)
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
         if isinstance(ref, FileRef):
-            return self._attr_from(ino, 1, ref.meta, is_dir=False)
+            return self._attr_from(ino, self.numbering.file_generation(ino), ref.meta,
+                                   is_dir=False)
         if isinstance(ref, PrivateRef):
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=False)
         return self._state_attr(ref)[1]
 
-    @staticmethod
-    def _generation(ref: DirRef | PrivateRef) -> int:
-        return inodes.view_generation(ref.entry.key, ref.path, ref.source)
+    def _generation(self, ref: DirRef | PrivateRef) -> int:
+        return self.numbering.view_generation(ref.entry.key, ref.path, ref.source)
 
     def _state_meta(self, ref: StateRef) -> Meta:
         meta = self._node_state(ref.entry).lstat(ref.path)
@@ -350,7 +391,8 @@ class Tree:
     def _state_attr(self, ref: StateRef) -> tuple[int, Attr]:
         meta = self._state_meta(ref)
         ino = self._state_ref(ref, meta)
-        return ino, self._attr_from(ino, 1, meta, is_dir=False)._replace(nlink=meta.nlink)
+        return ino, self._attr_from(ino, self.numbering.file_generation(ino), meta,
+                                    is_dir=False)._replace(nlink=meta.nlink)
 
     def _registered_attr(self, ref: Ref) -> Attr:
         """Give `ref` its inode number (so the number can be answered later) and its
@@ -370,13 +412,14 @@ class Tree:
         """The attributes of `ref` without registering it: the way in for one-pass readers.
         The number is the one the mount would issue (unless two hashes clash there)."""
         if isinstance(ref, DirRef):
-            return self._attr_of(ref, inodes.dir_ino(ref.entry.slot, ref.path))
+            return self._attr_of(ref, self.numbering.dir_ino(ref.entry.slot, ref.path))
         if isinstance(ref, FileRef):
-            return self._attr_of(ref, inodes.backed_ino(ref.meta.dev, ref.meta.ino))
+            return self._attr_of(ref, self.numbering.backed_ino(ref.meta.dev, ref.meta.ino))
         if isinstance(ref, PrivateRef):
-            return self._attr_of(ref, inodes.dir_ino(ref.entry.slot, ref.path, private=True))
+            return self._attr_of(ref, self.numbering.dir_ino(ref.entry.slot, ref.path,
+                                                             private=True))
         meta = self._state_meta(ref)
-        ino = inodes.state_ino(meta.dev, meta.ino)
+        ino = self.numbering.state_ino(meta.dev, meta.ino)
         return self._attr_from(ino, 1, meta, is_dir=False)._replace(nlink=meta.nlink)
 
     def _item_attr(self, directory: DirRef, item: Item) -> Attr:
@@ -818,17 +861,20 @@ class Tree:
         adapters call it in a worker thread. True if found."""
         if any(ino in table for table in (self._dirs, self._files, self._private, self._state)):
             return True
-        if inodes.is_view_keyed(ino) or inodes.is_state_ino(ino):
-            entry = self._slots.get(inodes.slot_of(ino)) if inodes.is_view_keyed(ino) else None
-            entries = [entry] if entry is not None else (
-                list(self.entries["nodes"].values()) if inodes.is_state_ino(ino) else [])
-            return any(self._recover_in_view(e, ino) for e in entries)
+        if inodes.is_view_keyed(ino):
+            entry = self._slots.get(inodes.slot_of(ino))
+            return entry is not None and self._recover_in_view(entry, ino)
+        if inodes.is_state_ino(ino):
+            return any(self._recover_in_view(e, ino) for e in self.entries["nodes"].values())
         if inodes.is_backed_ino(ino):
             return self._recover_file(ino)
         return False
 
     def _recover_in_view(self, entry: Entry, wanted: int) -> bool:
-        """Walk the entry's view (rules and persistent paths included) until `wanted`."""
+        """Walk the entry's view (rules and persistent paths included) until `wanted`; a view
+        walked to the end once is not walked again (its numbers are all registered)."""
+        if entry.key in self._walked:
+            return wanted in self._dirs or wanted in self._private or wanted in self._state
         if self.entry_root_ino(entry) == wanted:
             return True
         pending = [self.entry_root_ino(entry)]
@@ -838,6 +884,7 @@ class Tree:
                     return True
                 if stat.S_ISDIR(attr.mode):
                     pending.append(attr.ino)
+        self._walked.add(entry.key)
         return False
 
     def _recover_file(self, ino: int) -> bool:
@@ -847,7 +894,7 @@ class Tree:
                 for layer_id in range(len(self.store.layers)):
                     for path, meta in self.store.walk(layer_id):
                         if not meta.is_dir:
-                            index.setdefault(inodes.backed_ino(meta.dev, meta.ino),
+                            index.setdefault(self.numbering.backed_ino(meta.dev, meta.ino),
                                              FileRef(layer_id, path, meta))
                 self._backing_index = index
         ref = self._backing_index.get(ino)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..handle_key import DEFAULT_HANDLE_KEY, load_or_create_key
+from ..inodes import Numbering
 from ..model import Site
 from ..mount import LiveOptions
 from ..onesis_config import OnesisSource
@@ -58,6 +60,7 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
     settings = settings.with_options(root=args.root, override_order=args.override_order,
                                      allow_dynamic_nodes=args.allow_dynamic_nodes,
                                      cache_timeout=getattr(args, "cache_timeout", None),
+                                     handle_key=getattr(args, "handle_key", None),
                                      onesis_config=args.onesis_config,
                                      onesis_enabled=args.onesis_enabled,
                                      onesis_link_policy=args.link_policy,
@@ -67,17 +70,21 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
 
 
 def build_tree(settings: Settings, site: Site, *, serving: bool = False,
-               one_pass: bool = False) -> Tree:
+               one_pass: bool = False, numbering: Numbering | None = None) -> Tree:
     """The tree the mount serves and the inspection commands read (oneSIS rules included).
-    Only a serving tree makes nodes' persistent paths; a `one_pass` tree (export, convert)
-    keeps bounded caches. Raises ConfigError for a bad sysimage.conf, naming file and line."""
+    Only a serving tree makes nodes' persistent paths and numbers its inodes with the site's
+    handle key (made on first use; a reload passes the `numbering` it started with, so a
+    replaced key file never changes live handles); a `one_pass` tree (export, convert) keeps
+    bounded caches. Raises ConfigError for a bad sysimage.conf or key, naming the file."""
+    if serving and numbering is None:
+        numbering = Numbering(load_or_create_key(settings.handle_key or DEFAULT_HANDLE_KEY))
     onesis = None
     if settings.onesis_enabled:
         onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
                               settings.onesis_ram_prefix)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
     tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving,
-                bounded_caches=one_pass)
+                bounded_caches=one_pass, numbering=numbering)
     if onesis is not None:
         for config in onesis.distinct_configs():
             for directive in config.no_effect_on_served_root():
@@ -104,6 +111,16 @@ def report_warnings(site: Site, order: str) -> None:
 
 
 
+def add_serving_options(parser: argparse.ArgumentParser) -> None:
+    """Options of a serving mount (mount, serve): how it follows changes, how it numbers."""
+    parser.add_argument("--handle-key", type=Path, metavar="FILE",
+                        help="the site's secret that inode numbers and NFS file handles are "
+                             "keyed with, so no client can forge a handle; made on first "
+                             "use (mode 0600). Every server of a site needs the same file "
+                             f"(default {DEFAULT_HANDLE_KEY})")
+    add_live_options(parser)
+
+
 def add_live_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-watch", action="store_true",
                         help="do not follow changes on the image server (reload only on "
@@ -113,12 +130,14 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
                              "(default 60)")
 
 
-def live_options(args: argparse.Namespace, settings: Settings, site: Site) -> LiveOptions:
-    """How the daemon re-reads the site: the same options, read again from scratch."""
+def live_options(args: argparse.Namespace, settings: Settings, site: Site,
+                 tree: Tree) -> LiveOptions:
+    """How the daemon re-reads the site: the same options, read again from scratch, and the
+    serving `tree`'s numbering (handles stay valid across reloads)."""
 
     def rebuild() -> Tree:
         new_settings, new_site = load(args)
-        return build_tree(new_settings, new_site, serving=True)
+        return build_tree(new_settings, new_site, serving=True, numbering=tree.numbering)
 
     watched = () if args.no_watch else watch_paths(settings, site)
     return LiveOptions(rebuild, watched, poll_every=args.poll_interval)

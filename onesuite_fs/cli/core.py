@@ -13,7 +13,7 @@ from ..stack import Stages, node_stages
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
-    add_live_options,
+    add_serving_options,
     build_tree,
     live_options,
     load,
@@ -35,7 +35,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     mount.add_argument("--cache-timeout", type=float, metavar="SECONDS",
                        help="kernel entry/attribute cache time (default 300)")
     mount.add_argument("--debug-fuse", action="store_true", help="libfuse debug output")
-    add_live_options(mount)
+    add_serving_options(mount)
     mount.set_defaults(func=cmd_mount)
 
     reload = commands.add_parser(
@@ -121,7 +121,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     tree = build_tree(settings, site, serving=True)
     status = mount(tree, mountpoint, foreground=args.foreground,
                    cache_timeout=settings.cache_timeout, log_file=args.log,
-                   debug=args.debug_fuse, live=live_options(args, settings, site))
+                   debug=args.debug_fuse, live=live_options(args, settings, site, tree))
     if status == EXIT_OK and not args.foreground:
         print(f"onesuite: mounted {len(tree.entries['nodes'])} nodes, "
               f"{len(tree.entries['groups'])} groups, {len(tree.entries['images'])} images "

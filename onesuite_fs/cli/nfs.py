@@ -11,10 +11,11 @@ from typing import Any
 from ..errors import ConfigError
 from ..model import Site
 from ..settings import Settings
+from ..tree import Tree
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
-    add_live_options,
+    add_serving_options,
     build_tree,
     live_options,
     load,
@@ -53,11 +54,20 @@ examples:
 """
 
 
+def add_port_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-unprivileged-ports", action="store_true",
+                        help="accept NFS requests from source ports >= 1024 (default: refused, "
+                             "so only root on a node can reach its root; [nfs] "
+                             "privileged_ports = false does the same)")
+
+
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     exports = commands.add_parser(
         "exports", parents=[common], help="print the NFS exports of every node's root",
         description="Print an NFS export of MOUNTPOINT/nodes/<host> for every node, to that "
-                    "node's address only: read-only, no root squash, a stable Export_Id "
+                    "node's address only, from privileged source ports only: read-only (read-"
+                    "write for a node with persistent writable paths; the mount refuses every "
+                    "other write), no root squash, a stable Export_Id "
                     "(ganesha) or fsid= (kernel server) per node, and for ganesha no "
                     "attribute caching (Attr_Expiration_Time = 0), so a changed file is never "
                     "read with a stale size. The output drops into ganesha.conf (%%include) "
@@ -70,6 +80,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                               "/etc/exports lines for the kernel NFS server")
     exports.add_argument("--protocols", choices=("3,4", "4", "3"), metavar="VERSIONS",
                          help="NFS versions in ganesha EXPORT blocks: 3,4 (default), 4 or 3")
+    add_port_option(exports)
     exports.add_argument("--json", action="store_true",
                          help="machine-readable: exports, unexported nodes and the rendered "
                               "configuration")
@@ -103,20 +114,24 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                        help="kernel entry/attribute cache time of the mount (default 300)")
     serve.add_argument("--ganesha", default="ganesha.nfsd", metavar="PROGRAM",
                        help="the ganesha.nfsd program (default: from PATH)")
-    add_live_options(serve)
+    add_port_option(serve)
+    add_serving_options(serve)
     serve.add_argument("--json", action="store_true",
                        help="print one JSON status line on stdout once serving")
     serve.set_defaults(func=cmd_serve)
 
 
-def _plan(settings: Settings, site: Site, mountpoint: Path) -> Any:
+def _plan(settings: Settings, site: Site, mountpoint: Path, args: argparse.Namespace,
+          tree: Tree) -> Any:
     from ..nfs.addresses import node_addresses
     from ..nfs.exports import plan_exports
 
     book = node_addresses(site, settings.nfs_addresses, settings.config_file)
     for warning in book.warnings:
         print(f"onesuite: warning: {warning}", file=sys.stderr)
-    plan = plan_exports(book, mountpoint)
+    privileged = settings.nfs_privileged_ports and not args.allow_unprivileged_ports
+    plan = plan_exports(book, mountpoint, writable=tree.writable_nodes(),
+                        privileged_ports=privileged)
     for node, why in plan.unexported:
         print(f"onesuite: warning: node {node} is not exported: {why}", file=sys.stderr)
     return plan
@@ -135,7 +150,7 @@ def cmd_exports(args: argparse.Namespace) -> int:
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
-    plan = _plan(settings, site, args.mountpoint.absolute())
+    plan = _plan(settings, site, args.mountpoint.absolute(), args, build_tree(settings, site))
     protocols = _protocols(args, settings)
     text = (render_exports(plan) if args.format == "exports"
             else render_ganesha_exports(plan, protocols))
@@ -155,7 +170,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings, site = load(args)
     report_warnings(site, settings.override_order)
     mountpoint = args.mountpoint.resolve()
-    plan = _plan(settings, site, mountpoint)
+    tree = build_tree(settings, site, serving=True)
+    plan = _plan(settings, site, mountpoint, args, tree)
     if not plan.exports:
         raise ConfigError("no node has an address, so there is nothing to export",
                           hint="give addresses in cluster.xml <ip-range>, scripts/hosts, "
@@ -166,9 +182,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              protocols=_protocols(args, settings), binary=args.ganesha)
     state_dir = (args.nfs_state_dir or settings.nfs_state_dir or DEFAULT_STATE_DIR).absolute()
     try:
-        tree = build_tree(settings, site, serving=True)
         return serve(settings, tree, plan, options, state_dir,
-                     json_status=args.json, live=live_options(args, settings, site))
+                     json_status=args.json, live=live_options(args, settings, site, tree))
     except NfsServerError as exc:
         print(f"onesuite: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

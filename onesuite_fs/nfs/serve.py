@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -76,6 +77,34 @@ def _mount_pinned(tree: Tree, mountpoint: Path, settings: Settings,
             "handles_preserved": kept, "pinned": pinned}
 
 
+class NodeRootPins:
+    """An O_PATH descriptor on every exported node root, held while ganesha runs.
+
+    The kernel reconnects a directory file handle to the filesystem root by asking for its
+    parents; with each node's root always in the dentry cache, those walks stop there, so
+    an NFS server thread never needs anything above a node root, and the mount refuses it
+    all (docs/nfs.md, "Isolation")."""
+
+    def __init__(self, plan: ExportPlan) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = len(plan.exports) + 1024
+        if soft < wanted:
+            limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        self.fds: list[int] = []
+        try:
+            for export in plan.exports:
+                self.fds.append(os.open(export.path, os.O_PATH | os.O_DIRECTORY))
+        except OSError as exc:
+            self.close()
+            raise NfsServerError(f"cannot open the exported root {exc.filename}: "
+                                 f"{exc.strerror}") from None
+
+    def close(self) -> None:
+        while self.fds:
+            os.close(self.fds.pop())
+
+
 def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOptions,
           state_dir: Path, *, json_status: bool = False, live: LiveOptions | None = None) -> int:
     """Serve until SIGINT/SIGTERM (0) or until ganesha or the FUSE daemon dies (1)."""
@@ -86,6 +115,7 @@ def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOpti
     check_mountpoint(mountpoint)
     stop = _Stop()
     mounted = False
+    pins: NodeRootPins | None = None
     try:
         device = _mount_pinned(tree, mountpoint, settings, state_dir, live)
         mounted = True
@@ -95,6 +125,7 @@ def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOpti
                   f"run had {device['previous_st_dev']} (another mount holds it): NFS file "
                   "handles from the previous run are stale now; clients must remount "
                   "(diskless nodes: reboot)", file=sys.stderr)
+        pins = NodeRootPins(plan)
         ganesha.write_config(plan)
         ganesha_pid = ganesha.start()
         status = {"state": "serving", "mountpoint": str(mountpoint), "exports": len(plan.exports),
@@ -110,6 +141,8 @@ def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOpti
         result = _watch(stop, ganesha, fuse_pid, ganesha.log, state_dir / "onesuite.log")
     finally:
         ganesha.stop()
+        if pins is not None:
+            pins.close()
         if mounted:
             _unmount(mountpoint)
         stop.restore()

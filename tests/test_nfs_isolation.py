@@ -1,0 +1,175 @@
+"""Isolation against forged NFS file handles: an attacker on node001 with a raw NFSv4.0
+client (tests/rawnfs.py) sends handles of its own making under its own export, as issue 14
+found them working. Real FUSE mount, real nfs-ganesha, network namespaces (see nfstools).
+
+A ganesha v4 handle here is: version, flags, Export_Id (2 bytes, big-endian), the length of
+the FSAL part, then FSAL_VFS's part (flags, fsid, handle type) ending in the FUSE handle:
+nodeid (two host-endian 32-bit words, high first) and generation (one word). The test checks
+that reading of the layout against the mount before it relies on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import needs_root_fuse
+from nfstools import Netns, drop_caches, namespaces, require, serving, veth
+
+from onesuite_fs.handle_key import load_or_create_key
+from onesuite_fs.inodes import Numbering
+
+pytestmark = [needs_root_fuse(), pytest.mark.mount, pytest.mark.nfs]
+RAWNFS = Path(__file__).resolve().parent / "rawnfs.py"
+SERVER_A, SERVER_B = "10.251.1.1", "10.251.2.1"
+OVERRIDES = "var/lib/systemimager/overrides"
+
+
+@pytest.fixture(autouse=True)
+def nfs_tools():
+    require("ganesha.nfsd", "nsenter", "ip", "fusermount3")
+
+
+def raw(ns: Netns, server: str, ops: list[list[object]], *, privileged: bool = True
+        ) -> dict[str, object]:
+    done = ns.run(sys.executable, str(RAWNFS), server,
+                  json.dumps({"ops": ops, "privileged": privileged}), timeout=60)
+    assert done.returncode == 0 and done.stdout, done.stderr
+    return json.loads(done.stdout)
+
+
+def fuse_part(handle: bytes) -> tuple[int, int]:
+    high, low, generation = struct.unpack("<III", handle[-12:])
+    return high << 32 | low, generation
+
+
+def with_fuse_part(handle: bytes, ino: int, generation: int) -> str:
+    return (handle[:-12] + struct.pack("<III", ino >> 32, ino & 0xFFFFFFFF, generation)).hex()
+
+
+def refused(answer: dict[str, object]) -> bool:
+    """Nothing read: the COMPOUND failed (ACCESS, STALE, ...) or the RPC was refused."""
+    return "error" in answer or (answer["status"] != "OK" and not answer["names"]
+                                 and not answer["data"])
+
+
+def own_root(ns: Netns, server: str, node: str) -> bytes:
+    answer = raw(ns, server, [["putrootfh"], ["lookup", "nodes"], ["lookup", node], ["getfh"]])
+    assert answer["status"] == "OK", answer
+    return bytes.fromhex(answer["handles"][0])  # type: ignore[index]
+
+
+@pytest.fixture
+def site_with_secrets(example_site: Path) -> Path:
+    """node002's host override holds a secret, twice (hard links), as host keys are kept."""
+    etc = example_site / OVERRIDES / "node002/etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "secret.key").write_text("node002 private key\n")
+    os.link(etc / "secret.key", etc / "secret.key.bak")
+    return example_site
+
+
+def test_forged_handles_reach_nothing_outside_the_own_root(site_with_secrets, tmp_path):
+    key_file = tmp_path / "handle.key"
+    with namespaces("srv", "a", "b") as (srv, a, b):
+        veth(srv, SERVER_A, a, "10.251.1.2")
+        veth(srv, SERVER_B, b, "10.251.2.2")
+        config = tmp_path / "onesuite.toml"
+        config.write_text('[nfs.addresses]\nnode001 = "10.251.1.2"\nnode002 = "10.251.2.2"\n')
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        with serving(srv, site_with_secrets, mnt, tmp_path / "state", "--config", str(config),
+                     "--protocols", "4", "--handle-key", str(key_file)):
+            view = mnt / "nodes"
+            # The server's admin looks around first, so the kernel has every name on the
+            # way to node002's files in its caches: a forged walk must not get them there.
+            assert "secret.key" in os.listdir(view / "node002/etc")
+            assert os.listdir(mnt / "groups/Compute") and os.listdir(mnt / "images/rocky9")
+            mine = own_root(a, SERVER_A, "node001")
+            # The layout as read above: the handle's tail is node001's root inode.
+            assert fuse_part(mine)[0] == os.stat(view / "node001").st_ino
+            legit = raw(a, SERVER_A, [["putfh", mine.hex()], ["lookup", "etc"],
+                                      ["lookup", "hostname"], ["read", 0, 100]])
+            assert legit["data"] == "node001\n", legit
+
+            # 1. The FUSE mount's root (nodeid 1, generation 0) and the namespace
+            # directories: no listing, no lookup below them.
+            for ino, generation in ((1, 0), (2, 1), (3, 1), (4, 1)):
+                forged = with_fuse_part(mine, ino, generation)
+                assert refused(raw(a, SERVER_A, [["putfh", forged], ["readdir"]]))
+                for path in (["nodes", "node002"], ["node002"], ["groups", "Compute"],
+                             ["Compute"], ["images", "rocky9"], ["rocky9"]):
+                    walk = [["putfh", forged], *(["lookup", p] for p in path), ["readdir"]]
+                    assert refused(raw(a, SERVER_A, walk)), (ino, path)
+            # ... nor through ".." of a handle naming the own root under another encoding.
+            assert refused(raw(a, SERVER_A, [["putfh", mine.hex()], ["lookup", ".."],
+                                             ["readdir"]]))
+
+            # 2. Handles computed from names, as anyone can without the site's key: node002's
+            # root, its host-override files (also the hard-linked one), group and image roots.
+            site_key = Numbering(load_or_create_key(key_file))
+            guess = Numbering.ephemeral()
+            tree_keys = ([f"nodes/{n}" for n in os.listdir(view)]
+                         + [f"groups/{g}" for g in os.listdir(mnt / "groups")]
+                         + [f"images/{i}" for i in os.listdir(mnt / "images")])
+            secret = site_with_secrets / OVERRIDES / "node002/etc/secret.key"
+            st = os.stat(secret)
+            for numbering, expected_ok in ((guess, False), (site_key, True)):
+                slots = numbering.assign_slots(tree_keys)
+                roots = {key: (numbering.dir_ino(slots[key], ""),
+                               numbering.view_generation(key, ""))
+                         for key in ("nodes/node002", "groups/Compute", "images/rocky9")}
+                file_ino = numbering.backed_ino(st.st_dev, st.st_ino)
+                targets = {**roots, "secret": (file_ino, numbering.file_generation(file_ino))}
+                if expected_ok:  # the derivation is the mount's: only the key is missing
+                    assert roots["nodes/node002"][0] == os.stat(view / "node002").st_ino
+                    assert file_ino == os.stat(view / "node002/etc/secret.key").st_ino
+                    assert file_ino == os.stat(view / "node002/etc/secret.key.bak").st_ino
+                    continue
+                for name, (ino, generation) in targets.items():
+                    forged = with_fuse_part(mine, ino, generation)
+                    op = ["read", 0, 100] if name == "secret" else ["readdir"]
+                    assert refused(raw(a, SERVER_A, [["putfh", forged], op])), name
+
+            # 3. Another node's export id, or a handle from another export: refused by
+            # the per-client export rules (ganesha checks the client against the Export_Id).
+            theirs = own_root(b, SERVER_B, "node002")
+            assert refused(raw(a, SERVER_A, [["putfh", theirs.hex()], ["readdir"]]))
+            assert refused(raw(a, SERVER_A, [["putrootfh"], ["lookup", "nodes"],
+                                             ["lookup", "node002"], ["readdir"]]))
+
+            # 4. An unprivileged source port: even node001's own handle is refused.
+            assert refused(raw(a, SERVER_A, [["putfh", mine.hex()], ["readdir"]],
+                               privileged=False))
+
+            # Handles of the own root keep working after the kernel forgot every inode:
+            # reconnecting a directory stops at the node's root, never above it.
+            etc = raw(a, SERVER_A, [["putfh", mine.hex()], ["lookup", "etc"], ["getfh"]])
+            drop_caches()
+            again = raw(a, SERVER_A, [["putfh", etc["handles"][0]], ["readdir"]])  # type: ignore[index]
+            assert again["status"] == "OK" and "hostname" in again["names"], again
+            # The server's own admin still sees everything.
+            assert sorted(os.listdir(mnt)) == ["groups", "images", "nodes"]
+            assert "node002" in os.listdir(view)
+            log = (tmp_path / "state" / "onesuite.log").read_text()
+            assert "refused an NFS server thread" in log
+
+
+def test_unprivileged_ports_only_when_configured(example_site, tmp_path):
+    with namespaces("srv", "a") as (srv, a):
+        veth(srv, SERVER_A, a, "10.251.1.2")
+        config = tmp_path / "onesuite.toml"
+        config.write_text('[nfs]\nprivileged_ports = false\n'
+                          '[nfs.addresses]\nnode001 = "10.251.1.2"\n')
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        with serving(srv, example_site, mnt, tmp_path / "state", "--config", str(config),
+                     "--protocols", "4", "--handle-key", str(tmp_path / "key")):
+            answer = raw(a, SERVER_A, [["putrootfh"], ["lookup", "nodes"], ["lookup", "node001"],
+                                       ["lookup", "etc"], ["lookup", "hostname"],
+                                       ["read", 0, 100]], privileged=False)
+            assert answer.get("data") == "node001\n", answer
