@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root_fuse
-from nfstools import Netns, drop_caches, namespaces, require, serving, veth
+from nfstools import Netns, drop_caches, namespaces, nfs_ls, require, serving, veth
+from sitetools import onesis_site
 
 from onesuite_fs.handle_key import load_or_create_key
 from onesuite_fs.inodes import Numbering
@@ -173,3 +174,53 @@ def test_unprivileged_ports_only_when_configured(example_site, tmp_path):
                                        ["lookup", "etc"], ["lookup", "hostname"],
                                        ["read", 0, 100]], privileged=False)
             assert answer.get("data") == "node001\n", answer
+
+
+WRITER = Path(__file__).resolve().parent / "nfs_write.py"
+
+
+@pytest.mark.parametrize("version", ["3", "4"])
+def test_persistent_paths_are_writable_over_nfs_by_their_node_only(tmp_path, version):
+    root, state = onesis_site(tmp_path / "site"), tmp_path / "persistent"
+    query = "?version=4" if version == "4" else ""
+    with namespaces("srv", "a", "b") as (srv, a, b):
+        veth(srv, SERVER_A, a, "10.251.1.2")
+        veth(srv, SERVER_B, b, "10.251.2.2")
+        config = tmp_path / "onesuite.toml"
+        config.write_text('[nfs.addresses]\nn1 = "10.251.1.2"\nn2 = "10.251.2.2"\n')
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        with serving(srv, root, mnt, tmp_path / "state", "--config", str(config),
+                     "--link-policy", "persistent", "--persistent-dir", str(state),
+                     "--handle-key", str(tmp_path / "key"), "--protocols", "3,4",
+                     private_run=True, rpcbind=True) as server:
+            steps = [["write", "/var/log/boot.log", "booted\n"],
+                     ["append", "/var/log/boot.log", "again\n"],
+                     ["mkdir", "/var/log/sub"],
+                     ["write", "/var/log/sub/x", "x\n"],
+                     ["write", "/etc/adjtime", "1.5 0 0.0\n"],  # LINKFILE -d: a copy
+                     ["read", "/var/log/boot.log"],
+                     ["write", "/etc/motd", "defaced\n"],  # not a persistent path
+                     ["write", "/etc/new-file", "x\n"],
+                     ["mkdir", "/opt/new-dir"]]
+            done = a.run(sys.executable, str(WRITER), f"nfs://{SERVER_A}/nodes/n1{query}",
+                         json.dumps(steps), timeout=120)
+            assert done.returncode == 0, done.stderr
+            results = json.loads(done.stdout)
+            assert results[:6] == ["ok"] * 5 + ["booted\nagain\n"], results
+            assert all(r.startswith("ERR") for r in results[6:]), results
+            n1 = server.view() / "nodes/n1"
+            assert (n1 / "var/log/boot.log").read_text() == "booted\nagain\n"
+            assert (n1 / "var/log/sub/x").read_text() == "x\n"
+            assert (n1 / "etc/adjtime").read_text() == "1.5 0 0.0\n"
+            assert (n1 / "etc/motd").read_text() == "motd: the image's own\n"
+            assert not (n1 / "etc/new-file").exists()
+            # n2 writes its own copy of the same paths; n1's is untouched.
+            other = b.run(sys.executable, str(WRITER), f"nfs://{SERVER_B}/nodes/n2{query}",
+                          json.dumps([["write", "/var/log/boot.log", "n2\n"]]), timeout=120)
+            assert json.loads(other.stdout) == ["ok"], other.stdout + other.stderr
+            assert (server.view() / "nodes/n2/var/log/boot.log").read_text() == "n2\n"
+            assert (n1 / "var/log/boot.log").read_text() == "booted\nagain\n"
+            # ... and n1's root from n2's address: refused (the export is n1's only).
+            assert nfs_ls(b, f"nfs://{SERVER_B}/nodes/n1{query}").returncode != 0
+            assert (n1 / "var/log/boot.log").read_text() == "booted\nagain\n"
