@@ -64,45 +64,55 @@ class Numbering:
     store gives the same numbers on every server that holds the key, and nobody without it
     can compute one."""
 
+    PURPOSES = ("dir", "generation", "file", "state", "file-gen", "slot")
+
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
             raise ValueError("a handle key has at least 16 bytes")
-        self._key = bytes(key[:64])  # BLAKE2b keys are at most 64 bytes
+        # One keyed hasher per purpose (domain separation by BLAKE2b's personalization);
+        # copying a prepared one is cheaper than keying a new one for every number.
+        self._hashers = {purpose: hashlib.blake2b(digest_size=8, key=bytes(key[:64]),
+                                                  person=purpose.encode())
+                         for purpose in self.PURPOSES}
 
     @classmethod
     def ephemeral(cls) -> Numbering:
         """A random key: numbers valid in this process only (inspection, one-pass readers)."""
         return cls(secrets.token_bytes(KEY_BYTES))
 
-    def _hash(self, purpose: str, *parts: str, bits: int) -> int:
-        message = "\0".join((purpose, *parts)).encode("utf-8", "surrogateescape")
-        digest = hashlib.blake2b(message, digest_size=8, key=self._key).digest()
-        return int.from_bytes(digest, "big") & ((1 << bits) - 1)
+    def _hash(self, purpose: str, message: bytes, bits: int) -> int:
+        hasher = self._hashers[purpose].copy()
+        hasher.update(message)
+        return int.from_bytes(hasher.digest(), "big") & ((1 << bits) - 1)
+
+    @staticmethod
+    def _text(*parts: str) -> bytes:
+        return "\0".join(parts).encode("utf-8", "surrogateescape")
 
     def dir_ino(self, slot: int, path: str, probe: int = 0, *, private: bool = False) -> int:
         """The inode of directory `path` ('' = the entry's root) in the entry at `slot`, or
         of a view-private non-directory there."""
-        key = (str(slot), path) if probe == 0 else (str(slot), path, str(probe))
+        message = b"%d\0%s\0%d" % (slot, path.encode("utf-8", "surrogateescape"), probe)
         flag = PRIVATE_FLAG if private else 0
-        return DIR_TAG | flag | (slot << PATH_BITS) | self._hash("dir", *key, bits=PATH_BITS)
+        return DIR_TAG | flag | (slot << PATH_BITS) | self._hash("dir", message, PATH_BITS)
 
     def view_generation(self, entry_key: str, path: str, source: str = "") -> int:
         """Generation of a view-keyed inode: it changes when the same path comes to show
         another object (a LINKBACK choosing another variant), so old NFS handles fail."""
         parts = (entry_key, path) if source in ("", path) else (entry_key, path, source)
-        return self._hash("generation", *parts, bits=31) | 1
+        return self._hash("generation", self._text(*parts), 31) | 1
 
     def backed_ino(self, dev: int, ino: int, probe: int = 0) -> int:
         """The inode of a non-directory whose content is the backing file (dev, ino)."""
-        return BACKED_TAG | self._hash("file", str(dev), str(ino), str(probe), bits=61)
+        return BACKED_TAG | self._hash("file", b"%d\0%d\0%d" % (dev, ino, probe), 61)
 
     def state_ino(self, dev: int, ino: int) -> int:
-        return STATE_TAG | self._hash("state", str(dev), str(ino), bits=60)
+        return STATE_TAG | self._hash("state", b"%d\0%d" % (dev, ino), 60)
 
     def file_generation(self, ino: int) -> int:
         """Generation of a layer or state file: from its number alone, so a restarted daemon
         answers LOOKUP(ino, ".") with the same one."""
-        return self._hash("file-generation", str(ino), bits=31) | 1
+        return self._hash("file-gen", b"%d" % ino, 31) | 1
 
     def assign_slots(self, entry_keys: list[str]) -> dict[str, int]:
         """A slot per entry: its keyed hash, probing linearly in sorted order on a clash.
@@ -115,7 +125,7 @@ class Numbering:
         taken: dict[int, str] = {}
         slots: dict[str, int] = {}
         for key in sorted(entry_keys):
-            slot = self._hash("slot", key, bits=SLOT_BITS)
+            slot = self._hash("slot", self._text(key), SLOT_BITS)
             while slot in taken:
                 slot = (slot + 1) % MAX_SLOTS
             taken[slot] = key
