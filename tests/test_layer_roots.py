@@ -238,3 +238,42 @@ def test_a_layer_root_swapped_for_a_symlink_after_the_mount_is_not_followed(
     assert "symlink" in done.stdout
     with pytest.raises(OSError):
         (node / "sub/file").read_text()
+
+
+@pytest.mark.parametrize("use_openat2", [True, False])
+@pytest.mark.parametrize("swapped", ["root", "parent"])
+def test_opening_a_layer_checks_its_root_on_every_open(tmp_path, monkeypatch, use_openat2,
+                                                       swapped):
+    """Both ways of opening (openat2, and the O_NOFOLLOW + /proc/self/fd check used where the
+    kernel has no openat2) refuse a swapped root and keep a symlink inside the layer data."""
+    from onesuite_fs import layers, openat2
+
+    if use_openat2 and not openat2.available():
+        pytest.fail("this kernel has no openat2: the test cannot check that path")
+    monkeypatch.setattr(openat2, "_usable", use_openat2)
+    (tmp_path / "images/img/etc").mkdir(parents=True)
+    os.symlink("/etc", tmp_path / "images/img/link")
+    (tmp_path / "secret/img/etc").mkdir(parents=True)
+    layer = layers.Layer("image", "img", tmp_path / "images/img", tmp_path / "images/img")
+    with layers.open_in_layer(layer, "etc") as fd:
+        assert os.listdir(fd) == []
+    with pytest.raises(OSError) as inside:
+        with layers.open_in_layer(layer, "link"):
+            pass
+    assert inside.value.errno in (errno.ELOOP, errno.ENOTDIR)  # data, not an error of the root
+    assert not isinstance(inside.value, layers.LayerMoved)
+
+    if swapped == "root":
+        (tmp_path / "images/img").rename(tmp_path / "old")
+        os.symlink(tmp_path / "secret/img", tmp_path / "images/img")
+    else:
+        (tmp_path / "images").rename(tmp_path / "old")
+        os.symlink(tmp_path / "secret", tmp_path / "images")
+    for relpath in ("", "etc"):
+        with pytest.raises(layers.LayerMoved) as moved:
+            with layers.open_in_layer(layer, relpath):
+                pass
+        assert moved.value.errno == errno.EIO
+    store = layers.LayerStore()
+    with pytest.raises(layers.LayerMoved):
+        store.lstat(store.add(layer), "")
