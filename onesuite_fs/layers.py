@@ -88,7 +88,8 @@ class Layer:
     name: str
     path: Path  # as configured
     # The real path checked at load (sources/layer_roots.py): what is opened, and verified
-    # on every open. None (a site built in memory): `path`, its last component not followed.
+    # on every open. None: a site built in memory from a command's argument (transforms),
+    # opened by `path` as given.
     real: Path | None = None
     allowed_by: Path | None = None  # the allow_layers_outside entry when elsewhere
 
@@ -257,22 +258,23 @@ def open_layer_root(layer: Layer) -> int:
     the fd's real path (/proc/self/fd) must be the one checked at load, so a root or a
     directory above it swapped for a symlink after the load is refused, never followed."""
     expected = layer.real
+    if expected is None:  # a site built in memory (a command's argument): as given
+        return os.open(layer.path, _DIR_FLAGS & ~os.O_NOFOLLOW)
     try:
-        fd = os.open(layer.path if expected is None else expected, _DIR_FLAGS)
+        fd = os.open(expected, _DIR_FLAGS)
     except OSError as exc:
         # With O_DIRECTORY, a symlink is ENOTDIR (O_DIRECTORY is checked first), else ELOOP.
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise  # ENOENT: the layer is gone, as if empty
         raise _moved(layer, "is a symlink or no directory now") from None
-    if expected is not None:
-        try:
-            where = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            os.close(fd)
-            raise
-        if where != str(expected):
-            os.close(fd)
-            raise _moved(layer, f"resolves to {where} now")
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        os.close(fd)
+        raise
+    if where != str(expected):
+        os.close(fd)
+        raise _moved(layer, f"resolves to {where} now")
     return fd
 
 

@@ -67,9 +67,11 @@ def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
         key = ("override", name, role)
         found = shared.get(key)
         if found is None:
+            path = site.override_path(name)
             real, allowed_by = site.override_real(name)
-            entry = StackEntry(Layer("override", name, site.override_path(name), real,
-                                     allowed_by), role, name in site.present_overrides)
+            real = path if real == path else real  # one object per override, not two
+            entry = StackEntry(Layer("override", name, path, real, allowed_by), role,
+                               name in site.present_overrides)
             found = shared[key] = intern(entry)
         return found  # type: ignore[return-value]
 

@@ -109,14 +109,16 @@ def test_an_override_directory_that_is_a_symlink_to_etc_is_refused(tmp_path):
     assert "allow_layers_outside" in message
 
 
-def test_an_image_directory_that_is_a_symlink_is_refused(tmp_path):
-    root = site(tmp_path)
+@pytest.mark.parametrize("stub", [True, False])
+def test_an_image_directory_that_is_a_symlink_is_refused(tmp_path, stub):
+    root = site(tmp_path, stubs=stub)
     image = root / "var/lib/systemimager/images/img"
     image.rename(tmp_path / "moved-img")
     os.symlink("/etc", image)
-    stub = root / "etc/systemimager/rsync_stubs/40img"
     message = refused(root, tmp_path)
-    assert f"{stub}:2: image 'img' at {image} is a symlink to /etc" in message
+    where = f"{root}/etc/systemimager/rsync_stubs/40img:2: image 'img'" if stub else \
+        "image 'img' (images directory)"
+    assert f"{where} at {image} is a symlink to /etc" in message
 
 
 def test_an_unused_symlink_in_the_images_directory_is_skipped_not_served(tmp_path, mount_site):
@@ -257,9 +259,8 @@ def test_opening_a_layer_checks_its_root_on_every_open(tmp_path, monkeypatch, us
     layer = layers.Layer("image", "img", tmp_path / "images/img", tmp_path / "images/img")
     with layers.open_in_layer(layer, "etc") as fd:
         assert os.listdir(fd) == []
-    with pytest.raises(OSError) as inside:
-        with layers.open_in_layer(layer, "link"):
-            pass
+    with pytest.raises(OSError) as inside, layers.open_in_layer(layer, "link"):
+        pass
     assert inside.value.errno in (errno.ELOOP, errno.ENOTDIR)  # data, not an error of the root
     assert not isinstance(inside.value, layers.LayerMoved)
 
@@ -270,9 +271,8 @@ def test_opening_a_layer_checks_its_root_on_every_open(tmp_path, monkeypatch, us
         (tmp_path / "images").rename(tmp_path / "old")
         os.symlink(tmp_path / "secret", tmp_path / "images")
     for relpath in ("", "etc"):
-        with pytest.raises(layers.LayerMoved) as moved:
-            with layers.open_in_layer(layer, relpath):
-                pass
+        with pytest.raises(layers.LayerMoved) as moved, layers.open_in_layer(layer, relpath):
+            pass
         assert moved.value.errno == errno.EIO
     store = layers.LayerStore()
     with pytest.raises(layers.LayerMoved):

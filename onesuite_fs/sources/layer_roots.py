@@ -60,6 +60,7 @@ class LayerPlaces:
         self.explicit = tuple(Path(os.path.normpath(p)) for p in explicit)
         self.allowed = tuple((entry, real_allowed(entry, allowed_source)) for entry in allowed)
         self._reals: dict[Path, Path | None] = {}
+        self._homes: dict[Path, tuple[Path, Path, bool]] = {}  # home -> (normal, real, inside)
 
     def _real_cached(self, path: Path) -> Path | None:
         if path not in self._reals:
@@ -109,17 +110,30 @@ class LayerPlaces:
                    f"its own directory {home}")
         else:
             why = f"is outside the directory {home}"
-        raise ConfigError(f"{what} at {path} {why}", file=file or str(path), line=line,
+        raise ConfigError(f"{what} at {path} {why}", file=file, line=line,
                           hint=f"{fix or 'make it a directory inside ' + str(home)}, {ALLOW_HINT}")
+
+    def _home(self, home: Path) -> tuple[Path, Path, bool]:
+        verdict = self._homes.get(home)
+        if verdict is None:
+            normal = Path(os.path.normpath(home))
+            real_home = self._real_cached(normal)
+            assert real_home is not None  # the caller listed it
+            verdict = self._homes[home] = (normal, real_home,
+                                           self.expected_real(normal, normal) == real_home)
+        return verdict
+
+    def home_is_inside(self, home: Path) -> bool:
+        """Whether the children of `home` that are no symlinks are inside (no symlink on
+        the way to `home`): then they need no check of their own."""
+        return self._home(home)[2]
 
     def place_child(self, home: Path, name: str, what: str) -> Placement:
         """A directory entry of `home` that is not a symlink: one realpath per home, not one
         per entry (10,000 host overrides)."""
-        home = Path(os.path.normpath(home))
-        real_home = self._real_cached(home)
-        assert real_home is not None  # the caller listed it
+        home, real_home, home_inside = self._home(home)
         real = real_home / name
-        if self.expected_real(home, home) == real_home:
+        if home_inside:
             return Placement(real)
         allowed_by = self.allowed_for(real)
         if allowed_by is not None:

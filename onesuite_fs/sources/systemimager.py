@@ -243,10 +243,14 @@ def place_overrides(overrides_dir: Path, places: LayerPlaces, used: set[str]
         return frozenset(), None, {}
     present: set[str] = set()
     elsewhere: dict[str, tuple[Path, Path]] = {}
+    home_inside = bool(entries) and places.home_is_inside(overrides_dir)
     for entry in entries:
         if entry.name not in used or not entry.is_dir():
             continue  # no stack lays it: never opened
         what = f"override {entry.name!r}"
+        if not entry.is_symlink() and home_inside:
+            present.add(entry.name)  # the common case: one check for the directory
+            continue
         if entry.is_symlink():
             placement = places.place(Path(entry.path), overrides_dir, what,
                                      fix="replace the symlink by the directory")
