@@ -181,6 +181,12 @@ def test_allow_layers_outside_in_onesuite_toml_is_per_location(tmp_path, mount_s
     os.symlink("/etc", overrides / "more")
     message = refused(root, tmp_path, "--config", str(config))
     assert f"override 'more' at {overrides / 'more'} is a symlink to /etc" in message
+    # Through the allowed place and out again: judged by the real path, still refused.
+    (overrides / "more").unlink()
+    os.symlink("/etc", shared / "out")
+    os.symlink(shared / "out", overrides / "more")
+    message = refused(root, tmp_path, "--config", str(config))
+    assert f"override 'more' at {overrides / 'more'} is a symlink to /etc" in message
 
     (overrides / "more").unlink()
     mount = mount_site(root, "--config", str(config))
