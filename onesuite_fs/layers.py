@@ -4,11 +4,16 @@ Every access walks from the layer's root one component at a time with ``O_NOFOLL
 symlink inside an image or override (absolute, ``..`` or swapped in behind our back) is never
 followed on the server: it is data, returned to the client as a link. Scans are cached per
 (layer, directory) and shared by every view that contains the layer.
+
+The layer root itself is opened by the real path checked at load (sources/layer_roots.py),
+never through a symlink: a root, or a directory above it, swapped for a symlink after the load
+makes the request fail (EIO, logged), it is not followed (open_layer_root, openat2.py).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import threading
@@ -19,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from . import openat2
 from .bounded import BoundedCache, entries_of
 
+log = logging.getLogger("onesuite.layers")
 DIR_FD_CACHE = 256
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -79,7 +86,12 @@ class Layer:
 
     kind: str  # "image" or "override"
     name: str
-    path: Path
+    path: Path  # as configured
+    # The real path checked at load (sources/layer_roots.py): what is opened, and verified
+    # on every open. None: a site built in memory from a command's argument (transforms),
+    # opened by `path` as given.
+    real: Path | None = None
+    allowed_by: Path | None = None  # the allow_layers_outside entry when elsewhere
 
     @property
     def label(self) -> str:
@@ -131,7 +143,7 @@ class LayerStore:
 
     def open_dir(self, layer_id: int, relpath: str) -> AbstractContextManager[int]:
         """A directory fd for relpath inside the layer, reached without following links."""
-        return open_beneath(self.layers[layer_id].path, relpath)
+        return open_in_layer(self.layers[layer_id], relpath)
 
     def cached_listing(self, layer_id: int, relpath: str) -> dict[str, Meta] | None | bool:
         """The cached scan, or False when the directory has not been scanned yet."""
@@ -194,7 +206,8 @@ class LayerStore:
     def lstat(self, layer_id: int, relpath: str) -> Meta:
         parent, _, name = relpath.rpartition("/")
         if not name:
-            return Meta.from_stat(os.stat(self.layers[layer_id].path))
+            with self.open_dir(layer_id, "") as fd:
+                return Meta.from_stat(os.fstat(fd))
         with self.open_dir(layer_id, parent) as fd:
             return Meta.from_stat(os.stat(name, dir_fd=fd, follow_symlinks=False))
 
@@ -235,16 +248,92 @@ class LayerStore:
             return entry_xattrs(fd, name)
 
 
-@contextmanager
-def open_beneath(root: Path, relpath: str) -> Iterator[int]:
-    """A directory fd for relpath under root, every component opened with O_NOFOLLOW (root
-    itself is configuration, and may be a symlink)."""
-    fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+class LayerMoved(OSError):
+    """A layer root is no longer the directory checked at load (a symlink now, or moved):
+    the request fails (EIO) rather than follow it anywhere."""
+
+
+def open_layer_root(layer: Layer) -> int:
+    """A directory fd of the layer's root. The last component is opened with O_NOFOLLOW and
+    the fd's real path (/proc/self/fd) must be the one checked at load, so a root or a
+    directory above it swapped for a symlink after the load is refused, never followed."""
+    expected = layer.real
+    if expected is None:  # a site built in memory (a command's argument): as given
+        return os.open(layer.path, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        fd = os.open(expected, _DIR_FLAGS)
+    except OSError as exc:
+        # With O_DIRECTORY, a symlink is ENOTDIR (O_DIRECTORY is checked first), else ELOOP.
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise  # ENOENT: the layer is gone, as if empty
+        raise _moved(layer, "is a symlink or no directory now") from None
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        os.close(fd)
+        raise
+    if where != str(expected):
+        os.close(fd)
+        raise _moved(layer, f"resolves to {where} now")
+    return fd
+
+
+def _moved(layer: Layer, what: str) -> LayerMoved:
+    message = (f"{layer.label}: its root {layer.real or layer.path} {what}, not the directory "
+               "checked at load; not followed")
+    log.error("%s", message)
+    return LayerMoved(errno.EIO, message)
+
+
+def _walk(fd: int, relpath: str) -> int:
+    """Down relpath from the directory fd (consumed), every component with O_NOFOLLOW."""
     try:
         for part in split_relpath(relpath):
             next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def open_in_layer(layer: Layer, relpath: str) -> Iterator[int]:
+    """A directory fd for relpath in the layer, reached without following any link: one
+    openat2 from the root's real path where the kernel has it, else open_layer_root and a
+    walk of O_NOFOLLOW opens."""
+    fd = _open_at_once(layer, relpath)
+    if fd is None:
+        fd = _walk(open_layer_root(layer), relpath)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_at_once(layer: Layer, relpath: str) -> int | None:
+    """relpath's fd by one openat2 with RESOLVE_NO_SYMLINKS (4x faster than the walk, and
+    the kernel checks the root and every directory above it atomically); None when openat2
+    is unusable or failed for a reason the walk must tell apart (a symlink inside the layer
+    is data, a symlinked root is an error)."""
+    if layer.real is None or not openat2.available():
+        return None
+    path = "/".join([str(layer.real), *split_relpath(relpath)])
+    try:
+        return openat2.open_no_symlinks(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return None
+
+
+@contextmanager
+def open_beneath(root: Path, relpath: str) -> Iterator[int]:
+    """A directory fd for relpath under root, every component opened with O_NOFOLLOW (root
+    itself is onesuite's own directory, e.g. a node's state root, and may be a symlink)."""
+    fd = _walk(os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW), relpath)
+    try:
         yield fd
     finally:
         os.close(fd)

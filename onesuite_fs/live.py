@@ -182,6 +182,7 @@ class Generations:
         return {
             "generation": self.number,
             "prescanned": self.tree.prescanned,
+            "layers_elsewhere": self.tree.site.layers_elsewhere(),  # allowed, by real path
             "loaded_at": self.loaded_at,
             "reloads": self.reloads,
             "failed_reloads": self.failed_reloads,

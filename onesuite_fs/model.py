@@ -60,6 +60,10 @@ class Image:
     name: str
     path: Path
     found_by: str  # "rsync stub FILE" or "images directory"
+    # Where the directory really is, checked at load (sources/layer_roots.py); None for a
+    # site built in memory. allowed_by: the allow_layers_outside entry when elsewhere.
+    real: Path | None = None
+    allowed_by: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,29 @@ class Site:
     # Names under overrides_dir that are directories, read once: one listdir, not a stat
     # per node and override.
     present_overrides: frozenset[str] = field(default=frozenset())
+    # Where present overrides really are: the overrides directory's real path, and the
+    # overrides elsewhere (name -> (real path, allow_layers_outside entry)).
+    overrides_real_dir: Path | None = None
+    overrides_elsewhere: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
     def override_path(self, name: str) -> Path:
         return self.layout.overrides_dir / name
+
+    def override_real(self, name: str) -> tuple[Path | None, Path | None]:
+        """(real path, allowed_by) of a present override; (None, None) when unknown."""
+        elsewhere = self.overrides_elsewhere.get(name)
+        if elsewhere is not None:
+            return elsewhere
+        if self.overrides_real_dir is None or name not in self.present_overrides:
+            return None, None
+        return self.overrides_real_dir / name, None
+
+    def layers_elsewhere(self) -> list[dict[str, str]]:
+        """Every layer served from outside its directory (allowed), with its real path."""
+        found = [{"kind": "image", "name": i.name, "path": str(i.path), "real_path": str(i.real),
+                  "allowed_by": str(i.allowed_by)}
+                 for i in self.images.values() if i.allowed_by is not None]
+        found += [{"kind": "override", "name": name, "path": str(self.override_path(name)),
+                   "real_path": str(real), "allowed_by": str(allowed)}
+                  for name, (real, allowed) in sorted(self.overrides_elsewhere.items())]
+        return found

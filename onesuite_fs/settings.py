@@ -9,6 +9,7 @@ The file can name every path and policy explicitly (example in docs/configuratio
     overrides_dir = "/var/lib/systemimager/overrides"
     scripts_dir = "/var/lib/systemimager/scripts"
     rsync_stubs_dir = "/etc/systemimager/rsync_stubs"
+    allow_layers_outside = ["/data/images"]   # layers may really be there (see below)
 
     [images]                      # image name -> directory, over rsync stubs
     rhel9 = "/data/images/rhel9"
@@ -91,6 +92,13 @@ class Settings:
     nfs_addresses: dict[str, object] = field(default_factory=dict)
     nfs_privileged_ports: bool = True  # exports refuse source ports >= 1024
     config_file: str | None = None  # the onesuite.toml these came from, for messages
+    # --- layers outside their directories (issue 14, part "layers") -----------------------
+    # Directories where an image or override may really be although it is not inside the
+    # images/overrides directory (a symlink, a stub naming another filesystem). One entry
+    # per location, never a global switch: see docs/configuration.md.
+    allow_layers_outside: tuple[Path, ...] = ()
+    allow_layers_outside_source: str | None = None  # "onesuite.toml:LINE" or the option
+    # --- end of layers block ---------------------------------------------------------------
 
     def with_options(self, **options: Any) -> Settings:
         """These settings with every option that is not None replaced."""
@@ -133,6 +141,7 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"invalid TOML: {exc}", file=filename) from None
     base = path.parent.resolve()
     values: dict[str, Any] = {}
+    values.update(_allow_layers_outside(data, path, base))
     for section, table in data.items():
         if section == "images":
             if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
@@ -164,3 +173,23 @@ def load_settings(path: Path) -> Settings:
     if "onesis_link_policy" in values:
         check_link_policy(values["onesis_link_policy"], filename)
     return Settings(**values, config_file=filename)
+
+
+# --- layers outside their directories (issue 14, part "layers") ---------------------------
+def _allow_layers_outside(data: dict[str, Any], path: Path, base: Path) -> dict[str, Any]:
+    """[paths] allow_layers_outside = ["/data/images", ...], taken out of the table: a list of
+    directories (absolute, or relative to the file), checked when the site is loaded."""
+    table = data.get("paths")
+    if not isinstance(table, dict) or "allow_layers_outside" not in table:
+        return {}
+    value = table.pop("allow_layers_outside")
+    line = next((n for n, text in enumerate(path.read_text().splitlines(), 1)
+                 if text.lstrip().startswith("allow_layers_outside")), None)
+    where = f"{path}:{line}" if line else str(path)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError("[paths] allow_layers_outside must be a list of directories",
+                          file=str(path), line=line,
+                          hint='e.g. allow_layers_outside = ["/data/images"]')
+    return {"allow_layers_outside": tuple(_under(base, v) for v in value),
+            "allow_layers_outside_source": where}
+# --- end of layers block -------------------------------------------------------------------

@@ -67,14 +67,17 @@ def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
         key = ("override", name, role)
         found = shared.get(key)
         if found is None:
-            entry = StackEntry(Layer("override", name, site.override_path(name)), role,
+            path = site.override_path(name)
+            real, allowed_by = site.override_real(name)
+            real = path if real == path else real  # one object per override, not two
+            entry = StackEntry(Layer("override", name, path, real, allowed_by), role,
                                name in site.present_overrides)
             found = shared[key] = intern(entry)
         return found  # type: ignore[return-value]
 
     stages: list[tuple[StackEntry, ...]] = []
     if image is not None:
-        stages.append((intern(StackEntry(Layer("image", image, site.images[image].path),
+        stages.append((intern(StackEntry(image_layer(site, image),
                                          "image", True)),))  # type: ignore[arg-type]
     roles = _group_override_roles(groups)
     global_roles = {name: "global" for name in site.cluster.global_overrides}
@@ -109,8 +112,13 @@ def group_stages(site: Site, group: Group, order: str, memo: Memo | None = None)
                         memo=memo)
 
 
+def image_layer(site: Site, image: str) -> Layer:
+    found = site.images[image]
+    return Layer("image", image, found.path, found.real, found.allowed_by)
+
+
 def image_stages(site: Site, image: str) -> Stages:
-    return ((StackEntry(Layer("image", image, site.images[image].path), "image", True),),)
+    return ((StackEntry(image_layer(site, image), "image", True),),)
 
 
 def missing_overrides(stages: Stages) -> list[StackEntry]:

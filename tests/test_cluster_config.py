@@ -115,8 +115,12 @@ def test_site_images_from_rsync_stubs_under_root(tmp_path):
     (stub_dir / "40img").write_text("[img]\n\tpath=/srv/elsewhere/img\n\n")
     (stub_dir / "40img~").write_text("[img]\n\tpath=/wrong\n\n")  # editor backup: ignored
     (tmp_path / "srv/elsewhere/img").mkdir(parents=True)
-    site = load_site(Settings(root=tmp_path))
+    # Outside the images directory: refused unless that place is allowed (test_layer_roots).
+    with pytest.raises(ConfigError, match="outside the directory"):
+        load_site(Settings(root=tmp_path))
+    site = load_site(Settings(root=tmp_path, allow_layers_outside=(tmp_path / "srv",)))
     assert site.images["img"].path == tmp_path / "srv/elsewhere/img"
+    assert site.images["img"].allowed_by == tmp_path / "srv"
     assert site.nodes["n1"].image == "img"
 
 

@@ -38,6 +38,12 @@ def site_options() -> argparse.ArgumentParser:
     group.add_argument("--allow-dynamic-nodes", action="store_true", default=None,
                        help="run cluster.xml <dynamic_node> commands (off by default: "
                             "they are shell commands)")
+    group.add_argument("--allow-layers-outside", action="append", type=Path, metavar="DIR",
+                       help="an image or override may really be in DIR (another "
+                            "filesystem, a symlinked directory) although it is not inside "
+                            "the images/overrides directory; repeat per directory (replaces "
+                            "allow_layers_outside of --config). Without it such layers are "
+                            "refused")
     onesis = common.add_argument_group("oneSIS rules")
     onesis.add_argument("--onesis-config", type=Path, metavar="FILE",
                         help="one sysimage.conf for every node (default: each node's own "
@@ -65,6 +71,10 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
                                      onesis_enabled=args.onesis_enabled,
                                      onesis_link_policy=args.link_policy,
                                      onesis_state_dir=args.persistent_dir)
+    if args.allow_layers_outside:
+        settings = settings.with_options(
+            allow_layers_outside=tuple(p.absolute() for p in args.allow_layers_outside),
+            allow_layers_outside_source="--allow-layers-outside")
     site = load_site(settings)
     return settings, site
 

@@ -76,7 +76,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def stack_json(stages: Stages) -> list[dict[str, Any]]:
     return [{"stage": number, "kind": e.layer.kind, "name": e.layer.name,
-             "path": str(e.layer.path), "role": e.role, "present": e.present}
+             "path": str(e.layer.path), "role": e.role, "present": e.present,
+             "real_path": None if e.layer.real is None or not e.present else str(e.layer.real),
+             "allowed_by": None if e.layer.allowed_by is None else str(e.layer.allowed_by)}
             for number, stage in enumerate(stages) for e in stage]
 
 
@@ -108,6 +110,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             stage = f"[stage {layer['stage']}] " if order == "pushoverrides" else ""
             print(f"  {number:2d}. {stage}{layer['kind']:8s} {layer['name']:24s} "
                   f"{layer['role']}{state}")
+            if layer["allowed_by"] is not None:
+                print(f"        really at {layer['real_path']} (outside its directory, "
+                      f"allowed by allow_layers_outside {layer['allowed_by']})")
     return EXIT_OK
 
 
@@ -151,6 +156,9 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
                 print(f"  changed: {path}")
             if len(last["paths_changed"]) > 20:
                 print(f"  ... and {len(last['paths_changed']) - 20} more")
+    for layer in status.get("layers_elsewhere", []):
+        print(f"{layer['kind']} {layer['name']} really at {layer['real_path']} (outside its "
+              f"directory, allowed by allow_layers_outside {layer['allowed_by']})")
     counters = status.get("counters", {})
     if counters:
         print("counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import ConfigError
 from ..model import Cluster, Image, Node, Site, SiteLayout
@@ -17,6 +19,7 @@ from ..names import check_name, name_problem
 from ..settings import Settings
 from .cluster_txt import parse_cluster_txt
 from .cluster_xml import parse_cluster_xml, run_dynamic_node
+from .layer_roots import LayerPlaces, has_dotdot
 
 # si_lsimage skips these rsync modules: they are not images (domain.md A.1.2).
 RESERVED_MODULES = {"scripts", "boot", "overrides", "torrents"}
@@ -27,33 +30,44 @@ _PATH_KEY = re.compile(r"^\s*path\s*=\s*(\S+)\s*$")
 
 
 def under_root(root: Path, server_path: str) -> Path:
-    """A path as the server names it (absolute), taken under --root."""
-    return root / server_path.lstrip("/")
+    """A path as the server names it (absolute), taken under --root, normalized."""
+    return Path(os.path.normpath(root / server_path.lstrip("/")))
 
 
-def read_systemimager_conf(path: Path) -> dict[str, str]:
-    """KEY = value pairs of systemimager.conf (classic format); missing file = {}."""
+def read_systemimager_conf(path: Path) -> dict[str, tuple[str, int]]:
+    """KEY -> (value, line) of systemimager.conf (classic format); missing file = {}."""
     if not path.is_file():
         return {}
     values = {}
-    for raw in path.read_text(errors="surrogateescape").splitlines():
+    for number, raw in enumerate(path.read_text(errors="surrogateescape").splitlines(), 1):
         line = raw.split("#", 1)[0]
         match = _CONF_LINE.match(line)
         if match:
-            values[match.group(1)] = match.group(2)
+            values[match.group(1)] = (match.group(2), number)
     return values
 
 
 def resolve_layout(settings: Settings) -> SiteLayout:
-    """Where everything is: explicit settings first, then systemimager.conf, then defaults."""
-    root = settings.root
+    """Where everything is: explicit settings first, then systemimager.conf, then defaults.
+    A directory systemimager.conf names stays below --root: no '..', not the root itself."""
+    root = Path(os.path.normpath(settings.root))
     config_dir = root / "etc/systemimager"
-    conf = read_systemimager_conf(config_dir / "systemimager.conf")
+    conf_file = config_dir / "systemimager.conf"
+    conf = read_systemimager_conf(conf_file)
 
     def pick(explicit: Path | None, key: str, default: str) -> Path:
         if explicit is not None:
             return explicit
-        return under_root(root, conf.get(key) or default)
+        value, line = conf.get(key) or (default, None)
+        if not value:
+            value, line = default, None
+        if has_dotdot(value) or under_root(root, value) == root:
+            raise ConfigError(f"{key} = {value} leaves the server's tree (--root {root}): "
+                              "a directory with '..' or the root itself",
+                              file=str(conf_file), line=line,
+                              hint=f"name the directory by its absolute path without '..' "
+                                   f"(the default is {default})")
+        return under_root(root, value)
 
     return SiteLayout(
         root=root,
@@ -70,9 +84,16 @@ def resolve_layout(settings: Settings) -> SiteLayout:
     )
 
 
-def read_rsync_stubs(stub_dir: Path) -> dict[str, tuple[str, str]]:
-    """module -> (server path, stub file) from the stubs gen_rsyncd_conf would concatenate."""
-    modules: dict[str, tuple[str, str]] = {}
+class StubPath(NamedTuple):
+    server_path: str  # as path= writes it
+    file: str  # the stub
+    line: int
+
+
+def read_rsync_stubs(stub_dir: Path) -> dict[str, StubPath]:
+    """module -> its path= (with stub file and line) from the stubs gen_rsyncd_conf would
+    concatenate."""
+    modules: dict[str, StubPath] = {}
     if not stub_dir.is_dir():
         return modules
     names = sorted(p.name for p in stub_dir.iterdir()
@@ -82,7 +103,8 @@ def read_rsync_stubs(stub_dir: Path) -> dict[str, tuple[str, str]]:
         if not stub.is_file():
             continue
         section = None
-        for raw in stub.read_text(errors="surrogateescape").splitlines():
+        text = stub.read_text(errors="surrogateescape")
+        for number, raw in enumerate(text.splitlines(), 1):
             if raw.lstrip().startswith(("#", ";")):
                 continue
             header = _SECTION.match(raw)
@@ -91,21 +113,29 @@ def read_rsync_stubs(stub_dir: Path) -> dict[str, tuple[str, str]]:
                 continue
             path = _PATH_KEY.match(raw)
             if path and section is not None:
-                modules[section] = (path.group(1), str(stub))
+                modules[section] = StubPath(path.group(1), str(stub), number)
     return modules
 
 
 def discover_images(layout: SiteLayout, explicit: dict[str, Path]) -> dict[str, Image]:
-    """Every image the server knows: explicit settings, rsync stubs, the images directory."""
+    """Every image the server knows: explicit settings, rsync stubs, the images directory.
+    A stub's path= with '..' is refused here (its file and line); where each directory
+    really is is checked by place_images."""
     images: dict[str, Image] = {}
     if layout.images_dir.is_dir():
         for entry in sorted(layout.images_dir.iterdir()):
             if entry.is_dir() and name_problem(entry.name) is None:
                 images[entry.name] = Image(entry.name, entry, "images directory")
-    for module, (server_path, stub) in read_rsync_stubs(layout.rsync_stubs_dir).items():
+    for module, stub in read_rsync_stubs(layout.rsync_stubs_dir).items():
         if module not in RESERVED_MODULES and name_problem(module) is None:
-            images[module] = Image(module, under_root(layout.root, server_path),
-                                   f"rsync stub {stub}")
+            if has_dotdot(stub.server_path):
+                raise ConfigError(f"image {module!r}: path={stub.server_path} has '..': it "
+                                  f"may leave the images directory {layout.images_dir}",
+                                  file=stub.file, line=stub.line,
+                                  hint="write the image's directory without '..' "
+                                       "(si_getimage writes DEFAULT_IMAGE_DIR/NAME)")
+            images[module] = Image(module, under_root(layout.root, stub.server_path),
+                                   f"rsync stub {stub.file}:{stub.line}")
     for name, path in explicit.items():
         images[name] = Image(check_name("image", name), path, "configuration file")
     return images
@@ -159,23 +189,93 @@ def assign_images(cluster: Cluster, images: dict[str, Image]) -> dict[str, Node]
     return nodes
 
 
-def present_overrides(overrides_dir: Path) -> frozenset[str]:
-    """Names of the override directories that exist (a symlink to a directory counts: the
-    layer root is configuration, not image content)."""
+def layer_places(settings: Settings, layout: SiteLayout) -> LayerPlaces:
+    """The rules of where layers may be, for this site (sources/layer_roots.py)."""
+    explicit = [p for p in (settings.images_dir, settings.overrides_dir) if p is not None]
+    explicit += [path.parent for path in settings.images.values()]
+    return LayerPlaces(layout.root, tuple(explicit), settings.allow_layers_outside,
+                       settings.allow_layers_outside_source)
+
+
+def place_images(images: dict[str, Image], layout: SiteLayout, places: LayerPlaces,
+                 used: set[str], warn: Callable[[str], None]) -> dict[str, Image]:
+    """The images that may be served, each with its real path. An image elsewhere (a
+    symlink, '..', a symlinked directory on the way) is refused, unless allowed; an unused
+    entry of the images directory is only skipped (a convenience link of the admin's)."""
+    placed: dict[str, Image] = {}
+    for name, image in images.items():
+        home = image.path.parent if image.found_by == "configuration file" else layout.images_dir
+        file, _, line = image.found_by.removeprefix("rsync stub ").rpartition(":")
+        from_stub = image.found_by.startswith("rsync stub ")
+        try:
+            placement = places.place(
+                image.path, home,
+                f"image {name!r}" if from_stub else f"image {name!r} ({image.found_by})",
+                file=file if from_stub else None, line=int(line) if from_stub else None,
+                fix="fix the stub's path=" if from_stub else "")
+        except ConfigError as exc:
+            if image.found_by == "images directory" and name not in used:
+                warn(f"{exc.message}; not served (no group uses it)")
+                continue
+            raise
+        if placement is None:
+            continue  # no directory: assign_images has said whether that matters
+        placed[name] = replace(image, real=placement.real, allowed_by=placement.allowed_by)
+    return placed
+
+
+def used_override_names(cluster: Cluster, images: dict[str, Image]) -> set[str]:
+    """Every override name some stack may lay: global, group, image-named and host ones."""
+    names = set(cluster.global_overrides) | set(cluster.hosts()) | set(images)
+    for group in cluster.groups:
+        names.update(group.overrides)
+    return names
+
+
+def place_overrides(overrides_dir: Path, places: LayerPlaces, used: set[str]
+                    ) -> tuple[frozenset[str], Path | None, dict[str, tuple[Path, Path]]]:
+    """The override directories that exist and may be laid: (names, real path of the
+    overrides directory, those elsewhere: name -> (real path, allowed_by)). An override
+    that is a symlink or lies elsewhere is refused, unless allowed, when a stack uses it."""
     try:
         entries = list(os.scandir(overrides_dir))
-    except FileNotFoundError:
-        return frozenset()
-    return frozenset(e.name for e in entries if e.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset(), None, {}
+    present: set[str] = set()
+    elsewhere: dict[str, tuple[Path, Path]] = {}
+    home_inside = bool(entries) and places.home_is_inside(overrides_dir)
+    for entry in entries:
+        if entry.name not in used or not entry.is_dir():
+            continue  # no stack lays it: never opened
+        what = f"override {entry.name!r}"
+        if not entry.is_symlink() and home_inside:
+            present.add(entry.name)  # the common case: one check for the directory
+            continue
+        if entry.is_symlink():
+            placement = places.place(Path(entry.path), overrides_dir, what,
+                                     fix="replace the symlink by the directory")
+        else:
+            placement = places.place_child(overrides_dir, entry.name, what)
+        if placement is None:
+            continue
+        present.add(entry.name)
+        if placement.allowed_by is not None:
+            elsewhere[entry.name] = (placement.real, placement.allowed_by)
+    return frozenset(present), Path(os.path.realpath(overrides_dir)), elsewhere
 
 
 def load_site(settings: Settings) -> Site:
     """Read and validate the whole server; raises ConfigError on anything unusable."""
     warnings: list[str] = []
     layout = resolve_layout(settings)
+    places = layer_places(settings, layout)
     cluster = read_cluster(layout, settings, warnings.append)
     images = discover_images(layout, settings.images)
     nodes = assign_images(cluster, images)
-    images = {name: image for name, image in images.items() if image.path.is_dir()}
+    used_images = {group.image for group in cluster.groups if group.image}
+    images = place_images(images, layout, places, used_images, warnings.append)
+    present, overrides_real, elsewhere = place_overrides(
+        layout.overrides_dir, places, used_override_names(cluster, images))
     return Site(layout=layout, cluster=cluster, images=images, nodes=nodes,
-                warnings=tuple(warnings), present_overrides=present_overrides(layout.overrides_dir))
+                warnings=tuple(warnings), present_overrides=present,
+                overrides_real_dir=overrides_real, overrides_elsewhere=elsewhere)
