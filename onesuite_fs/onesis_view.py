@@ -138,6 +138,22 @@ class NodeOnesis:
         """Whether the node writes to its root (persistent RAM*/LINK* paths)."""
         return self.policy == "persistent" and bool(self._ram_rules)
 
+    def may_reach_writable(self, view_dir: str) -> bool:
+        """Whether this directory is on the way to, or inside, a persistent writable path:
+        where a walk for a node's persistent entries must look (and nowhere else)."""
+        if not self.has_writable_paths:
+            return False
+        parts = tuple(view_dir.split("/")) if view_dir else ()
+        for rule in self._ram_rules:
+            depth = len(rule.parent)
+            if len(parts) <= depth:
+                if rule.parent_matches(parts + rule.parent[len(parts):]):
+                    return True
+            elif rule.parent_matches(parts[:depth]) and fnmatch.fnmatchcase(parts[depth],
+                                                                            rule.name):
+                return True
+        return False
+
     @property
     def needs_ram_dir(self) -> bool:
         return self.policy == "ram" and bool(self._ram_rules)

@@ -865,7 +865,7 @@ class Tree:
             entry = self._slots.get(inodes.slot_of(ino))
             return entry is not None and self._recover_in_view(entry, ino)
         if inodes.is_state_ino(ino):
-            return any(self._recover_in_view(e, ino) for e in self.entries["nodes"].values())
+            return any(self._recover_state(e, ino) for e in self.entries["nodes"].values())
         if inodes.is_backed_ino(ino):
             return self._recover_file(ino)
         return False
@@ -885,6 +885,27 @@ class Tree:
                 if stat.S_ISDIR(attr.mode):
                     pending.append(attr.ino)
         self._walked.add(entry.key)
+        return False
+
+    def _recover_state(self, entry: Entry, wanted: int) -> bool:
+        """Look for a persistent entry of this node: only in the directories on the way to
+        its writable paths and below them (a forged number must not walk every root)."""
+        key = f"state:{entry.key}"
+        if key in self._walked:
+            return wanted in self._state
+        rules = self.node_onesis(entry)
+        pending = [(self.entry_root_ino(entry), "")] if rules and rules.has_writable_paths \
+            else []
+        while pending:
+            ino, path = pending.pop()
+            for name, attr in self.listdir(ino):
+                if attr.ino == wanted:
+                    return True
+                child = f"{path}/{name}" if path else name
+                if stat.S_ISDIR(attr.mode) and rules is not None \
+                        and rules.may_reach_writable(child):
+                    pending.append((attr.ino, child))
+        self._walked.add(key)
         return False
 
     def _recover_file(self, ino: int) -> bool:

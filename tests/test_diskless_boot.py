@@ -72,6 +72,9 @@ def build_site(root: Path, golden: Path) -> Path:
             os.chmod(directory, 0o755)
     (root / "onesuite.toml").write_text(
         f'[images]\ndebian = "{golden}"\n\n'
+        # slirp NATs the guest's reserved source port to an ordinary one on lo; a node on a
+        # real network sends from a reserved port and needs no such setting.
+        '[nfs]\nprivileged_ports = false\n\n'
         f'[nfs.addresses]\n{NODE} = "127.0.0.1"   # slirp: the guest comes from lo\n'
         f'{OTHER} = "10.255.0.2"\n')
     return root

@@ -103,3 +103,40 @@ def test_nfs_server_threads_are_told_apart():
     kthreadd = 2  # a kernel thread, not named like nfsd
     assert not threads.serves_clients(kthreadd)
     assert NfsServerThreads(kernel_threads=["kthreadd"]).serves_clients(kthreadd)
+
+
+def test_a_forged_persistent_number_walks_only_the_writable_paths(tmp_path, monkeypatch):
+    """LOOKUP(ino, ".") of a made-up persistent entry: the daemon looks for it only on the
+    way to each node's writable paths, once per generation, never through whole roots."""
+    from sitetools import onesis_site
+
+    from onesuite_fs.inodes import STATE_TAG
+    from onesuite_fs.onesis_config import OnesisSource
+    from onesuite_fs.settings import Settings
+    from onesuite_fs.sources.systemimager import load_site
+    from onesuite_fs.tree import Tree
+
+    root = onesis_site(tmp_path / "site")
+    tree = Tree(load_site(Settings(root=root)), "autoinstall",
+                OnesisSource(policy="persistent"), tmp_path / "state", create_state=True)
+    listed: list[int] = []
+    real_listdir = tree.listdir
+    monkeypatch.setattr(tree, "listdir", lambda ino: listed.append(ino) or real_listdir(ino))
+    assert not tree.recover(STATE_TAG | 12345)
+    first = len(listed)
+    nodes = len(tree.entries["nodes"])
+    # Per node: /, var, var/log, var/lib, var/lib/nfs and below, etc, etc/ssh (the ways to
+    # its LINKDIR/RAMDIR/RAMFILE/LINKFILE paths), not the other 15 directories of its root.
+    full = sum(1 for _ in (root / "var/lib/systemimager/images/img").rglob("*")
+               if _.is_dir()) + 1
+    assert nodes <= first <= 8 * nodes < full * nodes, (first, full)
+    assert not tree.recover(STATE_TAG | 67890)  # walked: no second walk
+    assert len(listed) == first
+    # ... and a real persistent entry is found by a restarted daemon (a new tree).
+    n1 = tree.entry_root_ino(tree.entries["nodes"]["n1"])
+    log_dir = tree.lookup(tree.lookup(n1, "var").ino, "log").ino
+    fd, made = tree.create(log_dir, "boot.log", 0o644, os.O_WRONLY, 0, 0)
+    os.close(fd)
+    restarted = Tree(load_site(Settings(root=root)), "autoinstall",
+                     OnesisSource(policy="persistent"), tmp_path / "state", create_state=True)
+    assert restarted.recover(made.ino) and restarted.attr(made.ino).ino == made.ino
