@@ -11,7 +11,6 @@ import json
 import sys
 import time
 
-
 # PyPI libnfs sends one READ for whatever size it is asked; above the server's maximum
 # (ganesha: 1 MiB) the answer comes back short and the connection is left out of step, so
 # every later call fails with EIO: the "31 of 400 boot-set files" bench/notes.md recorded
