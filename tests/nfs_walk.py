@@ -40,6 +40,22 @@ def walk_local(root: str) -> dict[str, Entry]:
     return found
 
 
+NFS_READ = 256 << 10  # what the kernel client's rsize would be; see read_all
+
+
+def read_all(fh: object) -> bytes:
+    """A whole file in reads of at most 256 KiB. PyPI libnfs sends one READ for whatever
+    size it is asked, and a read above the server's maximum (ganesha: 1 MiB) comes back short
+    and leaves the connection out of step: every later call fails with EIO (the "31 of 400
+    boot-set files" of bench/notes.md)."""
+    chunks = []
+    while True:
+        chunk = fh.read(NFS_READ)  # type: ignore[attr-defined]
+        chunks.append(bytes(chunk))
+        if len(chunk) < NFS_READ:
+            return b"".join(chunks)
+
+
 def walk_nfs(url: str) -> dict[str, Entry]:
     import libnfs
 
@@ -51,7 +67,7 @@ def walk_nfs(url: str) -> dict[str, Entry]:
         digest = None
         if stat.S_ISREG(st["mode"]):
             fh = nfs.open(rel, "rb")  # binary: the default is text mode
-            digest = hashlib.md5(fh.read()).hexdigest()
+            digest = hashlib.md5(read_all(fh)).hexdigest()
             fh.close()
         found[rel] = [st["mode"], st["uid"], st["gid"], st["size"], st["rdev"],
                       st["mtime"]["sec"], digest]
