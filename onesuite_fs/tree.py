@@ -34,12 +34,14 @@ from .onesis_config import OnesisSource
 from .onesis_view import Item, Linked, NodeOnesis, Synthetic, Writable, synthetic_mode
 from .resolve import Child, Contribution, MergedDir, Resolver
 from .stack import Stages, group_stages, image_stages, node_stages
-from .state import NodeState
+from .state import NodeAttrs, NodeState
 
 R = TypeVar("R")
 NAMESPACES = ("nodes", "groups", "images")
 # The kernel serves user.* extended attributes only on regular files and directories, so the
 # origin is also under trusted.* (root only), which the kernel allows on every file type.
+# What mknod may make in a persistent path (none of them is a special file on the server).
+MKNOD_TYPES = (stat.S_IFREG, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK)
 ORIGIN_XATTRS = ("user.onesuite.origin", "trusted.onesuite.origin")
 
 
@@ -689,7 +691,7 @@ class Tree:
 
     def _open_ref(self, ref: Ref, flags: int) -> int:
         if isinstance(ref, StateRef):
-            return self._node_state(ref.entry).open(ref.path, flags & ~os.O_CREAT)
+            return self._node_state(ref.entry).open(ref.path, flags)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise TreeError(errno.EROFS)
         backing = self._backing(ref)
@@ -721,21 +723,26 @@ class Tree:
     def create(self, parent: int, name: str, mode: int, flags: int, uid: int,
                gid: int) -> tuple[int, Attr]:
         node_state, child = self._child_state(parent, name)
-        fd = node_state.open(child.path, flags | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
-        os.fchown(fd, uid, gid)
+        fd = node_state.create(child.path, flags,
+                               NodeAttrs(stat.S_IFREG | stat.S_IMODE(mode), uid, gid))
         return fd, self._state_attr(child)[1]
 
     def make(self, parent: int, name: str, kind: str, mode: int, uid: int, gid: int,
              target: bytes = b"", rdev: int = 0) -> Attr:
-        """mkdir, symlink or mknod inside a persistent path."""
+        """mkdir, symlink or mknod inside a persistent path. Mode (setuid bits included),
+        owner and device number are kept as the entry's node attributes (state.py)."""
         node_state, child = self._child_state(parent, name)
         if kind == "dir":
-            node_state.mkdir(child.path, stat.S_IMODE(mode))
+            node_state.mkdir(child.path, NodeAttrs(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid))
         elif kind == "symlink":
-            node_state.symlink(child.path, target)
+            node_state.symlink(child.path, target, NodeAttrs(stat.S_IFLNK | 0o777, uid, gid))
         else:
-            node_state.mknod(child.path, mode, rdev)
-        node_state.set_attrs(child.path, uid=uid, gid=gid)
+            file_type = stat.S_IFMT(mode) or stat.S_IFREG
+            if file_type not in MKNOD_TYPES:
+                raise TreeError(errno.EINVAL)
+            special = file_type in (stat.S_IFCHR, stat.S_IFBLK)
+            node_state.mknod(child.path, NodeAttrs(file_type | stat.S_IMODE(mode), uid, gid,
+                                                   rdev if special else 0))
         return self._state_attr(child)[1]
 
     def remove(self, parent: int, name: str, *, is_dir: bool) -> None:
