@@ -194,6 +194,12 @@ class Tree:
         self._items: dict[tuple[str, str], dict[str, Item]] | BoundedCache = (
             {} if limit is None else BoundedCache(entries_of, limit))
         self._node_onesis: dict[str, NodeOnesis | None] = {}
+        # Persistent paths of a listed directory not made yet, by (entry key, directory
+        # path): making one may copy a whole tree, so `prepare` does it in a worker thread.
+        self._unmade: dict[tuple[str, str], set[str]] = {}
+        # Why `prepare` could not make one (a full disk): that path's requests get the error
+        # (the rest of its directory still answers); the next request tries again.
+        self._make_errors: dict[tuple[str, str, str], OSError] = {}
         # The listings `children` is reading (the directories on a walk's current path),
         # found by `child` even when the bounded caches have dropped them: a lookup next to
         # an entry must not read the directory again. (entry key, path) -> (readers, items)
@@ -428,8 +434,15 @@ class Tree:
         if state.lstat(path) is None and not self.create_state:
             return self._unmade_writable_ref(directory, path, item)
         if state.lstat(path) is None:
+            failed = self._make_errors.pop((directory.entry.key, directory.path, item.name),
+                                           None)
+            if failed is not None:
+                raise OSError(failed.errno, failed.strerror, path)
             assert self.onesis is not None
             self.onesis.create_writable(self, directory.entry, state, path, item)
+        unmade = self._unmade.get((directory.entry.key, directory.path))
+        if unmade is not None:
+            unmade.discard(item.name)
         rule = item.rule
         where = f"{rule.kind} {rule.pattern} {rule.file}:{rule.line}"
         return StateRef(directory.entry, path, path, where)
@@ -472,14 +485,25 @@ class Tree:
         if self.resolver.cached_dir(ref.source, ref.contribution) is None:
             return False
         onesis = self.node_onesis(ref.entry)
+        key = (ref.entry.key, ref.path)
         return (onesis is None or not onesis.touches(ref.path)
-                or (ref.entry.key, ref.path) in self._items)
+                or (key in self._items and not self._unmade.get(key)))
 
     def prepare(self, ino: int) -> None:
         """Do the disk work `dir_ready` announced (call it in a worker thread)."""
         ref = self._dirs.get(ino)
         if ref is not None and ino not in self._synthetic_dirs:
-            self._dir_items(ref)
+            items = self._dir_items(ref)
+            for name in list(self._unmade.get((ref.entry.key, ref.path), ())):
+                item = items.get(name)
+                if not isinstance(item, Writable):
+                    continue
+                failed = (ref.entry.key, ref.path, name)
+                self._make_errors.pop(failed, None)
+                try:
+                    self._writable_ref(ref, _child_path(ref.path, name), item)
+                except OSError as exc:  # logged by create_writable
+                    self._make_errors[failed] = exc
 
     def _merged(self, ref: DirRef) -> MergedDir:
         return self.resolver.merged_dir(ref.source, ref.contribution, ref.layer, ref.meta)
@@ -494,6 +518,10 @@ class Tree:
         if items is None:
             items = onesis.patch(ref.path, mdir.children, ref.source,
                                  lambda target: self.merged_lookup(ref.entry, target))
+            if self.create_state:
+                writable = {n for n, item in items.items() if isinstance(item, Writable)}
+                if writable:
+                    self._unmade[key] = writable  # until each is known to exist
             self._items[key] = items
         return items
 

@@ -182,8 +182,9 @@ def test_a_version_1_store_is_converted_at_mount_start(tmp_path, mount_site):
 
 def test_a_full_disk_during_a_copy_leaves_nothing_behind(tmp_path, mount_site):
     site = onesis_site(tmp_path / "site")
-    (site / "var/lib/systemimager/images/img/var/lib/nfs/big").write_bytes(
-        os.urandom(600 << 10))
+    image = site / "var/lib/systemimager/images/img"
+    (image / "var/lib/nfs/big").write_bytes(os.urandom(600 << 10))
+    (image / "var/lib/rpm").write_text("not persistent\n")
     state = tmp_path / "state"
     state.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(state)], check=True)
@@ -197,6 +198,10 @@ def test_a_full_disk_during_a_copy_leaves_nothing_behind(tmp_path, mount_site):
             with pytest.raises(OSError) as raised:
                 os.listdir(var_lib)
             assert raised.value.errno == errno.ENOSPC
+            with pytest.raises(OSError) as raised:
+                os.stat(var_lib / "nfs")
+            assert raised.value.errno == errno.ENOSPC  # the path that cannot be made...
+            assert (var_lib / "rpm").read_text() == "not persistent\n"  # ...and only it
             assert os.listdir(state / f"nodes/n1/{TMP_NAME}") == []
             assert not (state / "nodes/n1/var/lib/nfs").exists()
             assert shutil.disk_usage(state).used < (700 << 10)
@@ -250,6 +255,31 @@ def test_kill_during_a_copy_leaves_nothing_after_the_remount(tmp_path, mount_sit
     assert killed_mid_copy == 3, "a copy won every race: make the file bigger"
     assert os.path.getsize(mount.node("n1") / "var/lib/nfs/big") == 300 << 20
     assert os.listdir(staging) == []
+
+
+def test_a_long_copy_does_not_stop_other_nodes(tmp_path, mount_site):
+    """Making a persistent path copies in a worker thread: the other nodes are served
+    meanwhile (the handler loop is one thread)."""
+    site = onesis_site(tmp_path / "site")
+    with open(site / "var/lib/systemimager/images/img/var/lib/nfs/big", "wb") as f:
+        f.truncate(300 << 20)
+    state = tmp_path / "state"
+    mount = mount_site(site, *PERSISTENT, str(state))
+    staging = state / "nodes/n1" / TMP_NAME
+    lister = subprocess.Popen(["ls", str(mount.node("n1") / "var/lib")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                staging.is_dir() and any(f.stat().st_size for f in staging.rglob("big"))):
+            time.sleep(0.001)
+        assert (mount.node("n2") / "etc/hostname").read_text() == "golden\n"
+        assert "fstab" in os.listdir(mount.node("n3") / "etc")
+        copying = any(f.stat().st_size for f in staging.rglob("big"))
+        assert copying, "other nodes were answered only after the copy"
+    finally:
+        lister.wait(timeout=60)
+    assert lister.returncode == 0
 
 
 def test_node_attrs_refuse_damaged_values():
