@@ -92,8 +92,13 @@ def write_node_attrs(target: str | Path | int, attrs: NodeAttrs) -> None:
     """Record what the node sees of `target` (a path not followed if a symlink, or an fd)."""
     if isinstance(target, int):
         os.setxattr(target, META_XATTR, attrs.encode())
-    else:
+        return
+    try:
         os.setxattr(target, META_XATTR, attrs.encode(), follow_symlinks=False)
+    except PermissionError:
+        if not (META_XATTR.startswith("user.") and stat.S_ISLNK(attrs.mode)):
+            raise
+        # user.* cannot go on a symlink: a daemon not run as root shows its own ownership
 
 
 def _read_node_attrs(path: str) -> NodeAttrs | None:
@@ -461,8 +466,11 @@ def prepare_store(state_dir: Path) -> None:
                 out.write(STORE_VERSION + "\n")
             version.replace(state_dir / _VERSION_FILE)
     except OSError as exc:
-        raise ConfigError(f"cannot prepare the persistent store: {exc}",
-                          file=str(state_dir), hint="check --persistent-dir") from None
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ConfigError(f"cannot prepare the persistent store: {exc.strerror or exc}{where}",
+                          file=str(state_dir),
+                          hint="--persistent-dir must be a directory root can make and own, "
+                               "on a local filesystem") from None
 
 
 def _close_to_others(directory: Path) -> None:

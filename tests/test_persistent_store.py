@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_root_fuse
+from conftest import needs_root_fuse, run_onesuite
 from sitetools import onesis_site
 
 from onesuite_fs.state import META_XATTR, TMP_NAME, NodeAttrs
@@ -289,3 +289,16 @@ def test_node_attrs_refuse_damaged_values():
                 b"1000000 0 0 0", b"644 4294967296 0 0", b"644 0 0 " + b"9" * 30,
                 b"644 0 0 \xff"):
         assert NodeAttrs.decode(raw) is None, raw
+
+
+def test_an_unusable_store_stops_the_mount_with_a_clear_error(tmp_path):
+    site = onesis_site(tmp_path / "site")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory\n")
+    (tmp_path / "mnt").mkdir()
+    done = run_onesuite("mount", "--root", site, *PERSISTENT, blocked / "state",
+                        tmp_path / "mnt", check=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "cannot prepare the persistent store" in done.stderr
+    assert str(blocked / "state") in done.stderr
+    assert os.listdir(tmp_path / "mnt") == []  # nothing mounted
