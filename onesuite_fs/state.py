@@ -220,7 +220,11 @@ class NodeState:
             _private_dir_at(root_fd, TMP_NAME)
             tmp_fd = os.open(TMP_NAME, _DIR_FLAGS, dir_fd=root_fd)
         try:
-            result = build(tmp_fd, staged)
+            try:
+                result = build(tmp_fd, staged)
+            except BaseException:
+                _remove_at(tmp_fd, staged)  # a full disk: nothing left behind
+                raise
             try:
                 with self.parent(relpath) as (fd, name):
                     _rename_noreplace(tmp_fd, staged, fd, name)
@@ -242,7 +246,6 @@ class NodeState:
                 write_node_attrs(fd, attrs)
             except BaseException:
                 os.close(fd)
-                os.unlink(name, dir_fd=dir_fd)
                 raise
             return fd
 

@@ -156,6 +156,19 @@ def test_nothing_in_the_store_gives_a_local_user_rights(tmp_path, mount_site, op
     assert wrote.returncode != 0
 
 
+def test_kernel_rules_on_setuid_bits_hold_on_the_metadata(tmp_path, mount_site):
+    """A write by a process without CAP_FSETID clears setuid, as on a disk: the kernel sends
+    it as an attribute change, and the metadata follows."""
+    mount = mount_site(onesis_site(tmp_path / "site"), *PERSISTENT, str(tmp_path / "state"))
+    target = mount.node("n1") / "var/log/tool"
+    target.write_text("v1\n")
+    os.chmod(target, 0o4777)
+    subprocess.run(["setpriv", "--bounding-set", "-fsetid", "--inh-caps", "-fsetid", "--",
+                    "sh", "-c", f"echo v2 >> {target}"], check=True, timeout=30)
+    assert stat.filemode(os.stat(target).st_mode) == "-rwxrwxrwx"
+    assert target.read_text() == "v1\nv2\n"
+
+
 def test_a_version_1_store_is_converted_at_mount_start(tmp_path, mount_site):
     """A store an earlier onesuite made holds real setuid files and device nodes: the next
     mount turns them into metadata, and the node sees no difference."""
