@@ -66,6 +66,18 @@ def open_base():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def staged_bytes(staging: Path) -> int:
+    """Bytes in a staging area that a running copy is filling and removing meanwhile."""
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(staging):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
 def special_or_setid(top: Path) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(top):
@@ -245,8 +257,7 @@ def test_kill_during_a_copy_leaves_nothing_after_the_remount(tmp_path, mount_sit
             deadline = time.monotonic() + 30
             staged = 0
             while time.monotonic() < deadline and lister.poll() is None:
-                staged = sum(f.stat().st_size for f in staging.rglob("big")) \
-                    if staging.is_dir() else 0
+                staged = staged_bytes(staging)
                 if staged > 0:
                     os.kill(mount.pid, signal.SIGKILL)
                     break
@@ -254,8 +265,7 @@ def test_kill_during_a_copy_leaves_nothing_after_the_remount(tmp_path, mount_sit
             lister.wait(timeout=30)
         if staged > 0:
             killed_mid_copy += 1
-            left = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
-            assert left > 0  # the crash left a partial copy...
+            assert staged_bytes(staging) > 0  # the crash left a partial copy...
             mount.stop()
             mount.start()  # ...which the next mount start removes
             assert os.listdir(staging) == []
@@ -283,13 +293,11 @@ def test_a_long_copy_does_not_stop_other_nodes(tmp_path, mount_site):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (
-                staging.is_dir() and any(f.stat().st_size for f in staging.rglob("big"))):
+        while time.monotonic() < deadline and not staged_bytes(staging):
             time.sleep(0.001)
         assert (mount.node("n2") / "etc/hostname").read_text() == "golden\n"
         assert "fstab" in os.listdir(mount.node("n3") / "etc")
-        copying = any(f.stat().st_size for f in staging.rglob("big"))
-        assert copying, "other nodes were answered only after the copy"
+        assert staged_bytes(staging) > 0, "other nodes were answered only after the copy"
     finally:
         lister.wait(timeout=60)
     assert lister.returncode == 0
