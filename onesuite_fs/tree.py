@@ -440,9 +440,12 @@ class Tree:
                 raise OSError(failed.errno, failed.strerror, path)
             assert self.onesis is not None
             self.onesis.create_writable(self, directory.entry, state, path, item)
-        unmade = self._unmade.get((directory.entry.key, directory.path))
+        key = (directory.entry.key, directory.path)
+        unmade = self._unmade.get(key)
         if unmade is not None:
             unmade.discard(item.name)
+            if not unmade:
+                self._unmade.pop(key, None)
         rule = item.rule
         where = f"{rule.kind} {rule.pattern} {rule.file}:{rule.line}"
         return StateRef(directory.entry, path, path, where)
