@@ -9,6 +9,7 @@ the file's directory).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
@@ -20,6 +21,7 @@ from .errors import ConfigError
 from .onesis_view import NodeOnesis, Writable
 from .resolve import Child
 from .sources.onesis import SysimageConfig, parse_sysimage_conf
+from .state import DIR_MODE, FILE_MODE, NodeAttrs, write_node_attrs
 
 if TYPE_CHECKING:
     from .state import NodeState
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 SYSIMAGE_CONF = "etc/sysimage.conf"
 _COPY_CHUNK = 1 << 20
+log = logging.getLogger("onesuite.state")
 
 
 @dataclass
@@ -123,30 +126,41 @@ class OnesisSource:
     def create_writable(self, tree: Tree, entry: Entry, state: NodeState, path: str,
                         item: Writable) -> None:
         """Make a node's persistent path the first time it is used: empty, or a copy of the
-        tree's entry with -d; mode and owner from -m/-u/-g, else mirrored (B.2.2)."""
+        tree's entry with -d; mode and owner from -m/-u/-g, else mirrored (B.2.2). Built in
+        the staging area, which is emptied whatever happens: a failed copy (a full disk)
+        leaves nothing behind, and the next use tries again."""
+        try:
+            with state.staging() as staging:
+                built = staging / "entry"
+                self._build_writable(tree, entry, item, built)
+                state.make_parents(path)
+                state.publish(built, path)
+        except OSError as exc:
+            log.error("node %s: cannot make persistent path /%s (%s %s, %s:%s): %s",
+                      entry.name, path, item.rule.kind, item.rule.pattern, item.rule.file,
+                      item.rule.line, exc.strerror or exc)
+            raise
+
+    def _build_writable(self, tree: Tree, entry: Entry, item: Writable, built: Path) -> None:
         rule, base = item.rule, item.base
         is_dir = rule.kind in ("RAMDIR", "LINKDIR")
-        staging = state.staging()
-        built = staging / "entry"
         base_path = f"{item.base_parent}/{base.name}" if base and item.base_parent else (
             base.name if base else "")
         if is_dir:
             if rule.duplicate and base is not None and base.contribution is not None:
                 self._copy_dir(tree, base, base_path, built)
             else:
-                built.mkdir()
+                os.mkdir(built, DIR_MODE)
         elif rule.duplicate and base is not None and stat.S_ISREG(base.meta.mode):
             self._copy_file(tree, base.layer, base_path, built)
         else:
-            built.touch()
+            os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         uid, gid = self._owner(tree, entry, rule, base)
         default_mode = 0o755 if is_dir else 0o644
         mode = rule.mode if rule.mode is not None else (
             stat.S_IMODE(base.meta.mode) if base is not None else default_mode)
-        os.chown(built, uid, gid)
-        os.chmod(built, mode)
-        state.make_parents(path)
-        state.publish(built, path)
+        kind = stat.S_IFDIR if is_dir else stat.S_IFREG
+        write_node_attrs(built, NodeAttrs(kind | stat.S_IMODE(mode), uid, gid))
 
     def _owner(self, tree: Tree, entry: Entry, rule: Any, base: Child | None) -> tuple[int, int]:
         uid = base.meta.uid if base is not None else 0
@@ -158,15 +172,19 @@ class OnesisSource:
         return uid, gid
 
     def _copy_file(self, tree: Tree, layer: int, path: str, dest: Path) -> None:
-        fd = tree.store.open_file(layer, path)
-        with os.fdopen(fd, "rb") as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, _COPY_CHUNK)
+        with os.fdopen(tree.store.open_file(layer, path), "rb") as src:
+            out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             FILE_MODE)
+            with os.fdopen(out_fd, "wb") as out:
+                shutil.copyfileobj(src, out, _COPY_CHUNK)
 
     def _copy_dir(self, tree: Tree, base: Child, base_path: str, dest: Path) -> None:
-        """Copy a merged directory (all its layers) to dest, metadata included."""
+        """Copy a merged directory (all its layers) to dest. Stored 0700/0600 and the
+        daemon's; each entry's mode, owner and device number are node attributes, and a
+        device node, FIFO or socket is an empty stand-in (state.py)."""
         assert base.contribution is not None
         mdir = tree.resolver.merged_dir(base_path, base.contribution, base.layer, base.meta)
-        dest.mkdir()
+        os.mkdir(dest, DIR_MODE)
         for name in mdir.names:
             child = mdir.children[name]
             source = f"{base_path}/{name}" if base_path else name
@@ -179,10 +197,8 @@ class OnesisSource:
             elif stat.S_ISLNK(mode):
                 os.symlink(tree.store.readlink(child.layer, source), target)
             else:
-                os.mknod(target, mode, child.meta.rdev)
-            os.chown(target, child.meta.uid, child.meta.gid, follow_symlinks=False)
-            if not stat.S_ISLNK(mode):
-                os.chmod(target, stat.S_IMODE(mode))
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            write_node_attrs(target, NodeAttrs.of(child.meta))
             os.utime(target, ns=(child.meta.atime_ns, child.meta.mtime_ns),
                      follow_symlinks=False)
 

@@ -34,12 +34,14 @@ from .onesis_config import OnesisSource
 from .onesis_view import Item, Linked, NodeOnesis, Synthetic, Writable, synthetic_mode
 from .resolve import Child, Contribution, MergedDir, Resolver
 from .stack import Stages, group_stages, image_stages, node_stages
-from .state import NodeState
+from .state import NodeAttrs, NodeState
 
 R = TypeVar("R")
 NAMESPACES = ("nodes", "groups", "images")
 # The kernel serves user.* extended attributes only on regular files and directories, so the
 # origin is also under trusted.* (root only), which the kernel allows on every file type.
+# What mknod may make in a persistent path (none of them is a special file on the server).
+MKNOD_TYPES = (stat.S_IFREG, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK)
 ORIGIN_XATTRS = ("user.onesuite.origin", "trusted.onesuite.origin")
 
 
@@ -207,6 +209,12 @@ class Tree:
         self._items: dict[tuple[str, str], dict[str, Item]] | BoundedCache = (
             {} if limit is None else BoundedCache(entries_of, limit))
         self._node_onesis: dict[str, NodeOnesis | None] = {}
+        # Persistent paths of a listed directory not made yet, by (entry key, directory
+        # path): making one may copy a whole tree, so `prepare` does it in a worker thread.
+        self._unmade: dict[tuple[str, str], set[str]] = {}
+        # Why `prepare` could not make one (a full disk): that path's requests get the error
+        # (the rest of its directory still answers); the next request tries again.
+        self._make_errors: dict[tuple[str, str, str], OSError] = {}
         # The listings `children` is reading (the directories on a walk's current path),
         # found by `child` even when the bounded caches have dropped them: a lookup next to
         # an entry must not read the directory again. (entry key, path) -> (readers, items)
@@ -469,8 +477,18 @@ class Tree:
         if state.lstat(path) is None and not self.create_state:
             return self._unmade_writable_ref(directory, path, item)
         if state.lstat(path) is None:
+            failed = self._make_errors.pop((directory.entry.key, directory.path, item.name),
+                                           None)
+            if failed is not None:
+                raise OSError(failed.errno, failed.strerror, path)
             assert self.onesis is not None
             self.onesis.create_writable(self, directory.entry, state, path, item)
+        key = (directory.entry.key, directory.path)
+        unmade = self._unmade.get(key)
+        if unmade is not None:
+            unmade.discard(item.name)
+            if not unmade:
+                self._unmade.pop(key, None)
         rule = item.rule
         where = f"{rule.kind} {rule.pattern} {rule.file}:{rule.line}"
         return StateRef(directory.entry, path, path, where)
@@ -513,14 +531,25 @@ class Tree:
         if self.resolver.cached_dir(ref.source, ref.contribution) is None:
             return False
         onesis = self.node_onesis(ref.entry)
+        key = (ref.entry.key, ref.path)
         return (onesis is None or not onesis.touches(ref.path)
-                or (ref.entry.key, ref.path) in self._items)
+                or (key in self._items and not self._unmade.get(key)))
 
     def prepare(self, ino: int) -> None:
         """Do the disk work `dir_ready` announced (call it in a worker thread)."""
         ref = self._dirs.get(ino)
         if ref is not None and ino not in self._synthetic_dirs:
-            self._dir_items(ref)
+            items = self._dir_items(ref)
+            for name in list(self._unmade.get((ref.entry.key, ref.path), ())):
+                item = items.get(name)
+                if not isinstance(item, Writable):
+                    continue
+                failed = (ref.entry.key, ref.path, name)
+                self._make_errors.pop(failed, None)
+                try:
+                    self._writable_ref(ref, _child_path(ref.path, name), item)
+                except OSError as exc:  # logged by create_writable
+                    self._make_errors[failed] = exc
 
     def _merged(self, ref: DirRef) -> MergedDir:
         return self.resolver.merged_dir(ref.source, ref.contribution, ref.layer, ref.meta)
@@ -535,6 +564,10 @@ class Tree:
         if items is None:
             items = onesis.patch(ref.path, mdir.children, ref.source,
                                  lambda target: self.merged_lookup(ref.entry, target))
+            if self.create_state:
+                writable = {n for n, item in items.items() if isinstance(item, Writable)}
+                if writable:
+                    self._unmade[key] = writable  # until each is known to exist
             self._items[key] = items
         return items
 
@@ -732,7 +765,7 @@ class Tree:
 
     def _open_ref(self, ref: Ref, flags: int) -> int:
         if isinstance(ref, StateRef):
-            return self._node_state(ref.entry).open(ref.path, flags & ~os.O_CREAT)
+            return self._node_state(ref.entry).open(ref.path, flags)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise TreeError(errno.EROFS)
         backing = self._backing(ref)
@@ -764,21 +797,26 @@ class Tree:
     def create(self, parent: int, name: str, mode: int, flags: int, uid: int,
                gid: int) -> tuple[int, Attr]:
         node_state, child = self._child_state(parent, name)
-        fd = node_state.open(child.path, flags | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
-        os.fchown(fd, uid, gid)
+        fd = node_state.create(child.path, flags,
+                               NodeAttrs(stat.S_IFREG | stat.S_IMODE(mode), uid, gid))
         return fd, self._state_attr(child)[1]
 
     def make(self, parent: int, name: str, kind: str, mode: int, uid: int, gid: int,
              target: bytes = b"", rdev: int = 0) -> Attr:
-        """mkdir, symlink or mknod inside a persistent path."""
+        """mkdir, symlink or mknod inside a persistent path. Mode (setuid bits included),
+        owner and device number are kept as the entry's node attributes (state.py)."""
         node_state, child = self._child_state(parent, name)
         if kind == "dir":
-            node_state.mkdir(child.path, stat.S_IMODE(mode))
+            node_state.mkdir(child.path, NodeAttrs(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid))
         elif kind == "symlink":
-            node_state.symlink(child.path, target)
+            node_state.symlink(child.path, target, NodeAttrs(stat.S_IFLNK | 0o777, uid, gid))
         else:
-            node_state.mknod(child.path, mode, rdev)
-        node_state.set_attrs(child.path, uid=uid, gid=gid)
+            file_type = stat.S_IFMT(mode) or stat.S_IFREG
+            if file_type not in MKNOD_TYPES:
+                raise TreeError(errno.EINVAL)
+            special = file_type in (stat.S_IFCHR, stat.S_IFBLK)
+            node_state.mknod(child.path, NodeAttrs(file_type | stat.S_IMODE(mode), uid, gid,
+                                                   rdev if special else 0))
         return self._state_attr(child)[1]
 
     def remove(self, parent: int, name: str, *, is_dir: bool) -> None:

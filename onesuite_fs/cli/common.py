@@ -14,6 +14,7 @@ from ..onesis_config import OnesisSource
 from ..settings import LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
 from ..sources.systemimager import load_site
 from ..stack import missing_overrides, node_stages
+from ..state import prepare_store
 from ..tree import Tree
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -80,11 +81,13 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
 
 
 def build_tree(settings: Settings, site: Site, *, serving: bool = False,
-               one_pass: bool = False, numbering: Numbering | None = None) -> Tree:
+               one_pass: bool = False, reloading: bool = False,
+               numbering: Numbering | None = None) -> Tree:
     """The tree the mount serves and the inspection commands read (oneSIS rules included).
     Only a serving tree makes nodes' persistent paths and numbers its inodes with the site's
-    handle key (made on first use; a reload passes the `numbering` it started with, so a
-    replaced key file never changes live handles); a `one_pass` tree (export, convert) keeps
+    handle key (made on first use). A reload passes `reloading` and the `numbering` it
+    started with: it never empties the store's staging while copies run, and a replaced key
+    file never changes live handles. A `one_pass` tree (export, convert) keeps
     bounded caches. Raises ConfigError for a bad sysimage.conf or key, naming the file."""
     if serving and numbering is None:
         numbering = Numbering(load_or_create_key(settings.handle_key or DEFAULT_HANDLE_KEY))
@@ -93,6 +96,8 @@ def build_tree(settings: Settings, site: Site, *, serving: bool = False,
         onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
                               settings.onesis_ram_prefix)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
+    if serving and not reloading and onesis is not None and onesis.policy == "persistent":
+        prepare_store(state_dir)  # closed to local users, crash leftovers removed
     tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving,
                 bounded_caches=one_pass, numbering=numbering)
     if onesis is not None:
@@ -147,7 +152,8 @@ def live_options(args: argparse.Namespace, settings: Settings, site: Site,
 
     def rebuild() -> Tree:
         new_settings, new_site = load(args)
-        return build_tree(new_settings, new_site, serving=True, numbering=tree.numbering)
+        return build_tree(new_settings, new_site, serving=True, reloading=True,
+                          numbering=tree.numbering)
 
     watched = () if args.no_watch else watch_paths(settings, site)
     return LiveOptions(rebuild, watched, poll_every=args.poll_interval)
