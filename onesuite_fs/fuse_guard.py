@@ -38,7 +38,6 @@ C = TypeVar("C", bound=type)
 _BY_FH = frozenset({"read", "write", "release", "fsync", "flush", "readdir", "releasedir",
                     "fsyncdir"})
 _NO_REPLY = frozenset({"forget"})  # the kernel waits for no answer: log, never raise
-_TRACEBACKS_PER_KIND = 1  # full tracebacks logged per (operation, exception type)
 
 
 class Describes(Protocol):
@@ -117,32 +116,38 @@ def guard_handlers(cls: C) -> C:
 
 
 class HandlerFailures:
-    """The failures the guard caught: counted, the last few kept for `onesuite status`, each
-    logged (a full traceback only the first time per operation and exception type, so a
-    client repeating a failing request cannot flood the log)."""
+    """The failures the guard caught: counted, the last few kept for `onesuite status`, and
+    logged: a full traceback the first time per operation and exception type, then one
+    line at most every LOG_EVERY seconds per kind (with how many were not logged), so a
+    client repeating a failing request cannot flood the log."""
 
     KEEP = 10
+    LOG_EVERY = 10.0
 
     def __init__(self) -> None:
         self.count = 0
         self.recent: list[dict[str, object]] = []
-        self._tracebacks: dict[tuple[str, str], int] = {}
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}  # -> (when, not logged)
 
     def record(self, operation: str, about: str, exc: BaseException) -> None:
         self.count += 1
         kind = type(exc).__name__
         message = f"{kind}: {exc}"[:500]
+        now = time.time()
         self.recent = [*self.recent[-(self.KEEP - 1):],
-                       {"operation": operation, "path": about, "error": message,
-                        "at": time.time()}]
+                       {"operation": operation, "path": about, "error": message, "at": now}]
         key = (operation, kind)
-        shown = self._tracebacks.get(key, 0)
-        if shown < _TRACEBACKS_PER_KIND:
-            self._tracebacks[key] = shown + 1
+        last = self._logged.get(key)
+        if last is None:
+            self._logged[key] = (now, 0)
             log.error("%s %s failed, answered EIO (the daemon goes on): %s", operation,
                       about, message, exc_info=exc)
+        elif now - last[0] >= self.LOG_EVERY:
+            self._logged[key] = (now, 0)
+            more = f" ({last[1]} more since, not logged)" if last[1] else ""
+            log.error("%s %s failed, answered EIO: %s%s", operation, about, message, more)
         else:
-            log.error("%s %s failed, answered EIO: %s", operation, about, message)
+            self._logged[key] = (last[0], last[1] + 1)
 
     def status(self) -> dict[str, object]:
         return {"count": self.count, "recent": list(self.recent)}

@@ -81,12 +81,13 @@ DEAD_MOUNTS_CLEARED = 4  # mounts stacked on one mount point that are dead, at m
 def mount_fstype(mountpoint: Path) -> str | None:
     """The type of the topmost mount at `mountpoint` (/proc/self/mountinfo), or None."""
     found = None
+    target = os.path.realpath(mountpoint)  # a dead mount's own lstat fails: kept as given
     with open("/proc/self/mountinfo") as table:
         for line in table:
             fields = line.split(" ")
             # mount point: field 5, octal-escaped; the type follows the " - " separator
             where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            if where == str(mountpoint) and "-" in fields:
+            if where == target and "-" in fields:
                 found = fields[fields.index("-") + 1]
     return found
 

@@ -299,3 +299,44 @@ def test_the_guard_wraps_every_handler_and_answers_eio(example_site):
     assert ops.failures.count == 2
     assert [f["operation"] for f in ops.failures.recent] == ["opendir", "lookup"]
     assert ops.failures.recent[-1]["path"] == "/nodes"
+
+
+def test_a_failing_watch_is_started_again_after_a_reload(monkeypatch, tmp_path):
+    import trio
+
+    from onesuite_fs import watch
+
+    calls: list[str] = []
+    scope = trio.CancelScope(deadline=float("inf"))
+
+    async def failing_then_quiet(paths, reload, **_options):
+        calls.append("watch")
+        if len(calls) == 1:
+            raise PermissionError(13, "Permission denied", str(paths[0]))
+        scope.cancel()  # watching again: done
+        await trio.sleep_forever()
+
+    async def reload() -> None:
+        calls.append("reload")
+
+    monkeypatch.setattr(watch, "watch_site", failing_then_quiet)
+
+    async def main() -> None:
+        scope.deadline = trio.current_time() + 30  # a bound, should the restart not come
+        with scope:
+            await watch.keep_watching([tmp_path], reload, restart_after=0.01)
+
+    trio.run(main)
+    assert calls == ["watch", "reload", "watch"]
+
+
+def test_a_failing_background_task_is_logged_not_raised(caplog):
+    import trio
+
+    from onesuite_fs.mount import _logged
+
+    async def prescan() -> None:
+        raise OSError(5, "Input/output error")
+
+    trio.run(_logged, prescan, "reading the whole site")
+    assert "reading the whole site failed" in caplog.text
