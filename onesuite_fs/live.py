@@ -190,6 +190,7 @@ class Generations:
             catch_up_diff(self.tree, new, changes)
         except Exception as exc:  # noqa: BLE001
             report.error = describe_failure(exc)
+            report.generation = self.number  # the one that keeps serving
             return False
         _count(report, changes)
         return True
