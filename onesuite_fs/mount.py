@@ -58,7 +58,7 @@ def check_mountpoint(mountpoint: Path) -> None:
             raise ConfigError(f"mount point {mountpoint} does not exist",
                               hint="create the directory first") from None
         except OSError as exc:
-            if exc.errno != errno.ENOTCONN:
+            if exc.errno not in DEAD_MOUNT_ERRORS:
                 raise
             _clear_dead_mount(mountpoint)
     else:
@@ -76,6 +76,9 @@ def check_mountpoint(mountpoint: Path) -> None:
 
 
 DEAD_MOUNTS_CLEARED = 4  # mounts stacked on one mount point that are dead, at most
+# What the kernel answers on a FUSE mount whose daemon is gone (ECONNABORTED: a request
+# that was pending while the connection went down).
+DEAD_MOUNT_ERRORS = (errno.ENOTCONN, errno.ECONNABORTED)
 
 
 def mount_fstype(mountpoint: Path) -> str | None:

@@ -200,7 +200,8 @@ def test_a_daemon_killed_with_sigkill_is_remounted_in_place(example_site, mount_
     wait_for(lambda: not _pid_alive(mount.pid))
     with pytest.raises(OSError) as dead:  # statfs is never answered from a cache
         os.statvfs(mount.mountpoint)
-    assert dead.value.errno == errno.ENOTCONN
+    # ECONNABORTED when the request was queued while the connection went down
+    assert dead.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
     mount.pid = None
     mount.start()  # `onesuite mount` on the same mount point, as a service manager would
     assert (mount.node("node001") / "etc/hostname").read_text() == "node001\n"
