@@ -4,6 +4,7 @@ handles) are answered by every later generation that shows the same object."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -100,3 +101,38 @@ def test_readers_of_unchanged_files_never_see_estale_while_reloads_run(example_s
     assert final["failed_reloads"] == 0
     assert reads[0] == 2 * readers * attempts or problems
     assert not problems, f"{len(problems)} of {readers * attempts} failed: {problems[:5]}"
+
+
+def test_a_generation_adopts_numbers_an_earlier_one_issued_only_for_the_same_object(
+        example_site):
+    """Pure: what `_run` does for a number the serving generation never issued."""
+    from onesuite_fs.settings import Settings
+    from onesuite_fs.sources.systemimager import load_site
+    from onesuite_fs.tree import Tree, TreeError
+
+    def generation_of_site() -> Tree:
+        return Tree(load_site(Settings(root=example_site)), "autoinstall")
+
+    def walk(tree: Tree, path: str) -> int:
+        ino = 1
+        for part in path.split("/"):
+            ino = tree.lookup(ino, part).ino
+        return ino
+
+    old = generation_of_site()
+    sysconfig = walk(old, "nodes/node003/etc/sysconfig")
+    fstab = walk(old, "nodes/node003/etc/fstab")
+    hostname = walk(old, "nodes/node001/etc/hostname")
+    override = example_site / "var/lib/systemimager/overrides/node001/etc/hostname"
+    replacement = override.with_name(".hostname.new")
+    replacement.write_text("renamed\n")
+    os.rename(replacement, override)  # a new backing file: hostname's number is gone
+    new = generation_of_site()
+    for ino in (sysconfig, fstab, hostname):
+        with pytest.raises(TreeError) as never_issued:
+            new.attr(ino)
+        assert never_issued.value.errno == errno.ESTALE
+    assert new.adopt(old, sysconfig) and new.attr(sysconfig).generation == \
+        old.attr(sysconfig).generation
+    assert new.adopt(old, fstab) and new.attr(fstab) == old.attr(fstab)
+    assert not new.adopt(old, hostname)
