@@ -18,12 +18,16 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from .fuse_guard import HandlerFailures, guard_handlers
 from .live import Generations, Invalidations, ReloadReport
 from .requesters import NfsServerThreads
 from .tree import Attr, ChangedOnDisk, Tree, TreeError
 
 T = TypeVar("T")
+log = logging.getLogger("onesuite.fuse")
 
+FIND_ATTEMPTS = 3  # a number not found, looked for again if a reload switched meanwhile
+CATCH_UP_ROUNDS = 3  # in worker threads; what is merged during the last is diffed inline
 LISTING_CACHE_DIRS = 8192  # encoded listings kept (oldest dropped first)
 PID_XATTR = b"user.onesuite.pid"
 STATS_XATTR = b"user.onesuite.stats"
@@ -62,6 +66,7 @@ def _erofs() -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(errno.EROFS)
 
 
+@guard_handlers  # any exception a handler raises answers EIO (fuse_guard.py)
 class OnesuiteOperations(pyfuse3.Operations):
     supports_dot_lookup = True  # NFS export: LOOKUP(ino, ".") and ("..") after eviction
 
@@ -77,6 +82,7 @@ class OnesuiteOperations(pyfuse3.Operations):
         self._listings: dict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = {}
         self._encoded: dict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = {}
         self._next_dir_handle = 1
+        self.failures = HandlerFailures()
 
     @property
     def tree(self) -> Tree:
@@ -85,15 +91,37 @@ class OnesuiteOperations(pyfuse3.Operations):
 
     # ----- live updates -----------------------------------------------------------------
     async def reload(self) -> ReloadReport:
-        """Build the next generation in a thread, switch, then invalidate what changed."""
+        """Build the next generation in a thread, switch, then invalidate what changed.
+        Never raises (SIGHUP, the watcher and open() call it): whatever fails is reported
+        and the generation being served keeps serving."""
         async with self._reloading:  # one at a time: each diff is against what is served
             new, changes, report = await trio.to_thread.run_sync(self.generations.build_next)
             if new is None or changes is None:
                 self.generations.failed(report)
                 return report
+            # Directories the old generation merged while the new one was being diffed:
+            # diff them too, so the new generation knows every number the kernel holds and
+            # invalidates what changed in them. The last check and the switch are one step.
+            for _round in range(CATCH_UP_ROUNDS):
+                if self.generations.caught_up(changes):
+                    break
+                if not await trio.to_thread.run_sync(self.generations.catch_up, new, changes,
+                                                     report):
+                    self.generations.failed(report)
+                    return report
+            else:
+                if not self.generations.catch_up(new, changes, report):  # a few: inline
+                    self.generations.failed(report)
+                    return report
             self.generations.switch(new, report)
             self._encoded.clear()  # listings of the old generation
-            await self._invalidate(changes)
+            try:
+                await self._invalidate(changes)
+            except Exception:  # noqa: BLE001 - the switch is done; caches expire by themselves
+                log.exception("invalidating the kernel's caches after reload to generation %d "
+                              "failed; they expire after %s s", report.generation,
+                              self.cache_timeout)
+                self.stats["invalidate_failures"] += 1
         self.stats["invalidated_entries"] += report.invalidated_entries
         self.stats["invalidated_inodes"] += report.invalidated_inodes
         return report
@@ -140,6 +168,14 @@ class OnesuiteOperations(pyfuse3.Operations):
         elif self.tree.is_namespace(parent):
             self.stats["lookup_view_root"] += 1  # never cached: once per path walk
 
+    # ----- what fuse_guard needs ------------------------------------------------------------
+    def describe_inode(self, ino: int) -> str:
+        return self.tree.describe(ino)
+
+    def handler_failed(self, operation: str, about: str, exc: BaseException) -> None:
+        self.stats["handler_errors"] += 1
+        self.failures.record(operation, about, exc)
+
     # ----- plumbing -------------------------------------------------------------------
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -165,24 +201,38 @@ class OnesuiteOperations(pyfuse3.Operations):
         try:
             if not self.tree.dir_ready(ino):
                 await trio.to_thread.run_sync(self.tree.prepare, ino)
-            try:
-                return call()
-            except TreeError as exc:
-                if exc.errno != errno.ESTALE or self.generations.retired_attr(ino):
-                    raise  # not stale, or retired by a reload: no recovery walk
-                # A number an earlier daemon issued: find it once, then answer as usual.
-                self.stats["recover"] += 1
-                if not await trio.to_thread.run_sync(self.tree.recover, ino):
-                    self.stats["stale"] += 1
-                    raise
-                if not self.tree.dir_ready(ino):
-                    await trio.to_thread.run_sync(self.tree.prepare, ino)
-                return call()
+            for attempt in range(FIND_ATTEMPTS):
+                try:
+                    return call()
+                except TreeError as exc:
+                    if exc.errno != errno.ESTALE or attempt == FIND_ATTEMPTS - 1:
+                        raise
+                    generation = self.generations.number
+                    if not await self._find(ino):
+                        if self.generations.number != generation:
+                            continue  # a reload switched meanwhile: ask the new one
+                        self.stats["stale"] += 1
+                        raise
+                    if not self.tree.dir_ready(ino):
+                        await trio.to_thread.run_sync(self.tree.prepare, ino)
+            raise AssertionError("unreachable")
         except TreeError as exc:
             raise pyfuse3.FUSEError(exc.errno) from None
         except OSError as exc:
             self.stats["errors"] += 1
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+
+    async def _find(self, ino: int) -> bool:
+        """Make the serving generation answer a number it never issued. Issued by an earlier
+        generation of this daemon: adopt it if the same path shows the same object (a walk
+        of that one path; the number may be gone for good, e.g. a replaced file). Issued by
+        an earlier daemon: the recovery walk."""
+        retired = self.generations.retired_knowing(ino)
+        if retired is not None:
+            self.stats["adopt"] += 1
+            return await trio.to_thread.run_sync(self.tree.adopt, retired, ino)
+        self.stats["recover"] += 1
+        return await trio.to_thread.run_sync(self.tree.recover, ino)
 
     # ----- lookups and attributes -------------------------------------------------------
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
@@ -304,7 +354,8 @@ class OnesuiteOperations(pyfuse3.Operations):
     def _daemon_xattrs(self, inode: int) -> dict[bytes, bytes]:
         if inode != pyfuse3.ROOT_INODE:
             return {}
-        status = {**self.generations.status(), "counters": dict(self.stats)}
+        status = {**self.generations.status(), "counters": dict(self.stats),
+                  "handler_errors": self.failures.status()}
         return {PID_XATTR: str(os.getpid()).encode(),
                 STATS_XATTR: json.dumps(dict(self.stats), sort_keys=True).encode(),
                 STATUS_XATTR: json.dumps(status, sort_keys=True).encode()}

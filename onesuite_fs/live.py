@@ -34,6 +34,8 @@ class Invalidations:
     inodes: list[int] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)
     paths: list[str] = field(default_factory=list)  # "nodes/n1/etc/motd", for the status
+    compared: set[int] = field(default_factory=set)  # the old generation's dirs diffed
+    marks: tuple[int, int] = (0, 0)  # old.merge_marks() before they were listed
 
 
 @dataclass
@@ -48,6 +50,23 @@ class ReloadReport:
     invalidated_inodes: int = 0
 
 
+def describe_failure(exc: BaseException) -> str:
+    """The error a failed reload reports: a ConfigError says file, line and what to do;
+    anything else is a failure the parsers did not foresee, logged with its traceback."""
+    if isinstance(exc, ConfigError | OSError):
+        return str(exc)
+    log.error("reload failed with an unexpected %s", type(exc).__name__, exc_info=exc)
+    text = str(exc)[:2000]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _count(report: ReloadReport, changes: Invalidations) -> None:
+    report.nodes_affected = sorted(changes.nodes)
+    report.paths_changed = changes.paths[:1000]
+    report.invalidated_entries = len(changes.entries)
+    report.invalidated_inodes = len(set(changes.inodes))
+
+
 def _same(old: Attr, new: Attr) -> bool:
     return (old.ino, old.mode, old.uid, old.gid, old.size, old.mtime_ns, old.rdev) == (
         new.ino, new.mode, new.uid, new.gid, new.size, new.mtime_ns, new.rdev)
@@ -59,16 +78,37 @@ def diff_trees(old: Tree, new: Tree) -> Invalidations:
     learns every number `old` gave out that still exists, so lookups after the switch need
     no recovery walk."""
     changes = Invalidations()
+    changes.marks = old.merge_marks()  # before listing what is in use: see catch_up_diff
     in_use = old.dirs_in_use()  # before the namespaces are listed below
     for ino in old.fixed_dirs():
         _compare(old, new, ino, ino, old.path_of(ino), None, changes)
+    _compare_dirs(old, new, in_use, changes)
+    return changes
+
+
+def catch_up_diff(old: Tree, new: Tree, changes: Invalidations) -> int:
+    """Diff the directories `old` merged since `changes` was made (the old generation goes
+    on serving while the new one is built and diffed: a directory first listed meanwhile
+    has numbers the kernel holds that `new` must know, and attributes it must compare).
+    Returns how many there were; 0 means `new` knows all that `old` has given out."""
+    marks = old.merge_marks()  # first: a merge after this changes them again
+    if marks == changes.marks:
+        return 0
+    late = [(ino, ref) for ino, ref in old.dirs_in_use() if ino not in changes.compared]
+    changes.marks = marks
+    _compare_dirs(old, new, late, changes)
+    return len(late)
+
+
+def _compare_dirs(old: Tree, new: Tree, in_use: list[tuple[int, DirRef]],
+                  changes: Invalidations) -> None:
     for ino, ref in in_use:
+        changes.compared.add(ino)
         new_ino = _same_dir(new, ref)
         if new_ino is not None:  # else: it vanished, and its parent's diff says so
             node = ref.entry.name if ref.entry.namespace == "nodes" else None
             _compare(old, new, ino, new_ino, f"{ref.entry.key}/{ref.path}".rstrip("/"), node,
                      changes)
-    return changes
 
 
 def _compare(old: Tree, new: Tree, ino: int, new_ino: int, label: str, node: str | None,
@@ -135,19 +175,30 @@ class Generations:
             try:
                 new = self.rebuild()
                 new.prescan()  # the whole site as it is now: one consistent reading
-            except ConfigError as exc:
-                return None, None, self._report(started, error=str(exc))
-            except OSError as exc:
-                return None, None, self._report(started, error=f"{exc}")
-            old = self.tree
-            changes = diff_trees(old, new)
+                changes = diff_trees(self.tree, new)
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the old generation
+                return None, None, self._report(started, error=describe_failure(exc))
             report = self._report(started)
             report.generation = self.number + 1
-            report.nodes_affected = sorted(changes.nodes)
-            report.paths_changed = changes.paths[:1000]
-            report.invalidated_entries = len(changes.entries)
-            report.invalidated_inodes = len(set(changes.inodes))
+            _count(report, changes)
             return new, changes, report
+
+    def catch_up(self, new: Tree, changes: Invalidations, report: ReloadReport) -> bool:
+        """catch_up_diff against the serving generation (worker thread, or the FUSE thread
+        right before the switch); False, with the error in `report`, if it failed."""
+        try:
+            catch_up_diff(self.tree, new, changes)
+        except Exception as exc:  # noqa: BLE001
+            report.error = describe_failure(exc)
+            report.generation = self.number  # the one that keeps serving
+            return False
+        _count(report, changes)
+        return True
+
+    def caught_up(self, changes: Invalidations) -> bool:
+        """Whether the serving generation merged nothing since `changes` was last completed
+        (cheap: call it in the FUSE thread right before the switch)."""
+        return self.tree.merge_marks() == changes.marks
 
     def _report(self, started: float, error: str | None = None) -> ReloadReport:
         return ReloadReport(self.number, time.time(), time.monotonic() - started, error)
@@ -155,7 +206,11 @@ class Generations:
     def switch(self, new: Tree, report: ReloadReport) -> None:
         """Serve `new` from now on (call in the FUSE thread: no handler runs meanwhile)."""
         if len(self.retired) == self.retired.maxlen:
-            self.retired.pop().store.close()
+            oldest = self.retired.pop()
+            try:
+                oldest.store.close()
+            except OSError as exc:  # its cached directory fds: nothing to serve depends on it
+                log.warning("closing generation files failed: %s", exc)
         self.retired.appendleft(self.tree)
         self.tree = new
         self.number = report.generation
@@ -165,11 +220,17 @@ class Generations:
 
     def retired_attr(self, ino: int) -> Attr | None:
         """The attributes an earlier generation gave `ino`, if one knew it."""
-        for tree in self.retired:
+        tree = self.retired_knowing(ino)
+        return None if tree is None else tree.attr(ino)
+
+    def retired_knowing(self, ino: int) -> Tree | None:
+        """The newest earlier generation that issued `ino` (and still answers it)."""
+        for tree in list(self.retired):
             try:
-                return tree.attr(ino)
+                tree.attr(ino)
             except TreeError:
                 continue
+            return tree
         return None
 
     def failed(self, report: ReloadReport) -> None:

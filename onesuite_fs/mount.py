@@ -11,11 +11,12 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,10 +28,11 @@ from .errors import ConfigError
 from .fuse_ops import PID_XATTR, STATUS_XATTR, OnesuiteOperations
 from .live import Generations
 from .tree import Tree
-from .watch import watch_site
+from .watch import keep_watching
 
 log = logging.getLogger("onesuite.mount")
 
+FSTYPE = "fuse.onesuite"  # what /proc/mounts says of our mounts (subtype below)
 MOUNT_OPTIONS = {
     "fsname=onesuite",
     "subtype=onesuite",
@@ -42,25 +44,77 @@ MOUNT_OPTIONS = {
 
 
 def check_mountpoint(mountpoint: Path) -> None:
-    """Refuse early, with a reason, instead of leaving a half-started daemon."""
-    try:
-        st = os.stat(mountpoint)
-    except FileNotFoundError:
-        raise ConfigError(f"mount point {mountpoint} does not exist",
-                          hint="create the directory first") from None
-    except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
-            raise ConfigError(f"{mountpoint} is a mount whose daemon died",
-                              hint=f"run: onesuite umount {mountpoint}") from None
-        raise
+    """Refuse early, with a reason, instead of leaving a half-started daemon. A onesuite
+    mount whose daemon died (kill -9, OOM: the kernel answers ENOTCONN) is unmounted here,
+    so a service manager can restart in place; a live mount is refused."""
+    for _attempt in range(DEAD_MOUNTS_CLEARED):
+        try:
+            os.stat(mountpoint)
+            # stat may be answered from the kernel's attribute cache; statfs never is.
+            if os.path.ismount(mountpoint):
+                os.statvfs(mountpoint)
+            break
+        except FileNotFoundError:
+            raise ConfigError(f"mount point {mountpoint} does not exist",
+                              hint="create the directory first") from None
+        except OSError as exc:
+            if exc.errno not in DEAD_MOUNT_ERRORS:
+                raise
+            _clear_dead_mount(mountpoint)
+    else:
+        raise ConfigError(f"{mountpoint} is still a dead mount after unmounting "
+                          f"{DEAD_MOUNTS_CLEARED} of them", hint=f"umount -l {mountpoint}")
     if not os.path.isdir(mountpoint):
         raise ConfigError(f"mount point {mountpoint} is not a directory")
     if os.path.ismount(mountpoint):
-        raise ConfigError(f"{mountpoint} is already a mount point",
+        pid = daemon_pid(mountpoint)
+        serving = f" (onesuite daemon {pid} serves it)" if pid is not None else ""
+        raise ConfigError(f"{mountpoint} is already a mount point{serving}",
                           hint=f"unmount it first (onesuite umount {mountpoint})")
-    del st
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise ConfigError("/dev/fuse is not accessible", hint="mount as root")
+
+
+DEAD_MOUNTS_CLEARED = 4  # mounts stacked on one mount point that are dead, at most
+# What the kernel answers on a FUSE mount whose daemon is gone (ECONNABORTED: a request
+# that was pending while the connection went down).
+DEAD_MOUNT_ERRORS = (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+def mount_fstype(mountpoint: Path) -> str | None:
+    """The type of the topmost mount at `mountpoint` (/proc/self/mountinfo), or None."""
+    found = None
+    target = os.path.realpath(mountpoint)  # a dead mount's own lstat fails: kept as given
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            fields = line.split(" ")
+            # mount point: field 5, octal-escaped; the type follows the " - " separator
+            where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if where == target and "-" in fields:
+                found = fields[fields.index("-") + 1]
+    return found
+
+
+def _clear_dead_mount(mountpoint: Path) -> None:
+    """Detach the dead mount at `mountpoint`, if it is a onesuite mount."""
+    fstype = mount_fstype(mountpoint)
+    if fstype != FSTYPE:
+        raise ConfigError(f"{mountpoint} is a dead {fstype or 'unknown'} mount, not onesuite's",
+                          hint=f"unmount it yourself (fusermount3 -u -z {mountpoint})")
+    log.warning("%s is a mount whose daemon died: unmounting it", mountpoint)
+    for command in (["fusermount3", "-u", "-z", str(mountpoint)],
+                    ["umount", "-l", str(mountpoint)]):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=False,
+                                  timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("%s failed: %s", command[0], exc)
+            continue
+        if done.returncode == 0:
+            return
+        log.warning("%s failed: %s", " ".join(command), done.stderr.strip())
+    raise ConfigError(f"{mountpoint} is a mount whose daemon died, and unmounting it failed",
+                      hint=f"run: umount -l {mountpoint}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +127,15 @@ class LiveOptions:
     quiet: float = 1.0  # a burst of changes ends after this long without one
 
 
+async def _logged(task: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run a background task of the daemon; a failure is logged, never the daemon's end
+    (an exception in a nursery task would cancel pyfuse3.main and unmount every root)."""
+    try:
+        await task()
+    except Exception:  # noqa: BLE001
+        log.exception("%s failed; the mount goes on serving", what)
+
+
 async def _serve(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
     async with trio.open_nursery() as nursery:
 
@@ -82,17 +145,19 @@ async def _serve(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         log.info("SIGHUP: reloading")
-                        nursery.start_soon(ops.reload)
+                        nursery.start_soon(_logged, ops.reload, "reload on SIGHUP")
                         continue
                     log.info("signal %d: unmounting", signum)
                     pyfuse3.terminate()
                     return
 
         nursery.start_soon(on_signals)
-        nursery.start_soon(partial(trio.to_thread.run_sync, ops.tree.prescan,
-                                   abandon_on_cancel=True))
+        nursery.start_soon(_logged, partial(trio.to_thread.run_sync, ops.tree.prescan,
+                                            abandon_on_cancel=True),
+                           "reading the whole site in the background (generation 1 reads "
+                           "directories when first used instead)")
         if live is not None and live.watch_paths:
-            nursery.start_soon(partial(watch_site, list(live.watch_paths), ops.reload,
+            nursery.start_soon(partial(keep_watching, list(live.watch_paths), ops.reload,
                                        quiet=live.quiet, poll_every=live.poll_every))
         await pyfuse3.main(min_tasks=4, max_tasks=64)
         nursery.cancel_scope.cancel()

@@ -95,6 +95,10 @@ class Resolver:
     def cached_dir(self, path: str, contribution: Contribution) -> MergedDir | None:
         return self._dirs.get((path, contribution))
 
+    def merged_count(self) -> int:
+        """How many merged directories are cached (only grows without a cache limit)."""
+        return len(self._dirs)
+
     def merged_dir(self, path: str, contribution: Contribution, layer: int,
                    meta: Meta) -> MergedDir:
         """The merged directory; `layer`/`meta` are its metadata winner (the first directory

@@ -871,6 +871,18 @@ class Tree:
             origin += f" (one of {file_ref.meta.nlink} hard links)"
         return origin
 
+    def describe(self, ino: int) -> str:
+        """A registered inode's path in the mount (a layer file: its layer and path), for
+        logs; never raises."""
+        if self._is_fixed_dir(ino):
+            return "/" + self.path_of(ino)
+        ref = self._registered(ino)
+        if isinstance(ref, DirRef | PrivateRef | StateRef):
+            return f"/{ref.entry.key}/{ref.path}".rstrip("/")
+        if isinstance(ref, FileRef):
+            return f"{self.store.layer(ref.layer).label} /{ref.path}"
+        return f"inode {ino}"
+
     def xattrs(self, ino: int) -> dict[str, bytes]:
         values: dict[str, bytes] = {}
         if not self._is_fixed_dir(ino):
@@ -945,6 +957,46 @@ class Tree:
                     pending.append((attr.ino, child))
         self._walked.add(key)
         return False
+
+    def adopt(self, old: Tree, ino: int) -> bool:
+        """Register a number the earlier generation `old` issued, if the same path still
+        shows the same object here (same number, same generation): one path walk, not a
+        recovery walk, so a number gone since (a replaced file) costs no more than that.
+        Call it in a worker thread. True if this generation now answers `ino`."""
+        ref = old._registered(ino)
+        try:
+            if isinstance(ref, FileRef):
+                return self._adopt_file(old, ref, ino)
+            if ref is None:
+                return False
+            entry = self.entries[ref.entry.namespace].get(ref.entry.name)
+            if entry is None:
+                return False
+            attr = self.attr(self.entry_root_ino(entry))
+            for part in ref.path.split("/") if ref.path else []:
+                attr = self.lookup(attr.ino, part)
+            return attr.ino == ino and attr.generation == old.attr(ino).generation
+        except TreeError:
+            return False
+
+    def _adopt_file(self, old: Tree, ref: FileRef, ino: int) -> bool:
+        """A layer file `old` knew: the same backing file at the same path of the same layer
+        here (any view may show it, as for a number an earlier daemon issued)."""
+        layer = old.store.layer(ref.layer)
+        layer_id = next((i for i, known in enumerate(self.store.layers) if known == layer),
+                        None)
+        if layer_id is None:
+            return False
+        parent, _, name = ref.path.rpartition("/")
+        meta = (self.store.listing(layer_id, parent) or {}).get(name)
+        if meta is None or (meta.dev, meta.ino) != (ref.meta.dev, ref.meta.ino):
+            return False
+        return self._file_ref(FileRef(layer_id, ref.path, meta)) == ino
+
+    def merge_marks(self) -> tuple[int, int]:
+        """Changes whenever a directory of a view comes into use (registered, or merged):
+        `dirs_in_use` can only have grown when this changed (both counts only grow)."""
+        return len(self._dirs), self.resolver.merged_count()
 
     def _recover_file(self, ino: int) -> bool:
         with self._lock:

@@ -87,7 +87,7 @@ def fingerprint(paths: Iterable[Path]) -> str:
             for name in sorted(filenames) + [""]:
                 try:
                     st = os.lstat(os.path.join(dirpath, name) if name else dirpath)
-                except FileNotFoundError:
+                except OSError:  # gone meanwhile, or unreadable: the reload will say
                     continue
                 digest.update(f"{dirpath}/{name}:{st.st_mtime_ns}:{st.st_size}\n".encode(
                     "utf-8", "surrogateescape"))
@@ -128,6 +128,25 @@ async def watch_site(paths: list[Path], reload: Callable[[], Awaitable[object]],
     finally:
         if inotify is not None:
             inotify.close()
+
+
+RESTART_AFTER = 5.0  # seconds before a failed watch starts again
+
+
+async def keep_watching(paths: list[Path], reload: Callable[[], Awaitable[object]], *,
+                        quiet: float = 1.0, poll_every: float = 60.0,
+                        restart_after: float = RESTART_AFTER) -> None:
+    """watch_site, started again (after a reload, since changes may have been missed) if
+    anything in it fails: a failing watch must not end the daemon, nor stop following."""
+    while True:
+        try:
+            await watch_site(paths, reload, quiet=quiet, poll_every=poll_every)
+            return
+        except Exception:  # noqa: BLE001
+            log.exception("watching the site failed; watching again in %.0f s",
+                          restart_after)
+        await trio.sleep(restart_after)
+        await reload()
 
 
 async def _settle(inotify: Inotify | None, quiet: float, longest: float) -> None:

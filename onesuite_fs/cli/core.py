@@ -159,6 +159,12 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     for layer in status.get("layers_elsewhere", []):
         print(f"{layer['kind']} {layer['name']} really at {layer['real_path']} (outside its "
               f"directory, allowed by allow_layers_outside {layer['allowed_by']})")
+    failures = status.get("handler_errors") or {}
+    if failures.get("count"):
+        print(f"{failures['count']} request(s) failed inside the daemon (answered EIO; "
+              "see the daemon log), the last:")
+        for failure in failures.get("recent", [])[-5:]:
+            print(f"  {failure['operation']} {failure['path']}: {failure['error']}")
     counters = status.get("counters", {})
     if counters:
         print("counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
@@ -170,7 +176,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     status = reload(args.mountpoint.resolve())
     _print_status(status, args.json)
     last = status.get("last_reload") or {}
-    return EXIT_FAILURE if last.get("error") else EXIT_OK
+    if last.get("error"):
+        first_line = str(last["error"]).splitlines()[0]
+        print(f"onesuite: error: reload failed, generation {status['generation']} keeps "
+              f"serving: {first_line}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
