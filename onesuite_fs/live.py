@@ -21,9 +21,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import ConfigError
 from .tree import Attr, DirRef, Tree, TreeError
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """How a running mount follows the image server (see watch.py). It lives here, not in
+    mount.py, so the CLI can describe a mount without importing pyfuse3 or trio."""
+
+    rebuild: Callable[[], Tree]  # reads the site again; raises ConfigError when it can't
+    watch_paths: tuple[Path, ...] = ()  # watched with inotify; empty: reload on demand only
+    poll_every: float = 60.0  # the fallback check's period, seconds
+    quiet: float = 1.0  # a burst of changes ends after this long without one
 
 log = logging.getLogger("onesuite.live")
 

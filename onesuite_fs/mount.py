@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import trio
 
 from .errors import ConfigError
 from .fuse_ops import PID_XATTR, STATUS_XATTR, OnesuiteOperations
-from .live import Generations
+from .live import Generations, LiveOptions
 from .tree import Tree
 from .watch import keep_watching
 
@@ -115,16 +114,6 @@ def _clear_dead_mount(mountpoint: Path) -> None:
         log.warning("%s failed: %s", " ".join(command), done.stderr.strip())
     raise ConfigError(f"{mountpoint} is a mount whose daemon died, and unmounting it failed",
                       hint=f"run: umount -l {mountpoint}")
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    """How a running mount follows the image server (see live.py and watch.py)."""
-
-    rebuild: Callable[[], Tree]  # reads the site again; raises ConfigError when it can't
-    watch_paths: tuple[Path, ...] = ()  # watched with inotify; empty: reload on demand only
-    poll_every: float = 60.0  # the fallback check's period, seconds
-    quiet: float = 1.0  # a burst of changes ends after this long without one
 
 
 async def _logged(task: Callable[[], Awaitable[object]], what: str) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..handle_key import DEFAULT_HANDLE_KEY, load_or_create_key
 from ..inodes import Numbering
+from ..live import LiveOptions
 from ..model import Site
-from ..mount import LiveOptions
 from ..onesis_config import OnesisSource
 from ..settings import LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
 from ..sources.systemimager import load_site

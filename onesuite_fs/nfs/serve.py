@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ..mount import LiveOptions, check_mountpoint, daemon_pid, mount, umount
+from ..live import LiveOptions
+from ..mount import check_mountpoint, daemon_pid, mount, umount
 from ..settings import Settings
 from ..tree import Tree
 from .devpin import DevicePin, describe, read_recorded
