@@ -26,6 +26,7 @@ import trio
 from .errors import ConfigError
 from .fuse_ops import PID_XATTR, STATUS_XATTR, OnesuiteOperations
 from .live import Generations, LiveOptions
+from .process import pid_alive
 from .tree import Tree
 from .watch import keep_watching
 
@@ -231,14 +232,6 @@ def daemon_pid(mountpoint: Path) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")  # an exited daemon may linger as a zombie of init
-
-
 def umount(mountpoint: Path, timeout: float = 30.0) -> None:
     """Unmount and wait for the daemon to exit; ConfigError says why it could not."""
     pid = daemon_pid(mountpoint)
@@ -252,7 +245,7 @@ def umount(mountpoint: Path, timeout: float = 30.0) -> None:
     if pid is None:
         return
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             raise ConfigError(f"daemon {pid} of {mountpoint} did not exit within "
                               f"{timeout:.0f} s after the unmount")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from onesuite_fs.process import pid_alive
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "tests"))
@@ -41,12 +43,7 @@ def _is_mounted(mountpoint: Path) -> bool:
         return any(target in line for line in mounts)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
+_pid_alive = pid_alive  # the daemon's own check (onesuite_fs/process.py)
 
 
 class Mount:

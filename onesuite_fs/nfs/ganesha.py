@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..process import pid_alive
 from .exports import ExportPlan, render_ganesha_exports
-from .process import pid_alive
 
 READY_LINE = "NFS SERVER INITIALIZED"
 RPCBIND_SOCKET = Path("/run/rpcbind.sock")

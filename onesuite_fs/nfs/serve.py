@@ -26,12 +26,12 @@ from types import FrameType
 
 from ..live import LiveOptions
 from ..mount import check_mountpoint, daemon_pid, mount, umount
+from ..process import pid_alive
 from ..settings import Settings
 from ..tree import Tree
 from .devpin import DevicePin, describe, read_recorded
 from .exports import ExportPlan
 from .ganesha import Ganesha, GaneshaOptions, NfsServerError
-from .process import pid_alive
 
 log = logging.getLogger("onesuite.serve")
 
