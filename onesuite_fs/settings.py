@@ -35,6 +35,11 @@ The file can name every path and policy explicitly (example in docs/configuratio
 
     [nfs.addresses]                   # node -> address, over cluster.xml and hosts files
     node001 = "10.1.1.1"
+
+    [limits]                          # refuse inputs past these (docs/configuration.md)
+    max_nodes = 1000000               # host names after expanding ranges
+    max_config_lines = 100000         # sysimage.conf lines, INCLUDEs counted as read
+    regexp_timeout = 0.25             # seconds for one host pattern match
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .limits import DEFAULT_LIMITS, Limits
 
 OVERRIDE_ORDERS = ("autoinstall", "updateclient", "pushoverrides")
 
@@ -58,6 +64,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "onesis": {"enabled": bool, "config": str, "link_policy": str, "ram_prefix": str,
                "state_dir": str},
     "nfs": {"bind": str, "port": int, "protocols": str, "state_dir": str, "addresses": dict},
+    "limits": {"max_nodes": int, "max_config_lines": int, "regexp_timeout": (int, float)},
 }
 
 
@@ -85,6 +92,7 @@ class Settings:
     nfs_protocols: str | None = None
     nfs_state_dir: Path | None = None
     nfs_addresses: dict[str, object] = field(default_factory=dict)
+    limits: Limits = DEFAULT_LIMITS
     config_file: str | None = None  # the onesuite.toml these came from, for messages
 
     def with_options(self, **options: Any) -> Settings:
@@ -148,7 +156,9 @@ def load_settings(path: Path) -> Settings:
                                                    and isinstance(value, bool)):
                 raise ConfigError(f"[{section}] {key} has the wrong type "
                                   f"({type(value).__name__})", file=filename)
-            if section in ("nfs", "onesis"):
+            if section == "limits":
+                values.setdefault("limits", {})[key] = value
+            elif section in ("nfs", "onesis"):
                 is_path = key in ("state_dir", "config")
                 values[f"{section}_{key}"] = _under(base, value) if is_path else value
             else:
@@ -157,4 +167,10 @@ def load_settings(path: Path) -> Settings:
         check_override_order(values["override_order"], filename)
     if "onesis_link_policy" in values:
         check_link_policy(values["onesis_link_policy"], filename)
+    if "limits" in values:
+        try:
+            values["limits"] = Limits(**values["limits"])
+        except ValueError:
+            raise ConfigError("every value in [limits] must be greater than 0", file=filename,
+                              hint="raise a limit rather than remove it") from None
     return Settings(**values, config_file=filename)

@@ -74,7 +74,7 @@ def build_tree(settings: Settings, site: Site, *, serving: bool = False,
     onesis = None
     if settings.onesis_enabled:
         onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
-                              settings.onesis_ram_prefix)
+                              settings.onesis_ram_prefix, settings.limits)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
     tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving,
                 bounded_caches=one_pass)
