@@ -46,6 +46,7 @@ DEFAULT_LIMITS = Limits()
 class LimitExceeded(ValueError):
     """Pure code found an input past a limit; the caller adds the file and line."""
 
-    def __init__(self, message: str, hint: str) -> None:
+    def __init__(self, message: str, hint: str, *, counted: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.counted = counted  # past a count that a caller may share out (max_nodes)

@@ -156,8 +156,9 @@ class _HostBudget:
         try:
             hosts = expand_range_list(text, self.left)
         except LimitExceeded as exc:
-            raise ConfigError(f"{exc} (max_nodes {self.limit:,} for the whole file)",
-                              file=filename, line=line, hint=exc.hint) from None
+            total = f" (max_nodes {self.limit:,} for the whole file)" if exc.counted else ""
+            raise ConfigError(f"{exc}{total}", file=filename, line=line,
+                              hint=exc.hint) from None
         self.left -= len(hosts)
         return hosts
 

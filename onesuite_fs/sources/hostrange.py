@@ -25,7 +25,8 @@ _MAX_DIGITS = 253  # a DNS name's length
 
 def _ipv4_to_int(text: str) -> int | None:
     parts = text.split(".")
-    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and int(p) <= 255 for p in parts):
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) <= 255
+                                  for p in parts):
         return None
     value = 0
     for part in parts:
@@ -56,6 +57,12 @@ def expand_item(item: str, limit: int | None = None) -> list[str]:
         _check_size(item, ip_end - ip_start + 1, limit)
         return [_int_to_ipv4(v) for v in range(ip_start, ip_end + 1)]
     start, stop = _NUMBERED.match(front), _NUMBERED.match(end)
+    for match in (start, stop):
+        if match is not None and len(match.group(2)) > _MAX_DIGITS:
+            # also past int()'s own limit of 4,300 digits
+            raise LimitExceeded(f"host range {item[:40]!r}...: a number of "
+                                f"{len(match.group(2)):,} digits",
+                                f"a host number has at most {_MAX_DIGITS} digits")
     if (
         start is None
         or stop is None
@@ -73,11 +80,7 @@ def expand_item(item: str, limit: int | None = None) -> list[str]:
 
 
 def _number(match: re.Match[str]) -> int:
-    digits = match.group(2)
-    if len(digits) > _MAX_DIGITS:  # also past int()'s own limit of 4,300 digits
-        raise LimitExceeded(f"host range number of {len(digits):,} digits",
-                            f"a host number has at most {_MAX_DIGITS} digits")
-    return int(digits)
+    return int(match.group(2))
 
 
 def _check_size(item: str, count: int, limit: int | None) -> None:
@@ -86,7 +89,7 @@ def _check_size(item: str, count: int, limit: int | None) -> None:
             f"host range {item[:80]!r} has {_count_text(count)} names, more than the "
             f"{limit:,} still allowed",
             "split the range, or raise [limits] max_nodes in onesuite.toml if the site "
-            "really has that many nodes")
+            "really has that many nodes", counted=True)
 
 
 def _count_text(count: int) -> str:

@@ -209,8 +209,8 @@ class AnchoredRegexp:
             return self.compiled.fullmatch(hostname, timeout=self.timeout) is not None
         except TimeoutError:
             raise ConfigError(
-                f"regexp {self.text[:80]!r} took more than {self.timeout:g} s to match host "
-                f"{hostname[:80]!r}", self.file, self.line or None, None,
+                f"regexp {_shown(self.text)} took more than {self.timeout:g} s to match host "
+                f"{_shown(hostname)}", self.file, self.line or None, None,
                 "the pattern backtracks catastrophically (nested repeats such as (a+)+ or "
                 "(a|a)+): rewrite it, or raise [limits] regexp_timeout") from None
 
@@ -998,7 +998,7 @@ def _regexp(text: str, line: _Line, limits: Limits) -> AnchoredRegexp:
     refused = _not_perl(text)
     if refused is not None:
         what, offset = refused
-        raise line.error(f"regexp {text!r}: {what}", at=text, offset=offset,
+        raise line.error(f"regexp {_shown(text)}: {what}", at=text, offset=offset,
                          hint="oneSIS matches with Perl; this construct would not match here "
                               "as Perl matches it, so it is refused (docs/onesis.md, "
                               "'Regular expressions')")
@@ -1006,11 +1006,16 @@ def _regexp(text: str, line: _Line, limits: Limits) -> AnchoredRegexp:
         compiled = regex.compile(text, regex.VERSION0)
     except (regex.error, OverflowError, RecursionError, ValueError) as err:
         message = getattr(err, "msg", None) or str(err)
-        raise line.error(f"bad regexp {text[:80]!r}: {message}", at=text,
+        raise line.error(f"bad regexp {_shown(text)}: {message}", at=text,
                          offset=_error_offset(text, getattr(err, "pos", None) or 0),
                          hint="oneSIS takes a Perl regexp; see docs/onesis.md for the syntax "
                               "read here") from None
     return AnchoredRegexp(text, compiled, line.file, line.number, limits.regexp_timeout)
+
+
+def _shown(text: str, width: int = 60) -> str:
+    """A pattern or host name for a message: quoted, cut short if it is long."""
+    return repr(text) if len(text) <= width else repr(text[:width]) + f"... ({len(text):,} chars)"
 
 
 def _error_offset(text: str, offset: int) -> int:
@@ -1063,7 +1068,7 @@ def _host_pattern(text: str, line: _Line, policy: Policy) -> HostPattern:
     try:
         return parse_host_pattern(text, policy.range_numbers)
     except _BadArgument as err:
-        raise line.error(f"bad range {text!r}: {err}", at=text, offset=err.offset,
+        raise line.error(f"bad range {_shown(text)}: {err}", at=text, offset=err.offset,
                          hint="a range is [a-b,x-y,...] with a <= b, e.g. node[1-32] or "
                               "x[1-2,6,11-16]") from err
 
