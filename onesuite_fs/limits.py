@@ -16,8 +16,8 @@ Each bound and why it is where it is (docs/configuration.md, "Limits"):
 
 Not configurable because they follow from what can match at all: a host pattern with more
 bracket ranges than a host name has characters (MAX_HOST_RANGES) can never match, and a
-RAM*/LINK* path whose {a,b} alternatives expand to more than MAX_BRACE_PATHS paths is no path
-list anyone writes by hand.
+RAM*/LINK* path whose {a,b} alternatives expand to more than MAX_BRACE_PATHS paths, or that
+has more than MAX_BRACE_GROUPS of them, is no path list anyone writes by hand.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 # A DNS name has at most 253 characters and each bracket range takes at least one digit.
 MAX_HOST_RANGES = 253
 MAX_BRACE_PATHS = 4096
+MAX_BRACE_GROUPS = 64
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,15 @@ class OnesisSource:
             config = self._configs.get(host)
             if config is None:
                 continue
-            identity = self._identities[host] = config.identity(host)
+            try:
+                identity = self._identities[host] = config.identity(host)
+            except ValueError as exc:  # a host name oneSIS cannot match (checked upstream)
+                groups = tree.site.cluster.groups_of(host)
+                where = groups[0].source if groups else tree.site.cluster.source
+                file, _, line = where.rpartition(":")
+                raise ConfigError(f"node {host!r}: {exc}", file=file or where,
+                                  line=int(line) if line.isdigit() else None,
+                                  hint="rename the node: a host name is one word") from None
             if self.policy == "persistent":
                 node_class, properties = identity
                 subclasses = config.policy.class_matches_subclasses

@@ -19,7 +19,13 @@ from typing import Literal, Protocol, TypeVar, cast
 import regex
 
 from onesuite_fs.errors import ConfigError
-from onesuite_fs.limits import DEFAULT_LIMITS, MAX_BRACE_PATHS, MAX_HOST_RANGES, Limits
+from onesuite_fs.limits import (
+    DEFAULT_LIMITS,
+    MAX_BRACE_GROUPS,
+    MAX_BRACE_PATHS,
+    MAX_HOST_RANGES,
+    Limits,
+)
 
 Option = str | bool | tuple[str, ...]
 IncludeLoader = Callable[[str], tuple[str, str]]
@@ -935,7 +941,11 @@ def _check_owner(flag: str, owner: str, line: _Line) -> None:
 def _check_braces(pattern: str, line: _Line) -> None:
     """{a,b} alternatives multiply: refuse a path list longer than anyone writes by hand."""
     count = 1
-    for group in re.findall(r"\{([^{}]*)\}", pattern):
+    groups = re.findall(r"\{([^{}]*)\}", pattern)
+    if len(groups) > MAX_BRACE_GROUPS:  # expanded one group per recursion (onesis_view)
+        raise line.error(f"more than {MAX_BRACE_GROUPS} {{a,b}} groups in one path",
+                         at=pattern, hint="write several lines, or a glob such as *")
+    for group in groups:
         count *= group.count(",") + 1
         if count > MAX_BRACE_PATHS:
             raise line.error(f"{{a,b}} alternatives make more than {MAX_BRACE_PATHS:,} paths",
