@@ -1046,7 +1046,7 @@ def _error_offset(text: str, offset: int) -> int:
 _DIFFERENT_ESCAPES = frozenset("gNvmML")
 # Inline flags Perl and regex share (imsx, a/u character sets, and turning flags off).
 _SHARED_FLAGS = frozenset("imsxau-")
-_INLINE_FLAGS = re.compile(r"\(\?\^?([A-Za-z0-9-]*)[:)]")
+_INLINE_FLAGS = re.compile(r"\(\?\^?([A-Za-z-]*)[:)]")  # not (?1) or (?R): recursion
 # {e<=1}, {i}, {1<=e<=3, s<2}...: fuzzy-matching constraints, which Perl reads as literal text.
 _FUZZY = re.compile(r"\{[^{}]*[eisd][^{}]*\}")
 _QUANTIFIER = re.compile(r"\{\s*\d*\s*(?:,\s*\d*\s*)?\}")
@@ -1064,7 +1064,7 @@ def _not_perl(text: str) -> tuple[str, int] | None:
             continue
         if char == "(":
             flags = _INLINE_FLAGS.match(text, i)
-            if flags is not None and not set(flags[1]) <= _SHARED_FLAGS:
+            if flags is not None and flags[0] != "(?R)" and not set(flags[1]) <= _SHARED_FLAGS:
                 return f"inline flags (?{flags[1]}) are not Perl's", i
         if char == "{":
             fuzzy = _FUZZY.match(text, i)
