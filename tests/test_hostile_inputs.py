@@ -198,6 +198,41 @@ def test_mount_refuses_hostile_input(tmp_path: Path, case: Case) -> None:
     assert not state.exists() or not any(state.iterdir()), "a refused mount wrote state"
 
 
+RELOAD_EDITS = [
+    ("sysimage", "RAMFILE /etc/hosts -d -u nosuchuser\n",
+     "var/lib/systemimager/images/img/etc/sysimage.conf:1"),
+    ("sysimage", "RAMFILE /etc/hosts -d -u 4294967296\n",
+     "var/lib/systemimager/images/img/etc/sysimage.conf:1"),
+    ("sysimage", f"NODECLASS_REGEXP {HANG} c\n",
+     "var/lib/systemimager/images/img/etc/sysimage.conf:1"),
+    ("xml", cluster_xml(nodes="node1-node99999999"), f"etc/systemimager/cluster.xml:{NODES_LINE}"),
+]
+
+
+@needs_root_fuse()
+@pytest.mark.mount
+def test_reload_refuses_bad_edits_and_keeps_serving(tmp_path: Path, mount_site) -> None:
+    """Section 3: errors a first access used to find (and die of) are found by the reload,
+    which exits 1 with file:line while the old generation keeps serving."""
+    root = base_site(tmp_path / "site", cluster_xml(nodes=f"n1-n3,{LONG_A}"),
+                     "RAMFILE /etc/hosts -d -u chrony\n")
+    mount = mount_site(root, "--link-policy", "persistent", "--no-watch",
+                       "--persistent-dir", str(tmp_path / "state"))
+    conf = root / "var/lib/systemimager/images/img/etc/sysimage.conf"
+    xml = root / "etc/systemimager/cluster.xml"
+    good_conf, good_xml = conf.read_text(), xml.read_text()
+    for kind, text, where in RELOAD_EDITS:
+        (conf if kind == "sysimage" else xml).write_text(text)
+        done = run("reload", mount.mountpoint)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"{root}/{where}" in done.stdout + done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        assert (mount.node("n1") / "etc/image").read_text() == "img"
+        assert os.stat(mount.node(LONG_A) / "etc/hosts").st_uid == 996
+        conf.write_text(good_conf)
+        xml.write_text(good_xml)
+
+
 def test_catastrophic_pattern_is_an_error_not_a_hang_in_core() -> None:
     """The pure parser: the match is stopped after the timeout and names line and host."""
     from onesuite_fs.errors import ConfigError
