@@ -152,6 +152,7 @@ CASES = [
     Case("include-doubling-chain", lambda root: include_chain(root, 24), include_where),
     # errors that had no line number
     Case("group-without-image", group_without_image, at("etc/systemimager/cluster.xml:5")),
+    xml_case("image-nobody-has", cluster_xml().replace("<image>img<", "<image>gone<"), 5),
     Case("stub-path-missing-dir", stub_without_dir, at("etc/systemimager/rsync_stubs/40img:3")),
 ]
 
@@ -262,6 +263,18 @@ def test_twelve_wide_ranges_match_in_bounded_time() -> None:
     done = subprocess.run([sys.executable, "-c", TWELVE_RANGES], capture_output=True,
                           text=True, timeout=TIMEOUT, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_issue_pattern_is_bounded(tmp_path: Path) -> None:
+    """`NODECLASS_REGEXP (a+)+b` with a host `aaaa...!` (issue 14): Python's re never came
+    back; now it does not match, quickly, and the node simply has no class."""
+    host = "a" * 64 + "!"
+    root = base_site(tmp_path / "site", cluster_xml(nodes=f"n1,{host}"),
+                     "NODECLASS_REGEXP (a+)+b c\n")
+    done = run("nodes", "--root", root, "--json")
+    assert done.returncode == 0, done.stderr
+    classes = {n["name"]: n["onesis"]["class"] for n in json.loads(done.stdout)["nodes"]}
+    assert classes == {"n1": None, host: None}
 
 
 def test_twelve_wide_ranges_through_the_cli(tmp_path: Path) -> None:
