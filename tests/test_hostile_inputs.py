@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -316,5 +317,21 @@ def test_real_patterns_still_match(tmp_path: Path) -> None:
     assert classes == {"n1": "posix", "n2": "ranged", "n3": "ranged"}
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_an_unexpected_error_is_one_line_without_traceback(tmp_path: Path, monkeypatch,
+                                                           capsys) -> None:
+    """The last guard: an error no check names (a bug) is still one line, exit 1."""
+    from onesuite_fs import cli
+
+    def broken(args: object) -> int:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(cli.core, "cmd_nodes", broken)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        assert cli.main(["nodes", "--root", str(tmp_path)]) == 1
+    finally:  # main() installs its stop handlers; give pytest its own back
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    err = capsys.readouterr().err
+    assert "unexpected RecursionError: maximum recursion depth exceeded" in err
+    assert "Traceback" not in err
