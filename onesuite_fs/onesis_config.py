@@ -18,9 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .limits import DEFAULT_LIMITS, Limits
 from .onesis_view import NodeOnesis, Writable
 from .resolve import Child
-from .sources.onesis import SysimageConfig, parse_sysimage_conf
+from .sources.onesis import (
+    MAX_ID,
+    RamPath,
+    SysimageConfig,
+    limiters_match,
+    parse_sysimage_conf,
+)
 from .state import DIR_MODE, FILE_MODE, NodeAttrs, write_node_attrs
 
 if TYPE_CHECKING:
@@ -37,11 +44,41 @@ class OnesisSource:
     config_file: Path | None = None
     policy: str = "ram"
     ram_prefix: str = "/ram"
+    limits: Limits = DEFAULT_LIMITS
     _configs: dict[str, SysimageConfig | None] = field(default_factory=dict)
+    # host -> (class, properties), matched once at load so no request ever runs a pattern
+    _identities: dict[str, tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
 
     # ----- reading the configurations ---------------------------------------------------
     def load(self, tree: Tree) -> None:
-        """Parse every distinct sysimage.conf the nodes see (errors: ConfigError)."""
+        """Parse every distinct sysimage.conf the nodes see, match every node's class and
+        properties, and check every -u/-g owner a persistent path will need: everything
+        that can be wrong is found now, with file and line (errors: ConfigError)."""
+        self._parse_all(tree)
+        owners = _OwnerTables(tree)
+        for host, entry in tree.entries["nodes"].items():
+            config = self._configs.get(host)
+            if config is None:
+                continue
+            try:
+                identity = self._identities[host] = config.identity(host)
+            except ValueError as exc:  # a host name oneSIS cannot match (checked upstream)
+                groups = tree.site.cluster.groups_of(host)
+                where = groups[0].source if groups else tree.site.cluster.source
+                file, _, line = where.rpartition(":")
+                raise ConfigError(f"node {host!r}: {exc}", file=file or where,
+                                  line=int(line) if line.isdigit() else None,
+                                  hint="rename the node: a host name is one word") from None
+            if self.policy == "persistent":
+                node_class, properties = identity
+                subclasses = config.policy.class_matches_subclasses
+                for rule in config.ram_paths:
+                    if (rule.user is not None or rule.group is not None) and limiters_match(
+                            rule, host, node_class, properties,
+                            class_matches_subclasses=subclasses):
+                        owners.check(entry, rule)
+
+    def _parse_all(self, tree: Tree) -> None:
         if self.config_file is not None:
             shared = self._parse_file(self.config_file)
             self._configs = dict.fromkeys(tree.entries["nodes"], shared)
@@ -69,7 +106,8 @@ class OnesisSource:
         except OSError as exc:
             raise ConfigError(f"cannot read the oneSIS configuration: {exc.strerror}",
                               file=str(path)) from None
-        return parse_sysimage_conf(text, filename=str(path), load_include=load_include)
+        return parse_sysimage_conf(text, filename=str(path), load_include=load_include,
+                                   limits=self.limits)
 
     def _parse_in_tree(self, tree: Tree, entry: Entry, found: Child) -> SysimageConfig:
         def read(child: Child, path: str) -> str:
@@ -89,7 +127,7 @@ class OnesisSource:
 
         return parse_sysimage_conf(read(found, SYSIMAGE_CONF),
                                    filename=display(found, SYSIMAGE_CONF),
-                                   load_include=load_include)
+                                   load_include=load_include, limits=self.limits)
 
     def distinct_configs(self) -> list[SysimageConfig]:
         return list({id(c): c for c in self._configs.values() if c is not None}.values())
@@ -101,7 +139,8 @@ class OnesisSource:
         config = self._configs.get(entry.name)
         if config is None:
             return None
-        return NodeOnesis(config.rules_for(entry.name), self.policy, self.ram_prefix)
+        rules = config.rules_for(entry.name, identity=self._identities.get(entry.name))
+        return NodeOnesis(rules, self.policy, self.ram_prefix)
 
     def describe(self, tree: Tree, entry: Entry) -> dict[str, Any] | None:
         """A node's class, properties and the rules that apply to it (for `onesuite nodes`)."""
@@ -165,10 +204,11 @@ class OnesisSource:
     def _owner(self, tree: Tree, entry: Entry, rule: Any, base: Child | None) -> tuple[int, int]:
         uid = base.meta.uid if base is not None else 0
         gid = base.meta.gid if base is not None else 0
+        owners = _OwnerTables(tree)
         if rule.user is not None:
-            uid = _numeric_id(tree, entry, "etc/passwd", rule.user, rule)
+            uid = owners.numeric_id(entry, "etc/passwd", rule.user, rule)
         if rule.group is not None:
-            gid = _numeric_id(tree, entry, "etc/group", rule.group, rule)
+            gid = owners.numeric_id(entry, "etc/group", rule.group, rule)
         return uid, gid
 
     def _copy_file(self, tree: Tree, layer: int, path: str, dest: Path) -> None:
@@ -203,17 +243,49 @@ class OnesisSource:
                      follow_symlinks=False)
 
 
-def _numeric_id(tree: Tree, entry: Entry, table: str, name: str, rule: Any) -> int:
-    """-u/-g: a number, or a name looked up in the node's own /etc/passwd or /etc/group."""
-    if name.isdigit():
-        return int(name)
-    found = tree.merged_lookup(entry, table)
-    if found is not None:
-        fd = tree.store.open_file(found[1].layer, table)
-        with os.fdopen(fd, "r", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split(":")
-                if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
-                    return int(fields[2])
-    raise ConfigError(f"{rule.kind} {rule.pattern}: {name!r} is not in the node's /{table}",
-                      file=rule.file, line=rule.line, hint="use a numeric id or add the name")
+class _OwnerTables:
+    """-u/-g: a number, or a name looked up in the node's own /etc/passwd or /etc/group (what
+    the node itself would use: oneSIS's rc.preinit chowns on the node). Each distinct table
+    file is read once."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self._tables: dict[tuple[int, str], dict[str, str]] = {}
+
+    def check(self, entry: Entry, rule: RamPath) -> None:
+        if rule.user is not None:
+            self.numeric_id(entry, "etc/passwd", rule.user, rule)
+        if rule.group is not None:
+            self.numeric_id(entry, "etc/group", rule.group, rule)
+
+    def numeric_id(self, entry: Entry, table: str, name: str, rule: RamPath) -> int:
+        if name.isascii() and name.isdigit():
+            return int(name)  # range checked when the line was parsed
+        value = self._table(entry, table).get(name)
+        if value is None:
+            raise ConfigError(f"{rule.kind} {rule.pattern}: {name!r} is not in /{table} of "
+                              f"node {entry.name}", file=rule.file, line=rule.line,
+                              hint="use a numeric id, or add the name to the image's "
+                                   f"/{table}")
+        if not (value.isascii() and value.isdigit()) or int(value[:11]) > MAX_ID:
+            raise ConfigError(f"{rule.kind} {rule.pattern}: {name!r} has id {value[:20]!r} in "
+                              f"/{table} of node {entry.name}, not 0 to {MAX_ID}",
+                              file=rule.file, line=rule.line,
+                              hint=f"fix the entry in the image's /{table}, or use a number")
+        return int(value)
+
+    def _table(self, entry: Entry, table: str) -> dict[str, str]:
+        found = self.tree.merged_lookup(entry, table)
+        if found is None or not stat.S_ISREG(found[1].meta.mode):
+            return {}
+        key = (found[1].layer, table)
+        if key not in self._tables:
+            fd = self.tree.store.open_file(found[1].layer, table)
+            ids: dict[str, str] = {}
+            with os.fdopen(fd, "r", errors="surrogateescape") as f:
+                for line in f:
+                    fields = line.split(":")
+                    if len(fields) > 2 and fields[2].strip().isdigit():
+                        ids.setdefault(fields[0], fields[2].strip())
+            self._tables[key] = ids
+        return self._tables[key]

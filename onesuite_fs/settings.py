@@ -38,6 +38,11 @@ The file can name every path and policy explicitly (example in docs/configuratio
 
     [nfs.addresses]                   # node -> address, over cluster.xml and hosts files
     node001 = "10.1.1.1"
+
+    [limits]                          # refuse inputs past these (docs/configuration.md)
+    max_nodes = 1000000               # host names after expanding ranges
+    max_config_lines = 100000         # sysimage.conf lines, INCLUDEs counted as read
+    regexp_timeout = 0.25             # seconds for one host pattern match
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .limits import DEFAULT_LIMITS, Limits
 
 OVERRIDE_ORDERS = ("autoinstall", "updateclient", "pushoverrides")
 
@@ -62,6 +68,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                "state_dir": str},
     "nfs": {"bind": str, "port": int, "protocols": str, "state_dir": str, "addresses": dict,
             "privileged_ports": bool},
+    "limits": {"max_nodes": int, "max_config_lines": int, "regexp_timeout": (int, float)},
 }
 
 
@@ -91,6 +98,7 @@ class Settings:
     nfs_state_dir: Path | None = None
     nfs_addresses: dict[str, object] = field(default_factory=dict)
     nfs_privileged_ports: bool = True  # exports refuse source ports >= 1024
+    limits: Limits = DEFAULT_LIMITS
     config_file: str | None = None  # the onesuite.toml these came from, for messages
     # --- layers outside their directories (issue 14, part "layers") -----------------------
     # Directories where an image or override may really be although it is not inside the
@@ -162,7 +170,9 @@ def load_settings(path: Path) -> Settings:
                                                    and isinstance(value, bool)):
                 raise ConfigError(f"[{section}] {key} has the wrong type "
                                   f"({type(value).__name__})", file=filename)
-            if section in ("nfs", "onesis"):
+            if section == "limits":
+                values.setdefault("limits", {})[key] = value
+            elif section in ("nfs", "onesis"):
                 is_path = key in ("state_dir", "config")
                 values[f"{section}_{key}"] = _under(base, value) if is_path else value
             else:
@@ -172,6 +182,12 @@ def load_settings(path: Path) -> Settings:
         check_override_order(values["override_order"], filename)
     if "onesis_link_policy" in values:
         check_link_policy(values["onesis_link_policy"], filename)
+    if "limits" in values:
+        try:
+            values["limits"] = Limits(**values["limits"])
+        except ValueError:
+            raise ConfigError("every value in [limits] must be greater than 0", file=filename,
+                              hint="raise a limit rather than remove it") from None
     return Settings(**values, config_file=filename)
 
 

@@ -99,3 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             logging.exception("onesuite %s failed", args.command)
         print(f"onesuite: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as exc:
+        # An input no check refused, or a bug: still one line and no traceback (-v shows
+        # where); every known bad input has its own message with file and line.
+        if args.verbose:
+            logging.exception("onesuite %s failed", args.command)
+        detail = str(exc)[:500] or "(no detail)"
+        print(f"onesuite: error: unexpected {type(exc).__name__}: {detail}\n"
+              "  hint: run with -v for where it happened, and report it as a bug",
+              file=sys.stderr)
+        return EXIT_FAILURE

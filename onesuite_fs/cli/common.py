@@ -94,7 +94,7 @@ def build_tree(settings: Settings, site: Site, *, serving: bool = False,
     onesis = None
     if settings.onesis_enabled:
         onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
-                              settings.onesis_ram_prefix)
+                              settings.onesis_ram_prefix, settings.limits)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
     if serving and not reloading and onesis is not None and onesis.policy == "persistent":
         prepare_store(state_dir)  # closed to local users, crash leftovers removed

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..limits import DEFAULT_LIMITS, Limits
 from ..model import Cluster, Group
 from ..names import check_name
 
@@ -31,14 +32,16 @@ def render_cluster_txt(cluster: Cluster) -> str:
     return "".join(lines)
 
 
-def parse_cluster_txt(path: Path) -> Cluster:
-    """Rebuild the topology from cluster.txt: groups in file order (= sort_group order)."""
+def parse_cluster_txt(path: Path, limits: Limits = DEFAULT_LIMITS) -> Cluster:
+    """Rebuild the topology from cluster.txt: groups in file order (= sort_group order).
+    More distinct host names than `limits.max_nodes` are refused."""
     filename = str(path)
     global_overrides: tuple[str, ...] = ()
     images: dict[str, str | None] = {}
     overrides: dict[str, list[str]] = {}
     nodes: dict[str, list[str]] = {}
     first_line: dict[str, int] = {}
+    hosts: set[str] = set()
     for number, raw in enumerate(path.read_text(errors="surrogateescape").splitlines(), 1):
         line = raw.strip()
         if line.startswith(_GLOBAL_PREFIX):
@@ -60,6 +63,15 @@ def parse_cluster_txt(path: Path) -> Cluster:
                               hint="lines are hostname:group:image:override")
         host, group, image, override = fields
         check_name("node", host, file=filename, line=number)
+        if any(c.isspace() for c in host):  # oneSIS and every resolver refuse such a host
+            raise ConfigError(f"host name {host!r} contains white space", file=filename,
+                              line=number, hint="a host name is one word, e.g. node002")
+        if host not in hosts:
+            hosts.add(host)
+            if len(hosts) > limits.max_nodes:
+                raise ConfigError(f"more than {limits.max_nodes:,} host names", file=filename,
+                                  line=number, hint="raise [limits] max_nodes in onesuite.toml "
+                                                    "if the site really has that many nodes")
         check_name("group", group, file=filename, line=number)
         if image:
             check_name("image", image, file=filename, line=number)

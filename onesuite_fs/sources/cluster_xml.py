@@ -15,11 +15,14 @@ from pathlib import Path
 from xml.parsers import expat
 
 from ..errors import ConfigError
+from ..limits import DEFAULT_LIMITS, LimitExceeded, Limits
 from ..model import Cluster, Group
 from ..names import check_name
 from .hostrange import expand_range_list
 
 _PRIORITY = re.compile(r"^\s*[0-9]+\s*$")
+# Perl compares priorities as numbers (doubles): past 20 digits (2^64) none is a real rank.
+_MAX_PRIORITY_DIGITS = 20
 _TOP_ELEMENTS = {"master", "name", "override", "group"}
 _GROUP_ELEMENTS = {"name", "priority", "image", "override", "node", "dynamic_node",
                    "ip-range", "domain"}
@@ -78,6 +81,12 @@ def parse_xml(data: bytes, filename: str) -> Element:
         raise ConfigError(f"malformed XML: {expat.errors.messages[exc.code]}", file=filename,
                           line=exc.lineno, column=exc.offset + 1,
                           hint="fix the XML syntax at that position") from None
+    except (LookupError, UnicodeError) as exc:  # encoding="..." Python has no codec for
+        line, column = here()
+        raise ConfigError(f"cannot read the XML encoding: {exc}", file=filename,
+                          line=line, column=column,
+                          hint='write encoding="UTF-8" (or drop the encoding declaration)'
+                          ) from None
     return root[0]
 
 
@@ -101,9 +110,11 @@ def _single_text(parent: Element, tag: str, filename: str, *, required: bool,
 
 
 def parse_cluster_xml(path: Path, *, dynamic_nodes: Callable[[str], str] | None = None,
-                      warn: Callable[[str], None] = lambda _m: None) -> Cluster:
+                      warn: Callable[[str], None] = lambda _m: None,
+                      limits: Limits = DEFAULT_LIMITS) -> Cluster:
     """Read cluster.xml. `dynamic_nodes(command)` returns a <dynamic_node> command's output;
-    when it is None, such commands are not run (and a warning says so)."""
+    when it is None, such commands are not run (and a warning says so). More host names than
+    `limits.max_nodes` (ranges expanded) are refused."""
     filename = str(path)
     root = parse_xml(path.read_bytes(), filename)
     for child in root.children:
@@ -119,7 +130,9 @@ def parse_cluster_xml(path: Path, *, dynamic_nodes: Callable[[str], str] | None 
                           line=root.line, column=root.column,
                           hint="SystemImager requires one (it may name an override "
                                "directory that does not exist)")
-    groups = [_parse_group(e, filename, dynamic_nodes, warn) for e in root.all("group")]
+    budget = _HostBudget(limits.max_nodes)
+    groups = [_parse_group(e, filename, dynamic_nodes, warn, budget)
+              for e in root.all("group")]
     seen: dict[str, Group] = {}
     for group in groups:
         if group.name in seen:
@@ -133,9 +146,26 @@ def parse_cluster_xml(path: Path, *, dynamic_nodes: Callable[[str], str] | None 
                    master=master)
 
 
+class _HostBudget:
+    """Host names still allowed in the whole file (each <node> text counted as expanded)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = self.left = limit
+
+    def expand(self, text: str, filename: str, line: int) -> list[str]:
+        try:
+            hosts = expand_range_list(text, self.left)
+        except LimitExceeded as exc:
+            total = f" (max_nodes {self.limit:,} for the whole file)" if exc.counted else ""
+            raise ConfigError(f"{exc}{total}", file=filename, line=line,
+                              hint=exc.hint) from None
+        self.left -= len(hosts)
+        return hosts
+
+
 def _parse_group(element: Element, filename: str,
                  dynamic_nodes: Callable[[str], str] | None,
-                 warn: Callable[[str], None]) -> Group:
+                 warn: Callable[[str], None], budget: _HostBudget) -> Group:
     where = f"<group> at line {element.line}"
     name, name_el = _single_text(element, "name", filename, required=True, what=where)
     assert name is not None and name_el is not None
@@ -154,9 +184,14 @@ def _parse_group(element: Element, filename: str,
     if priority_text is not None:
         assert priority_el is not None
         if not _PRIORITY.match(priority_text):
-            raise ConfigError(f"{what}: <priority> {priority_text!r} is not a number",
+            raise ConfigError(f"{what}: <priority> {priority_text[:40]!r} is not a number",
                               file=filename, line=priority_el.line, column=priority_el.column,
                               hint="use a non-negative integer; lower means more important")
+        if len(priority_text.strip().lstrip("0")) > _MAX_PRIORITY_DIGITS:
+            raise ConfigError(f"{what}: <priority> has {len(priority_text.strip()):,} digits",
+                              file=filename, line=priority_el.line, column=priority_el.column,
+                              hint=f"use a number of at most {_MAX_PRIORITY_DIGITS} digits; "
+                                   "lower means more important")
         priority = int(priority_text)
     image, image_el = _single_text(element, "image", filename, required=False, what=what)
     if image is not None:
@@ -166,7 +201,7 @@ def _parse_group(element: Element, filename: str,
                       for e in element.all("override") if e.text.strip())
     hosts: set[str] = set()
     for node_el in element.all("node"):
-        for host in expand_range_list(node_el.text):
+        for host in budget.expand(node_el.text, filename, node_el.line):
             hosts.add(check_name("node", host, file=filename, line=node_el.line))
     for dyn in element.all("dynamic_node"):
         command = dyn.text.strip()
@@ -175,7 +210,7 @@ def _parse_group(element: Element, filename: str,
                  "(pass --allow-dynamic-nodes to run it); its nodes are not included")
             continue
         for line in dynamic_nodes(command).splitlines():
-            for host in expand_range_list(line):
+            for host in budget.expand(line, filename, dyn.line):
                 hosts.add(check_name("node", host, file=filename, line=dyn.line))
     ip_range, _ = _single_text(element, "ip-range", filename, required=False, what=what)
     domain, _ = _single_text(element, "domain", filename, required=False, what=what)

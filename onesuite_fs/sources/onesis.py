@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Protocol, TypeVar, cast
 
+import regex
+
 from onesuite_fs.errors import ConfigError
+from onesuite_fs.limits import (
+    DEFAULT_LIMITS,
+    MAX_BRACE_GROUPS,
+    MAX_BRACE_PATHS,
+    MAX_HOST_RANGES,
+    Limits,
+)
 
 Option = str | bool | tuple[str, ...]
 IncludeLoader = Callable[[str], tuple[str, str]]
@@ -103,7 +112,10 @@ class HostPattern:
     """`prefix[RANGE]...suffix` (B.1.2, node36): literal text and bracket ranges in turn.
 
     A range takes a run of one or more digits; every way to split a digit run is tried, so
-    `rack[1-4]node[1-32]` and `x[1-9][10-20]` match exactly the names they describe.
+    `rack[1-4]node[1-32]` and `x[1-9][10-20]` match exactly the names they describe. The
+    split points are followed as a set of positions, part by part (not by backtracking), so
+    a match takes at most parts x length^2 steps whatever the pattern: `n[0-99999999]` x12
+    against a long digit run is as quick as any other.
     """
 
     text: str
@@ -111,26 +123,34 @@ class HostPattern:
     numbers: Literal["exact", "value"] = "exact"
 
     def matches(self, hostname: str) -> bool:
-        return self._matches_from(hostname, 0, 0)
+        positions = {0}
+        for part in self.parts:
+            if isinstance(part, str):
+                positions = {p + len(part) for p in positions if hostname.startswith(part, p)}
+            else:
+                positions = {stop for p in positions for stop in self._stops(hostname, p, part)}
+            if not positions:
+                return False
+        return len(hostname) in positions
 
-    def _matches_from(self, hostname: str, pos: int, index: int) -> bool:
-        if index == len(self.parts):
-            return pos == len(hostname)
-        part = self.parts[index]
-        if isinstance(part, str):
-            return hostname.startswith(part, pos) and self._matches_from(
-                hostname, pos + len(part), index + 1)
+    def _stops(self, hostname: str, pos: int,
+               items: tuple[NumberRange, ...]) -> Iterator[int]:
+        """Where a number starting at `pos` that one of `items` admits can end."""
         end = pos
         while end < len(hostname) and hostname[end] in "0123456789":
             end += 1
-        return any(
-            any(item.admits(hostname[pos:stop], self.numbers) for item in part)
-            and self._matches_from(hostname, stop, index + 1)
-            for stop in range(pos + 1, end + 1)
-        )
+        for stop in range(pos + 1, end + 1):
+            digits = hostname[pos:stop]
+            if self.numbers == "value":  # leading zeros do not count: compare the value
+                digits = digits.lstrip("0") or "0"
+            if len(digits) > _MAX_RANGE_DIGITS:
+                break  # longer than any number a range can write, and so is every later stop
+            if any(item.admits(digits, self.numbers) for item in items):
+                yield stop
 
 
 _RANGE_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+_MAX_RANGE_DIGITS = 64  # numbers in a host range (and int() never sees 4,300 digits)
 
 
 def parse_host_pattern(text: str, numbers: Literal["exact", "value"] = "exact") -> HostPattern:
@@ -151,6 +171,9 @@ def parse_host_pattern(text: str, numbers: Literal["exact", "value"] = "exact") 
         if opening > pos:
             parts.append(text[pos:opening])
         parts.append(_parse_range_list(text[opening + 1:closing], opening + 1))
+        if len(parts) > 2 * MAX_HOST_RANGES + 1:
+            raise _BadArgument(f"more than {MAX_HOST_RANGES} ranges: no host name is long "
+                               "enough to match", opening)
         pos = closing + 1
     return HostPattern(text, tuple(parts), numbers)
 
@@ -160,7 +183,9 @@ def _parse_range_list(body: str, offset: int) -> tuple[NumberRange, ...]:
     for item in body.split(","):
         match = _RANGE_ITEM.fullmatch(item)
         if match is None:
-            raise _BadArgument(f"range item {item!r} is not a number or a-b", offset)
+            raise _BadArgument(f"range item {item[:40]!r} is not a number or a-b", offset)
+        if max(len(match[1]), len(match[2] or "")) > _MAX_RANGE_DIGITS:
+            raise _BadArgument(f"a range number has more than {_MAX_RANGE_DIGITS} digits", offset)
         low, high = int(match[1]), int(match[2] or match[1])
         if low > high:
             raise _BadArgument(f"range {item!r} runs backwards", offset)
@@ -172,13 +197,28 @@ def _parse_range_list(body: str, offset: int) -> tuple[NumberRange, ...]:
 
 @dataclass(frozen=True)
 class AnchoredRegexp:
-    """A Perl regexp that must match the whole hostname: oneSIS adds `^…$` (node36)."""
+    """A Perl regexp that must match the whole hostname: oneSIS adds `^…$` (node36).
+
+    Matched with the `regex` engine, which takes a timeout and lets other threads run while
+    it matches: a pattern that backtracks catastrophically (`(a|a)+b`) is a ConfigError naming
+    the pattern's line and the host, never a hang (docs/onesis.md, "Regular expressions").
+    """
 
     text: str
-    compiled: re.Pattern[str] = field(repr=False, compare=False)
+    compiled: regex.Pattern[str] = field(repr=False, compare=False)
+    file: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False)
+    timeout: float = field(default=DEFAULT_LIMITS.regexp_timeout, compare=False)
 
     def matches(self, hostname: str) -> bool:
-        return self.compiled.fullmatch(hostname) is not None
+        try:
+            return self.compiled.fullmatch(hostname, timeout=self.timeout) is not None
+        except TimeoutError:
+            raise ConfigError(
+                f"regexp {_shown(self.text)} took more than {self.timeout:g} s to match host "
+                f"{_shown(hostname)}", self.file, self.line or None, None,
+                "the pattern backtracks catastrophically (nested repeats such as (a+)+ or "
+                "(a|a)+): rewrite it, or raise [limits] regexp_timeout") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,16 +424,28 @@ class SysimageConfig:
         """Lines that are kept but change nothing in a served root (see NO_EFFECT_...)."""
         return tuple(d for d in self.directives if d.name in NO_EFFECT_ON_SERVED_ROOT)
 
-    def rules_for(self, hostname: str, classname_override: str | None = None) -> NodeRules:
-        """The node's class, properties, and the lines that apply to it.
+    def identity(self, hostname: str,
+                 classname_override: str | None = None) -> tuple[str | None, tuple[str, ...]]:
+        """The node's class and properties: where its host patterns are matched (regexps may
+        raise ConfigError on a timeout, naming the pattern's line and the host)."""
+        _check_hostname(hostname)
+        node_cls = node_class(self, hostname, classname_override)
+        return node_cls, node_properties(self, hostname, node_cls)
+
+    def rules_for(self, hostname: str, classname_override: str | None = None, *,
+                  identity: tuple[str | None, tuple[str, ...]] | None = None) -> NodeRules:
+        """The node's class, properties, and the lines that apply to it; `identity` is the
+        node's (class, properties) when already known, so no pattern is matched again.
 
         LINKBACK and RAM*/LINK*: per path (pattern), the last applying line decides (B.2.3,
         node32). SERVICE: a named service is enabled iff any SERVICE line for it applies; a
         line can only enable, so "later overrides earlier" has nothing to override.
         """
-        _check_hostname(hostname)
-        node_cls = node_class(self, hostname, classname_override)
-        props = node_properties(self, hostname, node_cls)
+        if identity is None:
+            identity = self.identity(hostname, classname_override)
+        else:
+            _check_hostname(hostname)
+        node_cls, props = identity
 
         def applies(item: Limited) -> bool:
             return limiters_match(item, hostname, node_cls, props,
@@ -576,14 +628,18 @@ _LIST_ITEM = {"-c": ("class name", _NAME), "-p": ("property name", _NAME),
 
 
 def parse_sysimage_conf(text: str, *, filename: str, load_include: IncludeLoader | None = None,
-                        policy: Policy = DEFAULT_POLICY) -> SysimageConfig:
+                        policy: Policy = DEFAULT_POLICY,
+                        limits: Limits = DEFAULT_LIMITS) -> SysimageConfig:
     """Parse a sysimage.conf; raise ConfigError (file, line, hint) at the first problem.
 
     `load_include(path)` returns (display name, text) for an INCLUDE argument, as written; the
     included lines take the INCLUDE's place (node72). Display names identify files: a name
-    already being read is an INCLUDE cycle.
+    already being read is an INCLUDE cycle. More than `limits.max_config_lines` lines read in
+    all (an included file counted each time it is included) are refused.
     """
-    parsed = list(_read(text, filename, load_include, policy, (filename,)))
+    reading = _Reading(load_include, policy, limits, limits.max_config_lines)
+    reading.take(text, None, filename)
+    parsed = list(_read(text, filename, reading, (filename,)))
 
     def views(kind: type[_V]) -> tuple[_V, ...]:
         return tuple(view for _, view in parsed if isinstance(view, kind))
@@ -602,21 +658,47 @@ def parse_sysimage_conf(text: str, *, filename: str, load_include: IncludeLoader
     return config
 
 
-def _read(text: str, filename: str, load_include: IncludeLoader | None, policy: Policy,
+@dataclass
+class _Reading:
+    """What one parse shares across its INCLUDEs: how to read them, and the lines left."""
+
+    load_include: IncludeLoader | None
+    policy: Policy
+    limits: Limits
+    lines_left: int
+
+    def take(self, text: str, including: _Line | None, filename: str) -> None:
+        """Count a file's lines against the budget; refuse at the line that went past it."""
+        count = text.count("\n") + 1
+        self.lines_left -= count
+        if self.lines_left >= 0:
+            return
+        limit = self.limits.max_config_lines
+        hint = ("look for a file included many times (an INCLUDE chain that doubles), or "
+                "raise [limits] max_config_lines in onesuite.toml")
+        if including is None:
+            raise ConfigError(f"more than {limit:,} lines", filename, limit + 1, None, hint)
+        raise including.error(f"INCLUDE {including.tokens[-1].text}: more than {limit:,} "
+                              "lines read in all, counting each INCLUDE", hint)
+
+
+def _read(text: str, filename: str, reading: _Reading,
           chain: tuple[str, ...]) -> Iterator[tuple[Directive, View | None]]:
+    policy, limits = reading.policy, reading.limits
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _Line(filename, number, _tokenize(raw, policy))
         if not line.tokens:
             continue
         directive = _parse_directive(line)
         build = _BUILDERS.get(directive.name)
-        yield directive, build(directive, line, policy) if build else None
+        yield directive, build(directive, line, policy, limits) if build else None
         if directive.name == "INCLUDE":
-            yield from _include(directive.args[0], line, load_include, policy, chain)
+            yield from _include(directive.args[0], line, reading, chain)
 
 
-def _include(path: str, line: _Line, load_include: IncludeLoader | None, policy: Policy,
+def _include(path: str, line: _Line, reading: _Reading,
              chain: tuple[str, ...]) -> Iterator[tuple[Directive, View | None]]:
+    load_include = reading.load_include
     if load_include is None:
         raise line.error(f"INCLUDE {path}: includes cannot be read here", at=path,
                          hint="parse the file from an image so INCLUDE paths can be resolved")
@@ -625,8 +707,9 @@ def _include(path: str, line: _Line, load_include: IncludeLoader | None, policy:
     except ConfigError as err:
         raise line.error(f"cannot include {path}: {err.message}", at=path,
                          hint=err.hint or "fix or remove this INCLUDE line") from err
-    except OSError as err:
-        raise line.error(f"cannot include {path}: {err.strerror or err}", at=path,
+    except (OSError, UnicodeError) as err:
+        raise line.error(f"cannot include {path}: {getattr(err, 'strerror', None) or err}",
+                         at=path,
                          hint="relative INCLUDE paths are taken from the image root") from err
     if name in chain:
         raise line.error("INCLUDE cycle: " + " -> ".join((*chain, name)), at=path,
@@ -634,7 +717,8 @@ def _include(path: str, line: _Line, load_include: IncludeLoader | None, policy:
     if len(chain) > _MAX_INCLUDE_DEPTH:  # a cycle through names the loader spells differently
         raise line.error(f"INCLUDEs nested more than {_MAX_INCLUDE_DEPTH} deep", at=path,
                          hint="look for a file that includes itself under another name")
-    yield from _read(text, name, load_include, policy, (*chain, name))
+    reading.take(text, line, name)
+    yield from _read(text, name, reading, (*chain, name))
 
 
 def _tokenize(raw: str, policy: Policy) -> tuple[_Token, ...]:
@@ -749,13 +833,13 @@ def _wrong_arity(name: str, syntax: _Syntax, args: list[_Token], line: _Line) ->
 # --------------------------------------------------------------------------------------------
 # Per-directive checks (in _BUILDERS), each returning the directive's typed view or None
 
-def _class_rule(d: Directive, line: _Line, policy: Policy) -> ClassRule:
+def _class_rule(d: Directive, line: _Line, policy: Policy, limits: Limits) -> ClassRule:
     pattern, class_name = d.args
     _check_name(class_name, "class name", line)
     kind = d.name.removeprefix("NODECLASS_")
     matcher: AnchoredRegexp | HostPattern | None = None
     if kind == "REGEXP":
-        matcher = _regexp(pattern, line)
+        matcher = _regexp(pattern, line, limits)
     elif kind == "RANGE":
         matcher = _host_pattern(pattern, line, policy)
     elif not _HOSTNAME.fullmatch(pattern):
@@ -764,25 +848,25 @@ def _class_rule(d: Directive, line: _Line, policy: Policy) -> ClassRule:
     return ClassRule(cast(ClassKind, kind), pattern, class_name, matcher, d.file, d.line)
 
 
-def _property_rule(d: Directive, line: _Line, policy: Policy) -> PropertyRule:
+def _property_rule(d: Directive, line: _Line, policy: Policy, limits: Limits) -> PropertyRule:
     name = d.args[0]
     _check_name(name, "property name", line)
     range_text, regexp_text = d.options.get("-r"), d.options.get("-re")
     return PropertyRule(
         name, d.classes, d.nodes,
         _host_pattern(range_text, line, policy) if isinstance(range_text, str) else None,
-        _regexp(regexp_text, line) if isinstance(regexp_text, str) else None,
+        _regexp(regexp_text, line, limits) if isinstance(regexp_text, str) else None,
         d.file, d.line)
 
 
-def _service(d: Directive, line: _Line, policy: Policy) -> Service:
+def _service(d: Directive, line: _Line, policy: Policy, limits: Limits) -> Service:
     if not _HOSTNAME.fullmatch(d.args[0]):  # an init script's file name
         raise line.error(f"{d.args[0]!r} is not a service name", at=d.args[0],
                          hint="name the init script, without a directory")
     return Service(d.args[0], d.limiters, d.file, d.line)
 
 
-def _linkback(d: Directive, line: _Line, policy: Policy) -> LinkBack:
+def _linkback(d: Directive, line: _Line, policy: Policy, limits: Limits) -> LinkBack:
     path = _absolute_path(d.args[0], line)
     if path in _NOT_LINKBACKS:
         raise line.error(f"{path} cannot be a linkback", at=d.args[0],
@@ -815,7 +899,7 @@ def _check_explicit_target(target: str, line: _Line) -> None:
                          hint="keywords are upper-case; an explicit target starts with '/'")
 
 
-def _ram_path(d: Directive, line: _Line, policy: Policy) -> RamPath:
+def _ram_path(d: Directive, line: _Line, policy: Policy, limits: Limits) -> RamPath:
     pattern = _absolute_path(d.args[0], line)
     mode = d.options.get("-m")
     if isinstance(mode, str) and not re.fullmatch(r"[0-7]{3,4}", mode):
@@ -824,6 +908,10 @@ def _ram_path(d: Directive, line: _Line, policy: Policy) -> RamPath:
         raise line.error("-cl (cleanable) together with the old -p (protect)", at="-cl",
                          hint="keep -cl for cleanable, or neither for protected")
     user, group = d.options.get("-u"), d.options.get("-g")
+    for flag, owner in (("-u", user), ("-g", group)):
+        if isinstance(owner, str):
+            _check_owner(flag, owner, line)
+    _check_braces(d.args[0], line)
     return RamPath(
         cast(RamKind, d.name), pattern, bool(d.options.get("-d")), bool(d.options.get("-cl")),
         int(mode, 8) if isinstance(mode, str) else None,
@@ -831,21 +919,54 @@ def _ram_path(d: Directive, line: _Line, policy: Policy) -> RamPath:
         d.limiters, d.file, d.line, d.legacy)
 
 
-def _check_ramsize(d: Directive, line: _Line, policy: Policy) -> None:
+# 2^32 - 1 is "no change" to chown(2): the largest id a file can have is one less.
+MAX_ID = 2**32 - 2
+_OWNER_NAME = re.compile(r"[^:\s/\x00-\x1f\x7f]+")  # anything /etc/passwd can hold
+
+
+def _check_owner(flag: str, owner: str, line: _Line) -> None:
+    """-u/-g: a number a file can be owned by, or a user/group name (looked up in each node's
+    own /etc/passwd or /etc/group when the mount starts: onesis_config)."""
+    what = "user" if flag == "-u" else "group"
+    if owner.isascii() and owner.isdigit():
+        if len(owner) > 10 or int(owner) > MAX_ID:
+            raise line.error(f"{flag} {owner[:20]}: not a {what} id (0 to {MAX_ID})", at=owner,
+                             hint=f"use a {what} id below 2^32 - 1, or a {what} name")
+    elif not _OWNER_NAME.fullmatch(owner) or len(owner) > 256:
+        raise line.error(f"{flag} {owner[:40]!r}: not a {what} name or id", at=owner,
+                         hint=f"use a {what} name from the image's /etc/"
+                              f"{'passwd' if flag == '-u' else 'group'} or a number")
+
+
+def _check_braces(pattern: str, line: _Line) -> None:
+    """{a,b} alternatives multiply: refuse a path list longer than anyone writes by hand."""
+    count = 1
+    groups = re.findall(r"\{([^{}]*)\}", pattern)
+    if len(groups) > MAX_BRACE_GROUPS:  # expanded one group per recursion (onesis_view)
+        raise line.error(f"more than {MAX_BRACE_GROUPS} {{a,b}} groups in one path",
+                         at=pattern, hint="write several lines, or a glob such as *")
+    for group in groups:
+        count *= group.count(",") + 1
+        if count > MAX_BRACE_PATHS:
+            raise line.error(f"{{a,b}} alternatives make more than {MAX_BRACE_PATHS:,} paths",
+                             at=pattern, hint="write several lines, or a glob such as *")
+
+
+def _check_ramsize(d: Directive, line: _Line, policy: Policy, limits: Limits) -> None:
     if not re.fullmatch(r"[0-9]+[kmgKMG]?", d.args[0]):
         raise line.error(f"RAMSIZE {d.args[0]}: not a size", at=d.args[0],
                          hint="write a number with an optional k, m or g suffix, e.g. 10m")
 
 
-def _check_choice(*choices: str) -> Callable[[Directive, _Line, Policy], None]:
-    def check(d: Directive, line: _Line, policy: Policy) -> None:
+def _check_choice(*choices: str) -> Callable[[Directive, _Line, Policy, Limits], None]:
+    def check(d: Directive, line: _Line, policy: Policy, limits: Limits) -> None:
         if d.args[0] not in choices:
             raise line.error(f"{d.name} {d.args[0]}: not one of {', '.join(choices)}",
                              at=d.args[0], hint=f"usage: {_SYNTAX[d.name].usage}")
     return check
 
 
-_BUILDERS: dict[str, Callable[[Directive, _Line, Policy], View | None]] = {
+_BUILDERS: dict[str, Callable[[Directive, _Line, Policy, Limits], View | None]] = {
     "NODECLASS_MAP": _class_rule,
     "NODECLASS_REGEXP": _class_rule,
     "NODECLASS_RANGE": _class_rule,
@@ -883,20 +1004,81 @@ def _normalize(path: str) -> str:
     return posixpath.normpath("/" + path.lstrip("/"))
 
 
-def _regexp(text: str, line: _Line) -> AnchoredRegexp:
+def _regexp(text: str, line: _Line, limits: Limits) -> AnchoredRegexp:
+    refused = _not_perl(text)
+    if refused is not None:
+        what, offset = refused
+        raise line.error(f"regexp {_shown(text)}: {what}", at=text, offset=offset,
+                         hint="oneSIS matches with Perl; this construct would not match here "
+                              "as Perl matches it, so it is refused (docs/onesis.md, "
+                              "'Regular expressions')")
     try:
-        return AnchoredRegexp(text, re.compile(text))
+        compiled = regex.compile(text, regex.VERSION0)
+    except (regex.error, OverflowError, RecursionError, ValueError) as err:
+        message = getattr(err, "msg", None) or str(err)
+        raise line.error(f"bad regexp {_shown(text)}: {message}", at=text,
+                         offset=_error_offset(text, getattr(err, "pos", None) or 0),
+                         hint="oneSIS takes a Perl regexp; see docs/onesis.md for the syntax "
+                              "read here") from None
+    return AnchoredRegexp(text, compiled, line.file, line.number, limits.regexp_timeout)
+
+
+def _shown(text: str, width: int = 60) -> str:
+    """A pattern or host name for a message: quoted, cut short if it is long."""
+    return repr(text) if len(text) <= width else repr(text[:width]) + f"... ({len(text):,} chars)"
+
+
+def _error_offset(text: str, offset: int) -> int:
+    """Where to point for a bad pattern: Python's re points at an unclosed '(' itself, the
+    regex engine at the end of the pattern; take re's position when re refuses it too."""
+    try:
+        re.compile(text)
     except re.error as err:
-        raise line.error(f"bad regexp {text!r}: {err.msg}", at=text, offset=err.pos or 0,
-                         hint="oneSIS takes a Perl regexp, read here with Python's re: use "
-                              "syntax both understand") from err
+        return err.pos or 0
+    except (OverflowError, RecursionError, ValueError):
+        pass
+    return offset
+
+
+# Escapes that the regex engine reads differently from Perl (Perl's meaning in brackets):
+# \g back-references (\g1, \g{-1}), \N (not a newline), \v (vertical white space), \m and
+# \M (regex: word start/end; Perl: the letters), \L (regex: a named list; Perl: lower-case).
+_DIFFERENT_ESCAPES = frozenset("gNvmML")
+# Inline flags Perl and regex share (imsx, a/u character sets, and turning flags off).
+_SHARED_FLAGS = frozenset("imsxau-")
+_INLINE_FLAGS = re.compile(r"\(\?\^?([A-Za-z-]*)[:)]")  # not (?1) or (?R): recursion
+# {e<=1}, {i}, {1<=e<=3, s<2}...: fuzzy-matching constraints, which Perl reads as literal text.
+_FUZZY = re.compile(r"\{[^{}]*[eisd][^{}]*\}")
+_QUANTIFIER = re.compile(r"\{\s*\d*\s*(?:,\s*\d*\s*)?\}")
+
+
+def _not_perl(text: str) -> tuple[str, int] | None:
+    """A construct the regex engine accepts but reads differently from Perl, and where."""
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            if text[i + 1:i + 2] in _DIFFERENT_ESCAPES and i + 1 < len(text):
+                return f"\\{text[i + 1]} means something else in Perl", i
+            i += 2
+            continue
+        if char == "(":
+            flags = _INLINE_FLAGS.match(text, i)
+            if flags is not None and flags[0] != "(?R)" and not set(flags[1]) <= _SHARED_FLAGS:
+                return f"inline flags (?{flags[1]}) are not Perl's", i
+        if char == "{":
+            fuzzy = _FUZZY.match(text, i)
+            if fuzzy is not None and not _QUANTIFIER.fullmatch(fuzzy[0]):
+                return f"{fuzzy[0]} is fuzzy matching, not Perl (write \\{{ for a brace)", i
+        i += 1
+    return None
 
 
 def _host_pattern(text: str, line: _Line, policy: Policy) -> HostPattern:
     try:
         return parse_host_pattern(text, policy.range_numbers)
     except _BadArgument as err:
-        raise line.error(f"bad range {text!r}: {err}", at=text, offset=err.offset,
+        raise line.error(f"bad range {_shown(text)}: {err}", at=text, offset=err.offset,
                          hint="a range is [a-b,x-y,...] with a <= b, e.g. node[1-32] or "
                               "x[1-2,6,11-16]") from err
 

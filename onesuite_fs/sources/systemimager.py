@@ -146,9 +146,10 @@ def read_cluster(layout: SiteLayout, settings: Settings,
     """cluster.xml when present, else the scripts/cluster.txt clients read."""
     if layout.cluster_xml.is_file():
         runner = run_dynamic_node if settings.allow_dynamic_nodes else None
-        return parse_cluster_xml(layout.cluster_xml, dynamic_nodes=runner, warn=warn)
+        return parse_cluster_xml(layout.cluster_xml, dynamic_nodes=runner, warn=warn,
+                                 limits=settings.limits)
     if layout.cluster_txt.is_file():
-        return parse_cluster_txt(layout.cluster_txt)
+        return parse_cluster_txt(layout.cluster_txt, settings.limits)
     raise ConfigError(
         f"no cluster topology: neither {layout.cluster_xml} nor {layout.cluster_txt} exists",
         hint="check --root (the server's tree must hold etc/systemimager/cluster.xml) "
@@ -163,10 +164,11 @@ def assign_images(cluster: Cluster, images: dict[str, Image]) -> dict[str, Node]
         groups = cluster.groups_of(host)
         chosen = next((g for g in groups if g.image), None)
         if chosen is None:
+            file, line = _source_of(groups[0].source, cluster.source)
             raise ConfigError(
                 f"node {host!r} has no image: none of its groups "
                 f"({', '.join(g.name for g in groups)}) names an <image>",
-                file=cluster.source, hint="add an <image> to one of those groups")
+                file=file, line=line, hint="add an <image> to one of those groups")
         assert chosen.image is not None
         if chosen.image not in images:
             missing.setdefault(chosen.image, []).append(f"{host} (group {chosen.name}, "
@@ -175,18 +177,47 @@ def assign_images(cluster: Cluster, images: dict[str, Image]) -> dict[str, Node]
     if missing:
         image, askers = next(iter(missing.items()))
         more = f" and {len(askers) - 1} more node(s)" if len(askers) > 1 else ""
+        first = next(g for g in cluster.groups if g.image == image)
+        file, line = _source_of(first.source, cluster.source)
         raise ConfigError(f"image {image!r} does not exist; node {askers[0]}{more} asked "
-                          f"for it", file=cluster.source,
+                          f"for it", file=file, line=line,
                           hint="create the image (si_getimage), add its rsync stub, or fix "
                                "the group's <image>")
     for image in images.values():
         if not image.path.is_dir():
             users = [n.name for n in nodes.values() if n.image == image.name]
             if users:
+                file, line = _stub_path_line(image)
                 raise ConfigError(f"image {image.name!r} ({image.found_by}) has no directory "
                                   f"at {image.path}; node {users[0]} uses it",
+                                  file=file, line=line,
                                   hint="fix the stub's path= or restore the image")
     return nodes
+
+
+def _source_of(source: str, fallback: str) -> tuple[str, int | None]:
+    """(file, line) of a Group.source "file:line"."""
+    file, _, line = source.rpartition(":")
+    return (file, int(line)) if file and line.isdigit() else (fallback, None)
+
+
+def _stub_path_line(image: Image) -> tuple[str | None, int | None]:
+    """Where the rsync stub that named an image says its path= (for the message only)."""
+    if not image.found_by.startswith("rsync stub "):
+        return None, None
+    stub = image.found_by.removeprefix("rsync stub ")
+    section = None
+    try:
+        lines = Path(stub).read_text(errors="surrogateescape").splitlines()
+    except OSError:
+        return stub, None
+    for number, raw in enumerate(lines, 1):
+        header = _SECTION.match(raw)
+        if header:
+            section = header.group(1).strip()
+        elif section == image.name and _PATH_KEY.match(raw):
+            return stub, number
+    return stub, None
 
 
 def layer_places(settings: Settings, layout: SiteLayout) -> LayerPlaces:
