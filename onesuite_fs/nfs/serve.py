@@ -131,6 +131,8 @@ def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOpti
         ganesha_pid = ganesha.start()
         status = {"state": "serving", "mountpoint": str(mountpoint), "exports": len(plan.exports),
                   "unexported": [node for node, _ in plan.unexported],
+                  "writable": [e.node for e in plan.exports if e.writable],
+                  "privileged_ports": plan.privileged_ports,
                   "fuse_pid": fuse_pid, "ganesha_pid": ganesha_pid,
                   "port": options.port, "bind": options.bind, "protocols": options.protocols,
                   "ganesha_log": str(ganesha.log), "config": str(ganesha.conf), **device}
