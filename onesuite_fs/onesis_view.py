@@ -171,10 +171,9 @@ class NodeOnesis:
         an explicit LINKBACK target in the node's merged tree."""
         items: dict[str, Item] = dict(children)
         parts = tuple(view_dir.split("/")) if view_dir else ()
-        for rule in self._hidden:
-            if rule.parent_matches(parts):
-                for name in [n for n in items if fnmatch.fnmatchcase(n, rule.name)]:
-                    del items[name]
+        for rule in self._hiding(parts):
+            for name in [n for n in items if fnmatch.fnmatchcase(n, rule.name)]:
+                del items[name]
         for rule in self._ram_rules:
             if rule.parent_matches(parts):
                 self._apply_ram_rule(rule, view_dir, items, children, source_dir)
@@ -184,6 +183,21 @@ class NodeOnesis:
         if view_dir == "" and self.needs_ram_dir and RAM_DIR not in items:
             items[RAM_DIR] = Synthetic(RAM_DIR, None, "", "mount point of the /ram tmpfs")
         return items
+
+    def _hiding(self, parts: tuple[str, ...]) -> list[_PathRule]:
+        """The disabled services' rules that hide names in this directory."""
+        return [rule for rule in self._hidden if rule.parent_matches(parts)]
+
+    def hiding_services(self, view_path: str) -> list[str]:
+        """The disabled services whose start script or link is `view_path` or a directory
+        above it: the rules `patch` hides by, asked of one path (``onesuite explain``)."""
+        parts = tuple(p for p in view_path.split("/") if p)
+        for depth in range(1, len(parts) + 1):
+            services = [rule.payload for rule in self._hiding(parts[:depth - 1])
+                        if fnmatch.fnmatchcase(parts[depth - 1], rule.name)]
+            if services:
+                return list(dict.fromkeys(services))  # type: ignore[arg-type]
+        return []
 
     def _apply_ram_rule(self, rule: _PathRule, view_dir: str, items: dict[str, Item],
                         children: Mapping[str, Child], source_dir: str) -> None:

@@ -17,6 +17,10 @@ delete non-empty directory"); a directory replaces a non-directory. Nothing is e
 Only the layers whose copy of a directory actually took part in it are kept for that directory
 (its *contribution*), and merged listings are cached by (path, contribution): two nodes whose
 stacks differ only in a host override share every directory that override does not touch.
+
+This is the only place the rule is written. `Resolver.trace` runs the same two functions
+(`_stage_entries`, `_apply_stage`) for one name with a MergeTrace that records what each
+branch did; `onesuite explain` shows that record, so it cannot disagree with the mount.
 """
 
 from __future__ import annotations
@@ -75,6 +79,66 @@ class _Pending:
             [tuple(dir_layers)] if dir_layers is not None else None)
 
 
+# What applying a stage's entry did (MergeTrace.applied) -> the rule it decides by (None: it
+# was refused and decides nothing). Keys and rules are documented in docs/json.md.
+_APPLY_RULES: dict[str, str | None] = {
+    "laid": "only-layer",
+    "merges": "directory-merge",
+    "dir-replaces-non-dir": "directory-replaces-non-directory",
+    "replaces": "last-wins",
+    "replaces-empty-dir": "replaces-empty-directory",
+    "refused-non-empty-dir": None,
+}
+
+
+class MergeTrace:
+    """What the merge rule did with one name, recorded by the branches of `_stage_entries`
+    and `_apply_stage` while they merge it (Resolver.trace).
+
+    `steps` maps (stage number in the contribution merged, layer) to what happened to that
+    layer's copy: within its stage (``earlier-source-wins``, ``merges-into-earlier-source``,
+    ``beats-earlier-source``, ``beaten-by-directory``), or, for the stage's own entry, what
+    laying it onto the tree built so far did (the keys of _APPLY_RULES). `winner` is the
+    (stage, layer) whose copy is the entry; `rule` the rule that decided it."""
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[int, int], str] = {}
+        self.winner: tuple[int, int] | None = None
+        self._stage = -1
+        self._stage_rule: str | None = None  # the in-stage rule that picked the stage's entry
+        self._decided: str | None = None
+        self._refused_since = False  # a later stage was refused by a non-empty directory
+
+    @property
+    def rule(self) -> str | None:
+        """The deciding rule (see docs/json.md, winner.rule); None when nothing has the name."""
+        if self.winner is None:
+            return None
+        return "non-empty-directory-kept" if self._refused_since else self._decided
+
+    def stage_begins(self) -> None:
+        self._stage += 1
+        self._stage_rule = None
+
+    def in_stage(self, layer: int, step: str) -> None:
+        """A source of the current stage (several only with pushoverrides' one rsync)."""
+        self.steps[(self._stage, layer)] = step
+        if step == "beats-earlier-source":
+            self._stage_rule = "directory-beats-non-directory"
+        elif step in ("earlier-source-wins", "merges-into-earlier-source"):
+            self._stage_rule = self._stage_rule or "first-source-wins"
+
+    def applied(self, layer: int, step: str) -> None:
+        """The stage's entry, from `layer`, laid onto the tree built so far."""
+        key = (self._stage, layer)
+        self.steps.setdefault(key, step)  # a directory that beat a source keeps that step
+        rule = _APPLY_RULES[step]
+        if rule is None:
+            self._refused_since = True
+            return
+        self.winner, self._decided, self._refused_since = key, self._stage_rule or rule, False
+
+
 class Resolver:
     """Builds and caches merged directories over one LayerStore (with `cache_limit`, only
     that many entries of recent ones: one-pass readers)."""
@@ -117,11 +181,13 @@ class Resolver:
         return self.merged_dir(parent.child_path(child.name), child.contribution,
                                child.layer, child.meta)
 
-    def _merge_children(self, path: str, contribution: Contribution,
-                        only: str | None = None) -> dict[str, Child]:
+    def _merge_children(self, path: str, contribution: Contribution, only: str | None = None,
+                        trace: MergeTrace | None = None) -> dict[str, Child]:
         state: dict[str, _Pending] = {}
         for stage in contribution:
-            self._apply_stage(path, self._stage_entries(path, stage, only), state)
+            if trace is not None:
+                trace.stage_begins()
+            self._apply_stage(path, self._stage_entries(path, stage, only, trace), state, trace)
         return {
             name: Child(name, p.layer, p.meta,
                         tuple(p.contribution) if p.contribution is not None else None)
@@ -135,6 +201,15 @@ class Resolver:
         if parent is not None:
             return parent.children.get(name)
         return self._merge_children(path, contribution, only=name).get(name)
+
+    def trace(self, path: str, contribution: Contribution) -> MergeTrace:
+        """What the merge rule does with the entry at `path` (relative; "" is the root),
+        given its parent's contribution (for the root, the stack's). The stage numbers of
+        the trace count the stages of that contribution."""
+        parent, _, name = path.rpartition("/")
+        trace = MergeTrace()
+        self._merge_children(parent, contribution, only=name, trace=trace)
+        return trace
 
     def resolve_path(self, root_contribution: Contribution, path: str) -> Child | None:
         """The entry at `path` (no leading '/') of the stack, or None; not for the root."""
@@ -150,15 +225,14 @@ class Resolver:
             parent_path = f"{parent_path}/{part}" if parent_path else part
         return found
 
-    def _stage_entries(self, path: str, stage: tuple[int, ...],
-                       only: str | None = None) -> dict[str, _Pending]:
+    def _stage_entries(self, path: str, stage: tuple[int, ...], only: str | None = None,
+                       trace: MergeTrace | None = None) -> dict[str, _Pending]:
         """One rsync run with several sources: the first source wins, a directory beats a
         non-directory, and the contents of every source's directory are merged."""
         entries: dict[str, _Pending] = {}
         for layer in stage:
-            listing = self.store.listing(layer, path) or {}
-            if only is not None:
-                listing = {only: listing[only]} if only in listing else {}
+            listing = (self.store.listing(layer, path) or {}) if only is None \
+                else self._one_entry(layer, path, only)
             for name, meta in listing.items():
                 found = entries.get(name)
                 if found is None:
@@ -166,28 +240,52 @@ class Resolver:
                 elif found.contribution is not None:
                     if meta.is_dir:
                         found.contribution[0] += (layer,)
+                    if trace is not None:
+                        trace.in_stage(layer, "merges-into-earlier-source" if meta.is_dir
+                                       else "earlier-source-wins")
                 elif meta.is_dir:
+                    if trace is not None:
+                        trace.in_stage(found.layer, "beaten-by-directory")
+                        trace.in_stage(layer, "beats-earlier-source")
                     entries[name] = _Pending(layer, meta, [layer])
+                elif trace is not None:
+                    trace.in_stage(layer, "earlier-source-wins")
         return entries
 
+    def _one_entry(self, layer: int, path: str, name: str) -> dict[str, Meta]:
+        """The layer's listing of `path` cut to `name`; the root is traced as the one entry,
+        named "", of the directory above it."""
+        if not path and not name:
+            return {"": self.store.root_meta(layer)}
+        meta = (self.store.listing(layer, path) or {}).get(name)
+        return {} if meta is None else {name: meta}
+
     def _apply_stage(self, path: str, incoming: dict[str, _Pending],
-                     state: dict[str, _Pending]) -> None:
+                     state: dict[str, _Pending], trace: MergeTrace | None = None) -> None:
         """Lay one stage's entries onto the tree built so far, as rsync -a would."""
         for name, new in incoming.items():
             current = state.get(name)
             if current is None:
                 state[name] = new
+                step = "laid"
             elif new.contribution is not None:
                 if current.contribution is not None:  # directory into directory: merge
                     current.contribution.append(new.contribution[0])
                     current.layer, current.meta = new.layer, new.meta
+                    step = "merges"
                 else:  # a directory replaces a non-directory
                     state[name] = new
+                    step = "dir-replaces-non-dir"
             elif current.contribution is None:  # non-directory over non-directory
                 state[name] = new
+                step = "replaces"
             elif self._is_empty(f"{path}/{name}" if path else name, current.contribution):
                 state[name] = new  # rsync removes an empty directory to make way
-            # else: rsync cannot delete a non-empty directory; it stays as it is.
+                step = "replaces-empty-dir"
+            else:  # rsync cannot delete a non-empty directory; it stays as it is.
+                step = "refused-non-empty-dir"
+            if trace is not None:
+                trace.applied(new.layer, step)
 
     def _is_empty(self, path: str, contribution: list[tuple[int, ...]]) -> bool:
         # Nothing is ever deleted, so a merged directory is empty exactly when every copy

@@ -163,6 +163,28 @@ def test_explain_a_service_hidden_path(onesis_root, capsys):
     assert [f["layer"] for f in document["layers"] if f["type"]] == ["image:img"]
 
 
+def test_explain_names_a_service_only_where_its_rule_hides_the_path(tmp_path, capsys):
+    # smartd is disabled on n1. /var/log is a LINKDIR (a link into /ram on the node), so
+    # /var/log/smartd.log is missing because of that link, not because of smartd; a file
+    # inside a start-script path that is a directory is missing because smartd hides it.
+    root = onesis_site(tmp_path / "site")
+    image = root / "var/lib/systemimager/images/img"
+    (image / "var/log/smartd.log").write_text("log\n")
+    (image / "etc/rc.d/init.d/smartd").mkdir(parents=True)
+    (image / "etc/rc.d/init.d/smartd/helper").write_text("#!/bin/sh\n")
+    status, document = onesuite_json(capsys, "explain", "--root", root, "n1",
+                                     "/var/log/smartd.log")
+    assert status == 1 and document["exists"] is False
+    assert document["onesis"] is None
+    assert document["near"]["parent"] == "/var/log"
+    status, document = onesuite_json(capsys, "explain", "--root", root, "n1",
+                                     "/etc/rc.d/init.d/smartd/helper")
+    assert status == 1 and document["onesis"] == {"kind": "SERVICE", "services": ["smartd"]}
+    status, document = onesuite_json(capsys, "explain", "--root", root, "n3",
+                                     "/etc/rc.d/init.d/smartd/helper")
+    assert status == 0 and document["onesis"] is None  # enabled on n3 (compute.gpu)
+
+
 RULE_OF_CONFLICT = {  # sequential orders: the upper layer is applied after the lower one
     "file_over_nonempty_dir": "non-empty-directory-kept",
     "symlink_over_dir": "non-empty-directory-kept",
@@ -189,6 +211,26 @@ def test_explain_names_the_rule_of_each_type_conflict(seed, tmp_path):
                     conflict, host, result.winner)
                 seen.add(conflict.kind)
     assert len(seen) >= 3
+
+
+@pytest.mark.parametrize("order", oracle.ORDERS)
+def test_the_merge_trace_names_the_entry_the_merge_built(order, tmp_path):
+    # explain's per-layer account is Resolver.trace: the same code with a recorder. For
+    # every entry of every node's merged root, its winner is the entry the merge built.
+    spec = sitegen.generate_random_site(tmp_path / "site", 2)
+    tree = cli_tree(spec.prefix, "--override-order", order)
+    resolver, checked, rules = tree.resolver, 0, set()
+    for entry in tree.entries["nodes"].values():
+        root = resolver.root(entry.contribution)
+        trace = resolver.trace("", entry.contribution)
+        assert trace.winner is not None and trace.winner[1] == root.layer
+        for parent, child in resolver.walk(root):
+            trace = resolver.trace(parent.child_path(child.name), parent.contribution)
+            assert trace.winner is not None and trace.winner[1] == child.layer, (
+                parent.child_path(child.name), trace.steps)
+            rules.add(trace.rule)
+            checked += 1
+    assert checked > 100 and {"only-layer", "directory-merge"} <= rules
 
 
 def layer_root(tree, label):

@@ -2,16 +2,16 @@
 first, what applying each did under the merge rules (docs/semantics.md), which one won and
 why, and for a LINKBACK the variants tried in order.
 
-The Tree answers *what* a path is; the per-layer facts come from `tree.store` listings and the
-entry's stages, replayed here one name at a time with the resolver's rules. The replay is
-independent of the resolver's own bookkeeping on purpose: the tests check that its winner is
-the one `user.onesuite.origin` names.
+The Tree answers *what* a path is. Why is asked of the code that decides it: the merge rule's
+own record of the path (`Resolver.trace`, resolve.py), the LINKBACK choice
+(`NodeOnesis.variant_attempts`, `chosen_attempt`) and SERVICE hiding
+(`NodeOnesis.hiding_services`), all in onesis_view.py. This module only maps those records
+onto the stack's layers and words them.
 """
 
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,7 +192,7 @@ def _linkback_trace(tree: Tree, entry: Entry, onesis: NodeOnesis, linkback: Link
 
 
 # --------------------------------------------------------------------------------------------
-# The stack and the replay
+# The stack and the merge rule's trace
 
 
 def stack_facts(tree: Tree, entry: Entry) -> tuple[list[LayerFact], list[int | None]]:
@@ -209,87 +209,53 @@ def stack_facts(tree: Tree, entry: Entry) -> tuple[list[LayerFact], list[int | N
     return facts, layer_ids
 
 
-@dataclass
-class _State:
-    fact: int  # index of the fact that set it
-    meta: Meta
-    dir_layers: list[int] | None  # layers whose copy of the directory is merged in
-
-
-def replay(tree: Tree, facts: list[LayerFact], layer_ids: list[int | None],
-           parent: Contribution | None, meta_of: Callable[[int], Meta | None],
-           source: str) -> str | None:
-    """Lay every layer's entry at `source` the way rsync does, stage by stage, filling in
-    each fact's meta and step; returns the deciding rule (a key of RULES) or None when no
-    layer has it. `parent` is the parent directory's contribution: only those layers'
-    copies take part (None: the root, where every layer does)."""
-    taking_part = {layer for stage in parent for layer in stage} if parent is not None else None
-    state: _State | None = None
-    decided: str | None = None
-    refused_later = False
-    stages: dict[int, list[int]] = {}
-    for index, fact in enumerate(facts):
-        layer = layer_ids[index]
-        if layer is None:
-            continue
-        fact.meta = meta_of(layer)
-        if fact.meta is not None and (taking_part is None or layer in taking_part):
-            stages.setdefault(fact.stage, []).append(index)
-    for members in stages.values():
-        incoming, in_stage = _stage_winner(facts, layer_ids, members)
-        if state is None:
-            state, step, rule = incoming, "laid", "only-layer"
-        elif incoming.dir_layers is not None and state.dir_layers is not None:
-            state.dir_layers += incoming.dir_layers
-            state.fact, state.meta = incoming.fact, incoming.meta
-            step, rule = "merges", "directory-merge"
-        elif incoming.dir_layers is not None:
-            state, step, rule = incoming, "dir-replaces-non-dir", "directory-replaces-non-directory"
-        elif state.dir_layers is None:
-            state, step, rule = incoming, "replaces", "last-wins"
-        elif not any(tree.store.listing(layer, source) for layer in state.dir_layers):
-            state, step, rule = incoming, "replaces-empty-dir", "replaces-empty-directory"
-        else:
-            step, rule = "refused-non-empty-dir", None
-            refused_later = True
-        facts[incoming.fact].step = facts[incoming.fact].step or step
-        if rule is not None:
-            decided, refused_later = in_stage or rule, False
-    if state is None:
+def merge_facts(tree: Tree, entry: Entry, facts: list[LayerFact], layer_ids: list[int | None],
+                source: str) -> str | None:
+    """Fill in what every layer has at `source` (relative, "" = root) and, from the merge
+    rule's own trace, what applying it did and which one wins; returns the deciding rule (a
+    key of RULES), or None when no layer's copy of it takes part."""
+    parent_source, _, name = source.rpartition("/")
+    parent: Contribution | None = entry.contribution
+    if parent_source:
+        found = tree.merged_lookup(entry, parent_source)
+        parent = found[1].contribution if found is not None else None
+        if parent is None:
+            return None  # the parent is not a directory of the merged tree
+    for fact, layer in zip(facts, layer_ids, strict=True):
+        if layer is not None:
+            fact.meta = (tree.store.root_meta(layer) if not source
+                         else (tree.store.listing(layer, parent_source) or {}).get(name))
+    trace = tree.resolver.trace(source, parent)
+    fact_of = _facts_by_stage(facts, layer_ids, parent)
+    for key, step in trace.steps.items():
+        facts[fact_of[key]].step = step
+    if trace.winner is None:
         return None
-    facts[state.fact].wins = True
-    return "non-empty-directory-kept" if refused_later else decided
+    facts[fact_of[trace.winner]].wins = True
+    return trace.rule
 
 
-def _stage_winner(facts: list[LayerFact], layer_ids: list[int | None],
-                  members: list[int]) -> tuple[_State, str | None]:
-    """One rsync run: the first source wins, a directory beats a non-directory, and every
-    source's directory is merged. Returns the stage's entry and, when several sources had
-    it, the in-stage rule that picked it."""
-    first = members[0]
-    meta = facts[first].meta
-    assert meta is not None
-    state = _State(first, meta, [layer_ids[first]] if meta.is_dir else None)  # type: ignore[list-item]
-    rule = None
-    for index in members[1:]:
-        meta = facts[index].meta
-        assert meta is not None
-        if state.dir_layers is not None:
-            if meta.is_dir:
-                state.dir_layers.append(layer_ids[index])  # type: ignore[arg-type]
-                facts[index].step = "merges-into-earlier-source"
-            else:
-                facts[index].step = "earlier-source-wins"
-            rule = rule or "first-source-wins"
-        elif meta.is_dir:
-            facts[state.fact].step = "beaten-by-directory"
-            state = _State(index, meta, [layer_ids[index]])  # type: ignore[list-item]
-            facts[index].step = "beats-earlier-source"
-            rule = "directory-beats-non-directory"
-        else:
-            facts[index].step = "earlier-source-wins"
-            rule = rule or "first-source-wins"
-    return state, rule
+def _facts_by_stage(facts: list[LayerFact], layer_ids: list[int | None],
+                    parent: Contribution) -> dict[tuple[int, int], int]:
+    """(stage of `parent`, layer) -> index of its fact. A parent's contribution keeps, in
+    order, the stages of the stack whose copy of it took part; matched from the last stage
+    back, because a directory that replaces a non-directory starts its contribution anew
+    (the only way an earlier stage of a layer named twice, by updateclient, drops out)."""
+    stack: dict[int, dict[int, int]] = {}
+    for index, (fact, layer) in enumerate(zip(facts, layer_ids, strict=True)):
+        if layer is not None:
+            stack.setdefault(fact.stage, {})[layer] = index
+    stages = list(stack.values())  # the stack's contribution, stage by stage
+    found: dict[tuple[int, int], int] = {}
+    position = len(stages)
+    for number in reversed(range(len(parent))):
+        position -= 1
+        while not stages[position].keys() >= set(parent[number]):
+            position -= 1
+            assert position >= 0, "a contribution is not a part of its stack"
+        for layer in parent[number]:
+            found[(number, layer)] = stages[position][layer]
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +282,7 @@ def explain(tree: Tree, target: Target, path: str) -> Explanation:
     if source is None:
         return result  # a LINKBACK that shows no layer entry: the trace says why
     result.source = _abs(source) if source else "/"
-    rule = _replay_at(tree, entry, facts, layer_ids, source)
+    rule = merge_facts(tree, entry, facts, layer_ids, source)
     if result.winner is None and rule is not None:
         winner = next(f for f in facts if f.wins)
         line = traces[-1].json()["rule"] if traces else None
@@ -329,32 +295,13 @@ def explain(tree: Tree, target: Target, path: str) -> Explanation:
     return result
 
 
-def _replay_at(tree: Tree, entry: Entry, facts: list[LayerFact], layer_ids: list[int | None],
-               source: str) -> str | None:
-    if not source:
-        return replay(tree, facts, layer_ids, None, tree.store.root_meta, "")
-    parent_source, _, name = source.rpartition("/")
-    if parent_source:
-        found = tree.merged_lookup(entry, parent_source)
-        parent = found[1].contribution if found is not None else None
-        if parent is None:
-            return None  # the parent is not a directory of the merged tree
-    else:
-        parent = entry.contribution
-
-    def meta_of(layer: int) -> Meta | None:
-        return (tree.store.listing(layer, parent_source) or {}).get(name)
-
-    return replay(tree, facts, layer_ids, parent, meta_of, source)
-
-
 def _hidden_by_service(tree: Tree, entry: Entry, path: str) -> dict[str, Any] | None:
-    """The layers have the path but the view does not: a disabled SERVICE hides it."""
+    """The layers have the path but the view does not: is it (or a directory above it) a
+    disabled service's start script or link? Asked of the rule that hides it."""
     onesis = tree.node_onesis(entry)
     if onesis is None:
         return None
-    name = path.rpartition("/")[2]
-    disabled = [s for s, enabled in onesis.rules.services.items() if not enabled and s in name]
+    disabled = onesis.hiding_services(path)
     return {"kind": "SERVICE", "services": disabled} if disabled else None
 
 
