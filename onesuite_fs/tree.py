@@ -32,7 +32,9 @@ from .layers import LayerStore, Meta
 from .model import Site
 from .onesis_config import OnesisSource
 from .onesis_view import Item, Linked, NodeOnesis, Synthetic, Writable, synthetic_mode
+from .provenance import Provenance
 from .resolve import Child, Contribution, MergedDir, Resolver
+from .sources.onesis import RamPath
 from .stack import Stages, group_stages, image_stages, node_stages
 from .state import NodeAttrs, NodeState
 
@@ -103,6 +105,7 @@ class DirRef(NamedTuple):
     contribution: Contribution
     layer: int  # metadata winner
     meta: Meta
+    linkback: Linked | None = None  # the LINKBACK that shows this variant here, for provenance
 
 
 class FileRef(NamedTuple):
@@ -121,7 +124,7 @@ class PrivateRef(NamedTuple):
     meta: Meta
     layer: int | None  # backing layer of a LINKBACK'd file; None for synthetic entries
     source: str  # backing path, or the symlink text of a synthetic link
-    origin: str
+    provenance: Provenance
 
 
 class StateRef(NamedTuple):
@@ -130,11 +133,13 @@ class StateRef(NamedTuple):
     entry: Entry
     path: str  # view path = path inside the node's state directory
     writable_root: str  # the view path the RAM*/LINK* rule made writable
-    rule: str  # that rule, for provenance
+    rule: RamPath  # that rule, for provenance
 
 
 # The `layer` of a DirRef no layer has: /ram, an unused persistent directory (always empty).
 SYNTHETIC_LAYER = -1
+# What such a directory's origin says (for an unused persistent directory too, as before).
+RAM_MOUNT_POINT = Provenance.synthetic("mount point of the /ram tmpfs", None, is_dir=True)
 Ref = DirRef | FileRef | PrivateRef | StateRef
 
 
@@ -449,22 +454,22 @@ class Tree:
             variant, source = item.variant, _child_path(item.variant_parent, item.variant.name)
             if variant.contribution is not None:
                 return DirRef(entry, path, source, variant.contribution, variant.layer,
-                              variant.meta)
-            origin = (f"{self.store.layer(variant.layer).label} /{source} "
-                      f"(LINKBACK {item.rule}: {item.reason})")
-            return PrivateRef(entry, path, variant.meta, variant.layer, source, origin)
+                              variant.meta, item)
+            provenance = Provenance.of_layer(self.store.layer(variant.layer).label, source,
+                                             is_dir=False, rule=item.rule, reason=item.reason)
+            return PrivateRef(entry, path, variant.meta, variant.layer, source, provenance)
         if isinstance(item, Synthetic):
             return self._synthetic_ref(entry, path, item)
         return self._writable_ref(directory, path, item)
 
     def _synthetic_ref(self, entry: Entry, path: str, item: Synthetic) -> DirRef | PrivateRef:
-        origin = f"onesis: {item.reason}" + (f" ({item.rule})" if item.rule else "")
+        provenance = Provenance.synthetic(item.reason, item.rule, is_dir=False)
         target = item.target or ""
         t = self.stable_ns
         meta = Meta(synthetic_mode(item), 0, 0, 1, 0, 0, len(target.encode()), t, t, t, 0, 0)
         if item.target is None:
             return DirRef(entry, path, path, (), SYNTHETIC_LAYER, meta)
-        return PrivateRef(entry, path, meta, None, target, origin)
+        return PrivateRef(entry, path, meta, None, target, provenance)
 
     # ----- persistent, writable paths ---------------------------------------------------
     def _node_state(self, entry: Entry) -> NodeState:
@@ -489,9 +494,7 @@ class Tree:
             unmade.discard(item.name)
             if not unmade:
                 self._unmade.pop(key, None)
-        rule = item.rule
-        where = f"{rule.kind} {rule.pattern} {rule.file}:{rule.line}"
-        return StateRef(directory.entry, path, path, where)
+        return StateRef(directory.entry, path, path, item.rule)
 
     def _unmade_writable_ref(self, directory: DirRef, path: str, item: Writable) -> Ref | None:
         """A persistent path no one has used yet, seen without making it: what it would
@@ -846,30 +849,43 @@ class Tree:
         return self._state_attr(state)[1]
 
     # ----- provenance and extended attributes -------------------------------------------
-    def origin(self, ino: int) -> str:
+    def provenance(self, ino: int) -> Provenance:
         """Which layer (and path in it) this entry's content and metadata come from, and for
         a oneSIS path which rule put it there."""
         if self._is_fixed_dir(ino):
-            return "onesuite:namespace"
+            return Provenance.namespace()
         if ino in self._synthetic_dirs:
-            return "onesis: mount point of the /ram tmpfs"
-        private = self._private.get(ino)
-        if private is not None:
-            return private.origin
-        state = self._state.get(ino)
-        if state is not None:
-            return f"state:{state.entry.name} /{state.path} (persistent: {state.rule})"
-        ref = self._dirs.get(ino)
-        if ref is not None:
-            return f"{self.store.layer(ref.layer).label} /{ref.source}"
-        file_ref = self._files.get(ino)  # private and state entries were answered above
-        if file_ref is None:
+            return RAM_MOUNT_POINT
+        ref = self._registered(ino)
+        if ref is None:
             raise TreeError(errno.ESTALE)
-        origin = f"{self.store.layer(file_ref.layer).label} /{file_ref.path}"
-        if file_ref.meta.nlink > 1:
-            # One inode for every name of a hard-linked file: this is the first name seen.
-            origin += f" (one of {file_ref.meta.nlink} hard links)"
-        return origin
+        return self._provenance_of(ref)
+
+    def node_provenance(self, node: Node) -> Provenance:
+        """The provenance of an entry found by path (the same value the mount's is)."""
+        return self._provenance_of(node.ref)
+
+    def _provenance_of(self, ref: Ref) -> Provenance:
+        if isinstance(ref, PrivateRef):
+            return ref.provenance
+        if isinstance(ref, StateRef):
+            rule = ref.rule
+            return Provenance.persistent(ref.entry.name, ref.path, rule.kind, rule.pattern,
+                                         f"{rule.file}:{rule.line}")
+        if isinstance(ref, DirRef):
+            if ref.layer == SYNTHETIC_LAYER:
+                return RAM_MOUNT_POINT
+            linkback = ref.linkback
+            return Provenance.of_layer(self.store.layer(ref.layer).label, ref.source,
+                                       is_dir=True,
+                                       rule=linkback.rule if linkback else None,
+                                       reason=linkback.reason if linkback else None)
+        return Provenance.of_layer(self.store.layer(ref.layer).label, ref.path, is_dir=False,
+                                   hard_links=ref.meta.nlink)
+
+    def origin(self, ino: int) -> str:
+        """The ``user.onesuite.origin`` text of an entry."""
+        return self.provenance(ino).xattr_text()
 
     def describe(self, ino: int) -> str:
         """A registered inode's path in the mount (a layer file: its layer and path), for

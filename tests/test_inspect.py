@@ -51,7 +51,7 @@ def _winning_override_file(tree, host):
 
     view = TreeView(tree, resolve_target(tree, f"node:{host}"))
     for record in walk(view, view.stat("/")):
-        found = view.provenance(record)
+        found = record.provenance
         if record.kind == "file" and found.layer.startswith("override:"):
             return record, found
     return None, None

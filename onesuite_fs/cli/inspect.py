@@ -148,21 +148,8 @@ def _header(target: Target, tree: Tree, *extra: str) -> str:
     return "  ".join([*parts, *extra])
 
 
-def _origin_text(view: View, record: Record, style: Style) -> str:
-    found = view.provenance(record)
-    if found.layer == "onesis":
-        reason = record.origin.removeprefix("onesis: ")
-        if found.rule:
-            reason = reason.removesuffix(f" ({found.rule})")
-            reason += f"  [{os.path.basename(found.rule)}]"
-        return f"{style.layer('onesis')}: {reason}"
-    text = style.layer(found.layer)
-    if found.source is not None and found.source != record.path:
-        text += f" {found.source}"
-    if found.rule:
-        # Rows stay short: the file's name and line (explain and --json give the full path).
-        text += f"  [{os.path.basename(found.rule)}]"
-    return text
+def _origin_text(record: Record, style: Style) -> str:
+    return record.provenance.terminal(record.path, style.layer)
 
 
 def _shown_name(view: View, record: Record) -> str:
@@ -177,7 +164,7 @@ def _entry_row(view: View, record: Record, width: int, style: Style) -> str:
         "chr", "blk") else str(record.size)
     owner = f"{record.uid}:{record.gid}"
     return (f"  {stat.filemode(record.mode)} {owner:>11s} {size:>9s}  {name:{width}s}  "
-            f"{_origin_text(view, record, style)}")
+            f"{_origin_text(record, style)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,7 +388,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     print(style.bold(f"{a.spec} vs {b.spec}  order {tree.order}  {path}  {summary}"))
     width = min(48, max((len(d.path) for d in found), default=0))
     for difference in found:
-        print(_difference_row(views, difference, width, style))
+        print(_difference_row(difference, width, style))
     return status
 
 
@@ -411,11 +398,11 @@ def _difference_json(views: tuple[View, View], d: Difference) -> dict[str, Any]:
             "b": record_json(views[1], d.b) if d.b is not None else None}
 
 
-def _difference_row(views: tuple[View, View], d: Difference, width: int, style: Style) -> str:
+def _difference_row(d: Difference, width: int, style: Style) -> str:
     status = style.paint(f"{d.status:8s}", _STATUS_COLOURS[d.status])
     what = ", ".join(d.fields) if d.fields else (d.a or d.b).kind  # type: ignore[union-attr]
-    sides = [_origin_text(view, record, style) if record is not None else "-"
-             for view, record in zip(views, (d.a, d.b), strict=True)]
+    sides = [_origin_text(record, style) if record is not None else "-"
+             for record in (d.a, d.b)]
     below = f"  (+{d.below} below)" if d.below else ""
     return f"  {status} {d.path:{width}s}  {what:14s} {sides[0]}  |  {sides[1]}{below}"
 

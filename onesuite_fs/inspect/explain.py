@@ -17,6 +17,7 @@ from typing import Any
 
 from ..layers import Meta
 from ..onesis_view import Attempt, NodeOnesis, chosen_attempt
+from ..provenance import Kind
 from ..resolve import Contribution, MergedDir
 from ..sources.onesis import LinkBack, class_chain
 from ..tree import Entry, Tree
@@ -272,13 +273,13 @@ def explain(tree: Tree, target: Target, path: str) -> Explanation:
     source, traces = trace_source(tree, entry, path)
     result = Explanation(target, tree.order, path, record,
                          record.origin if record is not None else None, None, facts, traces)
-    found = view.provenance(record) if record is not None else None
-    if found is not None and (found.layer == "onesis" or found.layer.startswith("state:")):
+    found = record.provenance if record is not None else None
+    if found is not None and found.kind in (Kind.SYNTHETIC, Kind.PERSISTENT):
         # A RAM/LINK path or the /ram mount point: no layer's entry is shown.
-        kind = "persistent" if found.layer.startswith("state:") else "synthetic"
-        result.onesis = {"kind": kind, "rule": found.rule, "origin": record.origin}  # type: ignore[union-attr]
+        origin = found.xattr_text()
+        result.onesis = {"kind": found.kind.value, "rule": found.shown_rule, "origin": origin}
         result.winner = {"layer": found.layer, "source": found.source, "rule": "onesis",
-                         "line": found.rule, "why": record.origin}  # type: ignore[union-attr]
+                         "line": found.shown_rule, "why": origin}
     if source is None:
         return result  # a LINKBACK that shows no layer entry: the trace says why
     result.source = _abs(source) if source else "/"
@@ -326,7 +327,7 @@ def nearby(tree: Tree, target: Target, path: str) -> dict[str, Any]:
     names: dict[str, list[str]] = {}
     if record is not None and record.is_dir:
         for child in view.children(record):
-            names.setdefault(child.name, []).append(view.provenance(child).layer)
+            names.setdefault(child.name, []).append(child.provenance.layer)
     for fact, layer in zip(facts, layer_ids, strict=True):
         listing = tree.store.listing(layer, source) if layer is not None and source is not None \
             else None

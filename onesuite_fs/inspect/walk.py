@@ -7,47 +7,18 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
+from ..provenance import Provenance
 from ..tree import Tree, TreeError
 from .targets import Target, path_parts
 
 KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "chr", stat.S_IFBLK: "blk",
          stat.S_IFSOCK: "sock"}
-
-
-class Provenance(NamedTuple):
-    """An origin split into its parts: which layer, which path in it, which rule."""
-
-    layer: str  # "image:rhel9", "override:n1", "onesis", "state:n1", "dir:/path"
-    source: str | None  # the path inside that layer (None for a synthetic oneSIS entry)
-    rule: str | None  # file:line of the oneSIS rule that put it there, if any
-
-
-_LINKBACK = re.compile(r" \(LINKBACK (.*?:\d+): .*\)$")
-_SYNTHETIC_RULE = re.compile(r" \(([^()]*:\d+)\)$")
-
-
-def parse_origin(origin: str) -> Provenance:
-    """Split a `user.onesuite.origin` value (format: docs/semantics.md)."""
-    if origin.startswith("onesis:"):
-        match = _SYNTHETIC_RULE.search(origin)
-        return Provenance("onesis", None, match[1] if match else None)
-    if origin.startswith("state:"):
-        label, _, rest = origin.partition(" /")
-        source, _, rule = rest.partition(" (persistent: ")
-        return Provenance(label, "/" + source, rule.rstrip(")") or None)
-    # A layer label is kind:name and a name never holds "/", so the first " /" ends it.
-    label, _, rest = origin.partition(" /")
-    match = _LINKBACK.search(rest)
-    if match is not None:
-        return Provenance(label, "/" + rest[:match.start()], match[1])
-    return Provenance(label, "/" + rest, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +31,13 @@ class Record:
     gid: int
     size: int
     rdev: int
-    origin: str  # user.onesuite.origin (for a directory on disk: "dir:ROOT /path")
+    provenance: Provenance  # where it comes from (a directory on disk: "dir:ROOT", path)
     handle: int | str  # the view's own reference: a Tree inode or a path on disk
+
+    @property
+    def origin(self) -> str:
+        """The mount's user.onesuite.origin text (for a directory on disk: "dir:ROOT /path")."""
+        return self.provenance.xattr_text()
 
     @property
     def kind(self) -> str:
@@ -88,7 +64,6 @@ class View(Protocol):
     def target(self, record: Record) -> str: ...
     def digest(self, record: Record) -> bytes: ...
     def identity(self, record: Record) -> object: ...
-    def provenance(self, record: Record) -> Provenance: ...
 
 
 class TreeView:
@@ -98,11 +73,10 @@ class TreeView:
         assert target.entry is not None
         self.tree, self.subject, self.label = tree, target, target.spec
         self.root_ino = tree.entry_root_ino(target.entry)
-        self.onesis = tree.node_onesis(target.entry)
 
     def _record(self, path: str, attr) -> Record:  # type: ignore[no-untyped-def]
         return Record(path, attr.mode, attr.uid, attr.gid, attr.size, attr.rdev,
-                      self.tree.origin(attr.ino), attr.ino)
+                      self.tree.provenance(attr.ino), attr.ino)
 
     def stat(self, path: str) -> Record | None:
         attr = self.tree.attr(self.root_ino)
@@ -126,18 +100,9 @@ class TreeView:
         with open(self.tree.open(int(record.handle)), "rb", closefd=True) as f:
             return hashlib.file_digest(f, "sha256").digest()
 
-    def provenance(self, record: Record) -> Provenance:
-        found = parse_origin(record.origin)
-        if found.rule is None and self.onesis is not None and found.layer != "onesis":
-            # A LINKBACK'd directory's origin names only the variant; say which line chose it.
-            linkback = self.onesis.rules.linkback_for(record.path)
-            if linkback is not None:
-                found = found._replace(rule=f"{linkback.file}:{linkback.line}")
-        return found
-
     def identity(self, record: Record) -> object:
         """The backing file: two entries with the same identity have the same content."""
-        found = self.provenance(record)
+        found = record.provenance
         return ("layer", found.layer, found.source) if found.source is not None else None
 
 
@@ -151,7 +116,8 @@ class DirView:
     def _record(self, path: str, full: str) -> Record:
         st = os.lstat(full)
         return Record(path, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_rdev,
-                      f"{self.label} {path}", full)
+                      Provenance.on_disk(self.label, path, is_dir=stat.S_ISDIR(st.st_mode)),
+                      full)
 
     def stat(self, path: str) -> Record | None:
         full = os.path.join(self.root, *path_parts(path))
@@ -173,9 +139,6 @@ class DirView:
         fd = os.open(record.handle, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with open(fd, "rb", closefd=True) as f:
             return hashlib.file_digest(f, "sha256").digest()
-
-    def provenance(self, record: Record) -> Provenance:
-        return Provenance(self.label, record.path, None)
 
     def identity(self, record: Record) -> object:
         st = os.lstat(record.handle)
@@ -209,7 +172,6 @@ def mode_string(mode: int) -> str:
 
 def record_json(view: View, record: Record) -> dict[str, object]:
     """One entry in --json output (docs/json.md)."""
-    found = view.provenance(record)
     return {
         "path": record.path,
         "type": record.kind,
@@ -220,8 +182,5 @@ def record_json(view: View, record: Record) -> dict[str, object]:
         "rdev": [os.major(record.rdev), os.minor(record.rdev)]
         if record.kind in ("chr", "blk") else None,
         "target": view.target(record) if record.kind == "symlink" else None,
-        "layer": found.layer,
-        "source": found.source,
-        "rule": found.rule,
-        "origin": record.origin,
+        **record.provenance.json_fields(),
     }
