@@ -335,3 +335,34 @@ def test_an_unexpected_error_is_one_line_without_traceback(tmp_path: Path, monke
     err = capsys.readouterr().err
     assert "unexpected RecursionError: maximum recursion depth exceeded" in err
     assert "Traceback" not in err
+
+
+def _two_gib_address_space() -> None:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+@pytest.mark.parametrize("pattern", ["((a{1000}){1000}){1000}", "[ab]{4000000000}",
+                                     "(ab|cd){50000000}"])
+def test_regexp_that_unrolls_without_bound_is_refused(tmp_path: Path, pattern: str) -> None:
+    """One sysimage.conf line whose counted repeats the engine unrolls: compiling
+    ((a{1000}){1000}){1000} took 24 GB before the OOM killer ended it (in a daemon, a reload
+    would have taken the server's memory and then the daemon). Refused at its line, before
+    compiling; the child runs with 2 GiB of address space so the bug fails the test, not
+    the machine."""
+    root = base_site(tmp_path / "site", conf=f"# x\nNODECLASS_REGEXP {pattern} c\n")
+    done = subprocess.run([*ONESUITE, "nodes", "--root", str(root)], capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False, stdin=subprocess.DEVNULL,
+                          preexec_fn=_two_gib_address_space)
+    assert_refused(done, at("var/lib/systemimager/images/img/etc/sysimage.conf:2")(root))
+    assert "unrolls to" in done.stderr
+
+
+def test_unrolled_size_counts_nested_repeats() -> None:
+    from onesuite_fs.sources.onesis import _unrolled_size
+
+    assert _unrolled_size(r"n\d+") == 3
+    assert _unrolled_size(r"n[0-9]{4}r[0-9]{2}") == 8
+    assert _unrolled_size(r"(\d{1,3}\.){3}\d{1,3}") == 18
+    assert _unrolled_size(r"[[:digit:]]{3}\x{41}{2}[]{}]{5}") == 10
+    assert _unrolled_size("((a{1000}){1000}){1000}") > 10**9
