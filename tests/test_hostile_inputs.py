@@ -366,3 +366,23 @@ def test_unrolled_size_counts_nested_repeats() -> None:
     assert _unrolled_size(r"(\d{1,3}\.){3}\d{1,3}") == 18
     assert _unrolled_size(r"[[:digit:]]{3}\x{41}{2}[]{}]{5}") == 10
     assert _unrolled_size("((a{1000}){1000}){1000}") > 10**9
+
+
+@pytest.mark.parametrize("name", ["n" * 256, "é" * 128, "&amp;" * 1100])
+def test_name_longer_than_a_path_component_is_refused(tmp_path: Path, name: str) -> None:
+    """A node name no server file system takes as one component (past 255 bytes): such a
+    node mounted, and its first write to a persistent path failed (ENAMETOOLONG: the store
+    names a directory after the node). Refused at its line; the message is not the name."""
+    root = base_site(tmp_path / "site", cluster_xml(nodes=f"n1,{name}"))
+    done = run("nodes", "--root", root)
+    assert_refused(done, at(f"etc/systemimager/cluster.xml:{NODES_LINE}")(root))
+    assert "longer than 255 bytes" in done.stderr
+    assert len(done.stderr) < 1000
+
+
+def test_many_entity_references_parse_in_linear_time(tmp_path: Path) -> None:
+    """expat hands over text per entity reference: four million &amp; in <node> (20 MB)
+    were joined one by one into a string, minutes of copying; now about a second."""
+    root = base_site(tmp_path / "site", cluster_xml(nodes="n1," + "&amp;" * 4_000_000))
+    done = run("nodes", "--root", root)
+    assert_refused(done, at(f"etc/systemimager/cluster.xml:{NODES_LINE}")(root))
