@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -438,13 +439,42 @@ def make_store(state_dir: Path) -> None:
     _private_dir(state_dir / "nodes")
 
 
+_LOCK_NAME = "lock"
+_held_locks: dict[Path, int] = {}  # store -> the fd holding its lock, for this process's life
+
+
+def lock_store(state_dir: Path) -> None:
+    """Hold the store's lock (flock) for as long as this process and the daemon it forks
+    live: one serving daemon per store. Without it a second `onesuite serve` or `mount` with
+    the same store, even one refused a moment later (the mount point is busy), removed the
+    staging areas of copies the serving daemon was making (a copy published after part of it
+    was removed is a node's persistent directory with files missing)."""
+    key = Path(os.path.realpath(state_dir))
+    if key in _held_locks:
+        return
+    fd = os.open(state_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError("the persistent store is in use by another onesuite daemon "
+                          "(a mount or serve of this or another mount point)",
+                          file=str(state_dir),
+                          hint="one daemon per store: stop the other one first (onesuite "
+                               "umount), or give this one its own --persistent-dir") from None
+    _held_locks[key] = fd
+
+
 def prepare_store(state_dir: Path) -> None:
     """Before a mount serves: make the store (or close it to local users: 0700, the daemon's
-    own), check that its filesystem keeps the node attributes, remove what crashed copies
-    left in the staging areas, and convert entries a version-1 store made with real setuid
-    bits and device nodes. Raises ConfigError when the store cannot be used."""
+    own) and lock it, check that its filesystem keeps the node attributes, remove what
+    crashed copies left in the staging areas, and convert entries a version-1 store made
+    with real setuid bits and device nodes. Raises ConfigError when the store cannot be
+    used, or another daemon serves from it."""
     try:
         make_store(state_dir)
+        lock_store(state_dir)
         nodes = state_dir / "nodes"
         for directory in (state_dir, nodes):
             _close_to_others(directory)
