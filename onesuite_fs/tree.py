@@ -397,9 +397,14 @@ class Tree:
         return meta
 
     def _state_attr(self, ref: StateRef) -> tuple[int, Attr]:
-        meta = self._state_meta(ref)
+        found = self._node_state(ref.entry).identity(ref.path)
+        if found is None:
+            raise TreeError(errno.ESTALE)
+        meta, entry_id = found
         ino = self._state_ref(ref, meta)
-        return ino, self._attr_from(ino, self.numbering.file_generation(ino), meta,
+        # The entry's id in the generation: the store's file system gives a removed entry's
+        # inode number to the next one made, whichever node makes it.
+        return ino, self._attr_from(ino, self.numbering.file_generation(ino, entry_id), meta,
                                     is_dir=False)._replace(nlink=meta.nlink)
 
     def _registered_attr(self, ref: Ref) -> Attr:
