@@ -96,10 +96,12 @@ def build_tree(settings: Settings, site: Site, *, serving: bool = False,
         onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
                               settings.onesis_ram_prefix, settings.limits)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
-    if serving and not reloading and onesis is not None and onesis.policy == "persistent":
-        prepare_store(state_dir)  # closed to local users, crash leftovers removed
     tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving,
                 bounded_caches=one_pass, numbering=numbering)
+    # After the tree: what building it refuses (an owner no node's passwd has) is refused
+    # before the store is made or locked, so a refused mount writes nothing.
+    if serving and not reloading and onesis is not None and onesis.policy == "persistent":
+        prepare_store(state_dir)  # closed to local users, crash leftovers removed
     if onesis is not None:
         for config in onesis.distinct_configs():
             for directive in config.no_effect_on_served_root():
