@@ -115,6 +115,16 @@ def stub_without_dir(root: Path) -> Path:
     return root
 
 
+def stub_path_past_path_max(root: Path) -> Path:
+    """A stub whose path= is a megabyte long: the stat failed (ENAMETOOLONG) with no file or
+    line, and the message quoted the whole megabyte."""
+    base_site(root)
+    stub = root / "etc/systemimager/rsync_stubs/40img"
+    stub.write_text("# stub\n[img]\n\tpath=/var/lib/systemimager/images/img"
+                    + "/x" * 500_000 + "\n\n")
+    return root
+
+
 def group_without_image(root: Path) -> Path:
     return base_site(root, cluster_xml().replace("    <image>img</image>\n", ""))
 
@@ -155,6 +165,8 @@ CASES = [
     Case("group-without-image", group_without_image, at("etc/systemimager/cluster.xml:5")),
     xml_case("image-nobody-has", cluster_xml().replace("<image>img<", "<image>gone<"), 5),
     Case("stub-path-missing-dir", stub_without_dir, at("etc/systemimager/rsync_stubs/40img:3")),
+    Case("stub-path-past-path-max", stub_path_past_path_max,
+         at("etc/systemimager/rsync_stubs/40img:3")),
 ]
 
 MOUNT_CASES = {"owner-no-such-user", "owner-uid-2-to-the-32", "owner-no-such-group",
