@@ -224,6 +224,8 @@ class Tree:
         # a number not found there is stale without another walk (forged handles cost one
         # walk per view, not one per handle).
         self._walked: set[str] = set()
+        # Birth times of registered layer files (their generation; see _file_generation).
+        self._births: dict[int, bytes] = {}
         self.prescanned = False  # every layer directory read (a complete snapshot)
         self._lock = threading.Lock()
         self._build_entries()
@@ -381,11 +383,26 @@ class Tree:
                 return self._fixed_attr(ino)
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
         if isinstance(ref, FileRef):
-            return self._attr_from(ino, self.numbering.file_generation(ino), ref.meta,
+            return self._attr_from(ino, self._file_generation(ino, ref), ref.meta,
                                    is_dir=False)
         if isinstance(ref, PrivateRef):
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=False)
         return self._state_attr(ref)[1]
+
+    def _file_generation(self, ino: int, ref: FileRef) -> int:
+        """A layer file's generation: its number and its birth time. The layer's file system
+        gives a removed file's inode number (and so its number here) to the next file made
+        there, an image file's to another node's host-override key as well; the birth time
+        makes the old handle stale instead of opening that file."""
+        birth = self._births.get(ino)
+        if birth is None:
+            try:
+                birth = self.store.birth(ref.layer, ref.path)
+            except OSError:
+                return self.numbering.file_generation(ino)  # gone: stale either way
+            if ino in self._files:
+                self._births[ino] = birth
+        return self.numbering.file_generation(ino, birth)
 
     def _generation(self, ref: DirRef | PrivateRef) -> int:
         return self.numbering.view_generation(ref.entry.key, ref.path, ref.source)
