@@ -109,10 +109,13 @@ class Numbering:
     def state_ino(self, dev: int, ino: int) -> int:
         return STATE_TAG | self._hash("state", b"%d\0%d" % (dev, ino), 60)
 
-    def file_generation(self, ino: int) -> int:
-        """Generation of a layer or state file: from its number alone, so a restarted daemon
-        answers LOOKUP(ino, ".") with the same one."""
-        return self._hash("file-gen", b"%d" % ino, 31) | 1
+    def file_generation(self, ino: int, entry_id: bytes = b"") -> int:
+        """Generation of a layer or state file: from its number (and a state entry's own
+        id, kept with it in the store), so a restarted daemon answers LOOKUP(ino, ".") with
+        the same one, and a new state entry that reuses a removed one's inode number (and
+        so its number here) does not: another node's old handle of it is stale."""
+        message = b"%d" % ino if not entry_id else b"%d\0%s" % (ino, entry_id)
+        return self._hash("file-gen", message, 31) | 1
 
     def assign_slots(self, entry_keys: list[str]) -> dict[str, int]:
         """A slot per entry: its keyed hash, probing linearly in sorted order on a clash.

@@ -17,7 +17,10 @@ Each bound and why it is where it is (docs/configuration.md, "Limits"):
 Not configurable because they follow from what can match at all: a host pattern with more
 bracket ranges than a host name has characters (MAX_HOST_RANGES) can never match, and a
 RAM*/LINK* path whose {a,b} alternatives expand to more than MAX_BRACE_PATHS paths, or that
-has more than MAX_BRACE_GROUPS of them, is no path list anyone writes by hand.
+has more than MAX_BRACE_GROUPS of them, is no path list anyone writes by hand. A regexp
+whose counted repeats unroll to more than MAX_REGEXP_SIZE items (the regex engine compiles
+``a{1000}`` as a thousand copies: ``((a{1000}){1000}){1000}`` took 24 GB and the OOM killer)
+is no host pattern either; Perl itself refuses a count above 65534.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 MAX_HOST_RANGES = 253
 MAX_BRACE_PATHS = 4096
 MAX_BRACE_GROUPS = 64
+MAX_REGEXP_SIZE = 100_000  # ~30 MB and ~30 ms to compile
 
 
 @dataclass(frozen=True)

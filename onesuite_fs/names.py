@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .errors import ConfigError
 
+NAME_MAX = 255  # bytes in one path component (Linux NAME_MAX)
+
 
 def name_problem(name: str) -> str | None:
     """Why `name` cannot be a single path component of a view, or None if it can."""
@@ -17,6 +19,10 @@ def name_problem(name: str) -> str | None:
         return "contains a NUL byte"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "contains a control character"
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        # No server file system takes it as one component: the persistent store names a
+        # directory after each node (its first write failed, ENAMETOOLONG), as do exports.
+        return f"is longer than {NAME_MAX} bytes"
     return None
 
 
@@ -24,8 +30,9 @@ def check_name(kind: str, name: str, *, file: str | None = None, line: int | Non
     """Return name unchanged, or raise ConfigError saying which name is unusable and why."""
     problem = name_problem(name)
     if problem is not None:
+        shown = repr(name) if len(name) <= 60 else f"{name[:60]!r}... ({len(name):,} chars)"
         raise ConfigError(
-            f"{kind} name {name!r} {problem}", file=file, line=line,
+            f"{kind} name {shown} {problem}", file=file, line=line,
             hint=f"a {kind} name becomes a directory name; rename it in the configuration",
         )
     return name

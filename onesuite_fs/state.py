@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import logging
 import os
+import secrets
 import shutil
 import stat
 import uuid
@@ -43,6 +45,10 @@ FILE_MODE = 0o600  # every file of the store
 # trusted.* is root's alone (a local user can neither read nor forge it); a daemon not run
 # as root keeps it in user.* of its own 0700 store.
 META_XATTR = "trusted.onesuite.node" if os.geteuid() == 0 else "user.onesuite.node"
+# A random id per entry, made the first time the daemon numbers it: the file system reuses
+# a removed entry's inode number, and the id tells the new entry from the old one.
+ID_XATTR = META_XATTR.rpartition(".")[0] + ".id"
+ID_BYTES = 8
 STORE_VERSION = "2"  # 2: node attributes as metadata (1 kept them in the real mode bits)
 _VERSION_FILE = "store-version"
 _SPECIAL = (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK)
@@ -99,6 +105,23 @@ def write_node_attrs(target: str | Path | int, attrs: NodeAttrs) -> None:
         if not (META_XATTR.startswith("user.") and stat.S_ISLNK(attrs.mode)):
             raise
         # user.* cannot go on a symlink: a daemon not run as root shows its own ownership
+
+
+def _entry_id(path: str) -> bytes:
+    for _attempt in range(2):
+        try:
+            return os.getxattr(path, ID_XATTR, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno != errno.ENODATA:
+                return b""  # ENOTSUP, or user.* on a symlink: numbered as before
+        try:
+            os.setxattr(path, ID_XATTR, secrets.token_bytes(ID_BYTES), os.XATTR_CREATE,
+                        follow_symlinks=False)
+        except FileExistsError:
+            continue  # another request made it first: read theirs
+        except OSError:
+            return b""
+    return b""
 
 
 def _read_node_attrs(path: str) -> NodeAttrs | None:
@@ -173,6 +196,22 @@ class NodeState:
         try:
             with self.parent(relpath) as (fd, name):
                 return self._shown(fd, name, os.stat(name, dir_fd=fd, follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None
+            raise
+
+    def identity(self, relpath: str) -> tuple[Meta, bytes] | None:
+        """What `lstat` gives, and the entry's id (b"" where the file system keeps none, such
+        as user.* on a symlink): made here the first time, kept for the entry's life."""
+        if not self.root.is_dir():
+            return None
+        try:
+            with self.parent(relpath) as (fd, name):
+                meta = self._shown(fd, name, os.stat(name, dir_fd=fd, follow_symlinks=False))
+                return meta, _entry_id(_entry_path(fd, name))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
@@ -438,13 +477,42 @@ def make_store(state_dir: Path) -> None:
     _private_dir(state_dir / "nodes")
 
 
+_LOCK_NAME = "lock"
+_held_locks: dict[Path, int] = {}  # store -> the fd holding its lock, for this process's life
+
+
+def lock_store(state_dir: Path) -> None:
+    """Hold the store's lock (flock) for as long as this process and the daemon it forks
+    live: one serving daemon per store. Without it a second `onesuite serve` or `mount` with
+    the same store, even one refused a moment later (the mount point is busy), removed the
+    staging areas of copies the serving daemon was making (a copy published after part of it
+    was removed is a node's persistent directory with files missing)."""
+    key = Path(os.path.realpath(state_dir))
+    if key in _held_locks:
+        return
+    fd = os.open(state_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError("the persistent store is in use by another onesuite daemon "
+                          "(a mount or serve of this or another mount point)",
+                          file=str(state_dir),
+                          hint="one daemon per store: stop the other one first (onesuite "
+                               "umount), or give this one its own --persistent-dir") from None
+    _held_locks[key] = fd
+
+
 def prepare_store(state_dir: Path) -> None:
     """Before a mount serves: make the store (or close it to local users: 0700, the daemon's
-    own), check that its filesystem keeps the node attributes, remove what crashed copies
-    left in the staging areas, and convert entries a version-1 store made with real setuid
-    bits and device nodes. Raises ConfigError when the store cannot be used."""
+    own) and lock it, check that its filesystem keeps the node attributes, remove what
+    crashed copies left in the staging areas, and convert entries a version-1 store made
+    with real setuid bits and device nodes. Raises ConfigError when the store cannot be
+    used, or another daemon serves from it."""
     try:
         make_store(state_dir)
+        lock_store(state_dir)
         nodes = state_dir / "nodes"
         for directory in (state_dir, nodes):
             _close_to_others(directory)

@@ -16,6 +16,8 @@ Both answer from the same resolution code.
 
 from __future__ import annotations
 
+import array
+import bisect
 import errno
 import os
 import stat
@@ -225,10 +227,13 @@ class Tree:
         # an entry must not read the directory again. (entry key, path) -> (readers, items)
         self._reading: dict[tuple[str, str], tuple[int, dict[str, Item]]] = {}
         self._backing_index: dict[int, FileRef] | None = None
-        # Views walked to the end by `recover`: every number in them is registered now, so
-        # a number not found there is stale without another walk (forged handles cost one
-        # walk per view, not one per handle).
+        # Views `recover` walked to the end: their view-keyed numbers, sorted (a forged
+        # number costs one walk per view, and 8 bytes per directory, not a registered view).
+        self._view_numbers: dict[str, array.array[int]] = {}
+        # Nodes whose persistent paths `recover` has walked (everything there registered).
         self._walked: set[str] = set()
+        # Birth times of registered layer files (their generation; see _file_generation).
+        self._births: dict[int, bytes] = {}
         self.prescanned = False  # every layer directory read (a complete snapshot)
         self._lock = threading.Lock()
         self._build_entries()
@@ -386,11 +391,26 @@ class Tree:
                 return self._fixed_attr(ino)
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
         if isinstance(ref, FileRef):
-            return self._attr_from(ino, self.numbering.file_generation(ino), ref.meta,
+            return self._attr_from(ino, self._file_generation(ino, ref), ref.meta,
                                    is_dir=False)
         if isinstance(ref, PrivateRef):
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=False)
         return self._state_attr(ref)[1]
+
+    def _file_generation(self, ino: int, ref: FileRef) -> int:
+        """A layer file's generation: its number and its birth time. The layer's file system
+        gives a removed file's inode number (and so its number here) to the next file made
+        there, an image file's to another node's host-override key as well; the birth time
+        makes the old handle stale instead of opening that file."""
+        birth = self._births.get(ino)
+        if birth is None:
+            try:
+                birth = self.store.birth(ref.layer, ref.path)
+            except OSError:
+                return self.numbering.file_generation(ino)  # gone: stale either way
+            if ino in self._files:
+                self._births[ino] = birth
+        return self.numbering.file_generation(ino, birth)
 
     def _generation(self, ref: DirRef | PrivateRef) -> int:
         return self.numbering.view_generation(ref.entry.key, ref.path, ref.source)
@@ -402,9 +422,14 @@ class Tree:
         return meta
 
     def _state_attr(self, ref: StateRef) -> tuple[int, Attr]:
-        meta = self._state_meta(ref)
+        found = self._node_state(ref.entry).identity(ref.path)
+        if found is None:
+            raise TreeError(errno.ESTALE)
+        meta, entry_id = found
         ino = self._state_ref(ref, meta)
-        return ino, self._attr_from(ino, self.numbering.file_generation(ino), meta,
+        # The entry's id in the generation: the store's file system gives a removed entry's
+        # inode number to the next one made, whichever node makes it.
+        return ino, self._attr_from(ino, self.numbering.file_generation(ino, entry_id), meta,
                                     is_dir=False)._replace(nlink=meta.nlink)
 
     def _registered_attr(self, ref: Ref) -> Attr:
@@ -937,20 +962,28 @@ class Tree:
         return False
 
     def _recover_in_view(self, entry: Entry, wanted: int) -> bool:
-        """Walk the entry's view (rules and persistent paths included) until `wanted`; a view
-        walked to the end once is not walked again (its numbers are all registered)."""
-        if entry.key in self._walked:
-            return wanted in self._dirs or wanted in self._private or wanted in self._state
-        if self.entry_root_ino(entry) == wanted:
-            return True
-        pending = [self.entry_root_ino(entry)]
+        """Walk the entry's view by path (rules included; nothing registered on the way)
+        until `wanted`, and register only that entry (its parents come by `..` as the kernel
+        asks). A walk that misses keeps the view's view-keyed numbers, 8 bytes each, sorted:
+        a made-up number is then refused without walking again, and memory does not grow by
+        a registered view per forged handle."""
+        known = self._view_numbers.get(entry.key)
+        if known is not None:
+            at = bisect.bisect_left(known, wanted)
+            if at == len(known) or known[at] != wanted:
+                return False
+        numbers = array.array("Q")
+        pending = [self.root_node(entry)]
         while pending:
-            for _name, attr in self.listdir(pending.pop()):
-                if attr.ino == wanted:
-                    return True
-                if stat.S_ISDIR(attr.mode):
-                    pending.append(attr.ino)
-        self._walked.add(entry.key)
+            node = pending.pop()
+            if node.attr.ino == wanted:
+                self._registered_attr(node.ref)
+                return True
+            if inodes.is_view_keyed(node.attr.ino):
+                numbers.append(node.attr.ino)
+            if node.is_dir:
+                pending.extend(self.children(node))
+        self._view_numbers[entry.key] = array.array("Q", sorted(numbers))
         return False
 
     def _recover_state(self, entry: Entry, wanted: int) -> bool:

@@ -2,8 +2,8 @@
 """Write through NFS (PyPI libnfs) as a diskless node writes its persistent paths.
 
 usage: nfs_write.py URL JSON-STEPS     steps: [["write", path, text], ["append", path, text],
-       ["mkdir", path], ["read", path]]; prints one JSON list, per step "ok", the text read,
-       or "ERR <message>" (the step failed; the next ones still run).
+       ["mkdir", path], ["read", path], ["unlink", path]]; prints one JSON list, per step
+       "ok", the text read, or "ERR <message>" (the step failed; the next ones still run).
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ def main() -> int:
                 results.append("ok")
             elif kind == "mkdir":
                 if nfs.mkdir(path) != 0:
+                    raise OSError(nfs_get_error(nfs._nfs))
+                results.append("ok")
+            elif kind == "unlink":
+                if nfs.unlink(path) != 0:
                     raise OSError(nfs_get_error(nfs._nfs))
                 results.append("ok")
             elif kind == "read":

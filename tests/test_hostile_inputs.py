@@ -115,6 +115,16 @@ def stub_without_dir(root: Path) -> Path:
     return root
 
 
+def stub_path_past_path_max(root: Path) -> Path:
+    """A stub whose path= is a megabyte long: the stat failed (ENAMETOOLONG) with no file or
+    line, and the message quoted the whole megabyte."""
+    base_site(root)
+    stub = root / "etc/systemimager/rsync_stubs/40img"
+    stub.write_text("# stub\n[img]\n\tpath=/var/lib/systemimager/images/img"
+                    + "/x" * 500_000 + "\n\n")
+    return root
+
+
 def group_without_image(root: Path) -> Path:
     return base_site(root, cluster_xml().replace("    <image>img</image>\n", ""))
 
@@ -155,6 +165,8 @@ CASES = [
     Case("group-without-image", group_without_image, at("etc/systemimager/cluster.xml:5")),
     xml_case("image-nobody-has", cluster_xml().replace("<image>img<", "<image>gone<"), 5),
     Case("stub-path-missing-dir", stub_without_dir, at("etc/systemimager/rsync_stubs/40img:3")),
+    Case("stub-path-past-path-max", stub_path_past_path_max,
+         at("etc/systemimager/rsync_stubs/40img:3")),
 ]
 
 MOUNT_CASES = {"owner-no-such-user", "owner-uid-2-to-the-32", "owner-no-such-group",
@@ -335,3 +347,54 @@ def test_an_unexpected_error_is_one_line_without_traceback(tmp_path: Path, monke
     err = capsys.readouterr().err
     assert "unexpected RecursionError: maximum recursion depth exceeded" in err
     assert "Traceback" not in err
+
+
+def _two_gib_address_space() -> None:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+@pytest.mark.parametrize("pattern", ["((a{1000}){1000}){1000}", "[ab]{4000000000}",
+                                     "(ab|cd){50000000}"])
+def test_regexp_that_unrolls_without_bound_is_refused(tmp_path: Path, pattern: str) -> None:
+    """One sysimage.conf line whose counted repeats the engine unrolls: compiling
+    ((a{1000}){1000}){1000} took 24 GB before the OOM killer ended it (in a daemon, a reload
+    would have taken the server's memory and then the daemon). Refused at its line, before
+    compiling; the child runs with 2 GiB of address space so the bug fails the test, not
+    the machine."""
+    root = base_site(tmp_path / "site", conf=f"# x\nNODECLASS_REGEXP {pattern} c\n")
+    done = subprocess.run([*ONESUITE, "nodes", "--root", str(root)], capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False, stdin=subprocess.DEVNULL,
+                          preexec_fn=_two_gib_address_space)
+    assert_refused(done, at("var/lib/systemimager/images/img/etc/sysimage.conf:2")(root))
+    assert "unrolls to" in done.stderr
+
+
+def test_unrolled_size_counts_nested_repeats() -> None:
+    from onesuite_fs.sources.onesis import _unrolled_size
+
+    assert _unrolled_size(r"n\d+") == 3
+    assert _unrolled_size(r"n[0-9]{4}r[0-9]{2}") == 8
+    assert _unrolled_size(r"(\d{1,3}\.){3}\d{1,3}") == 18
+    assert _unrolled_size(r"[[:digit:]]{3}\x{41}{2}[]{}]{5}") == 10
+    assert _unrolled_size("((a{1000}){1000}){1000}") > 10**9
+
+
+@pytest.mark.parametrize("name", ["n" * 256, "é" * 128, "&amp;" * 1100])
+def test_name_longer_than_a_path_component_is_refused(tmp_path: Path, name: str) -> None:
+    """A node name no server file system takes as one component (past 255 bytes): such a
+    node mounted, and its first write to a persistent path failed (ENAMETOOLONG: the store
+    names a directory after the node). Refused at its line; the message is not the name."""
+    root = base_site(tmp_path / "site", cluster_xml(nodes=f"n1,{name}"))
+    done = run("nodes", "--root", root)
+    assert_refused(done, at(f"etc/systemimager/cluster.xml:{NODES_LINE}")(root))
+    assert "longer than 255 bytes" in done.stderr
+    assert len(done.stderr) < 1000
+
+
+def test_many_entity_references_parse_in_linear_time(tmp_path: Path) -> None:
+    """expat hands over text per entity reference: four million &amp; in <node> (20 MB)
+    were joined one by one into a string, minutes of copying; now about a second."""
+    root = base_site(tmp_path / "site", cluster_xml(nodes="n1," + "&amp;" * 4_000_000))
+    done = run("nodes", "--root", root)
+    assert_refused(done, at(f"etc/systemimager/cluster.xml:{NODES_LINE}")(root))

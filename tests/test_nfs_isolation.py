@@ -224,3 +224,47 @@ def test_persistent_paths_are_writable_over_nfs_by_their_node_only(tmp_path, ver
             # ... and n1's root from n2's address: refused (the export is n1's only).
             assert nfs_ls(b, f"nfs://{SERVER_B}/nodes/n1{query}").returncode != 0
             assert (n1 / "var/log/boot.log").read_text() == "booted\nagain\n"
+
+
+def test_a_removed_persistent_files_handle_opens_nothing_another_node_makes(tmp_path):
+    """n2 makes a file in its persistent /var/log, keeps its NFS handle, removes it; n1 then
+    writes a file there and the store's file system gives it the freed inode. n2's handle
+    must be stale: it opened n1's file before (the number and generation came from the
+    inode number alone; tests/test_handle_reuse.py has the same on the bare mount)."""
+    root, state = onesis_site(tmp_path / "site"), tmp_path / "persistent"
+    with namespaces("srv", "a", "b") as (srv, a, b):
+        veth(srv, SERVER_A, a, "10.251.1.2")
+        veth(srv, SERVER_B, b, "10.251.2.2")
+        config = tmp_path / "onesuite.toml"
+        config.write_text('[nfs.addresses]\nn1 = "10.251.1.2"\nn2 = "10.251.2.2"\n')
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        with serving(srv, root, mnt, tmp_path / "state", "--config", str(config),
+                     "--link-policy", "persistent", "--persistent-dir", str(state),
+                     "--handle-key", str(tmp_path / "key"), "--protocols", "4"):
+            reused = 0
+            for round_ in range(40):
+                if reused == 3:
+                    break
+                probe = f"probe{round_}"
+                write = b.run(sys.executable, str(WRITER), f"nfs://{SERVER_B}/nodes/n2?version=4",
+                              json.dumps([["write", f"/var/log/{probe}", "n2's own\n"]]))
+                assert json.loads(write.stdout) == ["ok"], write.stdout + write.stderr
+                held = raw(b, SERVER_B, [["putrootfh"], ["lookup", "nodes"], ["lookup", "n2"],
+                                         ["lookup", "var"], ["lookup", "log"],
+                                         ["lookup", probe], ["getfh"]])
+                number = os.stat(state / "nodes/n2/var/log" / probe).st_ino
+                gone = b.run(sys.executable, str(WRITER), f"nfs://{SERVER_B}/nodes/n2?version=4",
+                             json.dumps([["unlink", f"/var/log/{probe}"]]))
+                assert json.loads(gone.stdout) == ["ok"], gone.stdout + gone.stderr
+                made = a.run(sys.executable, str(WRITER), f"nfs://{SERVER_A}/nodes/n1?version=4",
+                             json.dumps([["write", f"/var/log/secret{round_}",
+                                          f"n1's secret {round_}\n"]]))
+                assert json.loads(made.stdout) == ["ok"], made.stdout + made.stderr
+                if os.stat(state / f"nodes/n1/var/log/secret{round_}").st_ino != number:
+                    continue
+                reused += 1
+                answer = raw(b, SERVER_B, [["putfh", held["handles"][0]],  # type: ignore[index]
+                                           ["read", 0, 100]])
+                assert refused(answer), answer
+            assert reused == 3, f"the store reused an inode number {reused} times in 40"

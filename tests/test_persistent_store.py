@@ -323,3 +323,35 @@ def test_an_unusable_store_stops_the_mount_with_a_clear_error(tmp_path):
     assert "cannot prepare the persistent store" in done.stderr
     assert str(blocked / "state") in done.stderr
     assert os.listdir(tmp_path / "mnt") == []  # nothing mounted
+
+
+def test_a_second_daemon_never_empties_the_staging_of_the_serving_one(tmp_path, mount_site):
+    """The careless admin runs `onesuite serve` (or `mount` elsewhere) again with the same
+    store while a daemon serves from it. Both used to remove the staging areas of the
+    serving daemon's copies at their start, even when refused a moment later (busy mount
+    point): a copy in progress lost its files (published with files missing if the copy
+    ended meanwhile). Now the store is locked for the serving daemon's life: the second
+    command is refused before it touches anything, and a restart in place still works."""
+    site = onesis_site(tmp_path / "site")
+    state = tmp_path / "state"
+    mount = mount_site(site, *PERSISTENT, str(state))
+    assert (mount.node("n1") / "etc/hostname").read_text()  # the store is in use
+    in_progress = state / "nodes/n1" / TMP_NAME / "copy-in-progress"
+    in_progress.mkdir(parents=True)
+    (in_progress / "part").write_bytes(b"x" * 8192)  # what a running -d copy looks like
+    second = tmp_path / "mnt2"
+    second.mkdir()
+    for command in (("serve", "--protocols", "4", "--nfs-state-dir", tmp_path / "nfs",
+                     "--root", site, *PERSISTENT, state, mount.mountpoint),
+                    ("mount", "--root", site, *PERSISTENT, state, second)):
+        done = run_onesuite(*command, check=False)
+        assert done.returncode != 0, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        assert (in_progress / "part").read_bytes() == b"x" * 8192, command[0]
+    assert "in use by another onesuite daemon" in done.stderr
+    assert not os.path.ismount(second)
+    # kill -9 frees the store with the daemon: the restart in place goes ahead.
+    os.kill(mount.pid, signal.SIGKILL)
+    mount.start()
+    assert (mount.node("n1") / "etc/hostname").read_text()
+    assert not in_progress.exists()  # a crash's leftover is removed by the next start

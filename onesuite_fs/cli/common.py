@@ -98,7 +98,8 @@ def build_tree(settings: Settings, site: Site, *, serving: bool = False,
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
     tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving,
                 bounded_caches=one_pass, numbering=numbering)
-    # After the rules loaded (a refused configuration writes nothing), before any use.
+    # After the tree: what building it refuses (an owner no node's passwd has) is refused
+    # before the store is made or locked, so a refused mount writes nothing.
     if serving and not reloading and onesis is not None and onesis.policy == "persistent":
         prepare_store(state_dir)  # closed to local users, crash leftovers removed
     if onesis is not None:

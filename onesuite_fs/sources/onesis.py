@@ -24,6 +24,7 @@ from onesuite_fs.limits import (
     MAX_BRACE_GROUPS,
     MAX_BRACE_PATHS,
     MAX_HOST_RANGES,
+    MAX_REGEXP_SIZE,
     Limits,
 )
 
@@ -1012,6 +1013,12 @@ def _regexp(text: str, line: _Line, limits: Limits) -> AnchoredRegexp:
                          hint="oneSIS matches with Perl; this construct would not match here "
                               "as Perl matches it, so it is refused (docs/onesis.md, "
                               "'Regular expressions')")
+    size = _unrolled_size(text)
+    if size > MAX_REGEXP_SIZE:
+        raise line.error(f"regexp {_shown(text)} unrolls to {size:,} items (at most "
+                         f"{MAX_REGEXP_SIZE:,})", at=text,
+                         hint="the engine compiles a counted repeat x{n} as n copies of x, "
+                              "nested counts multiply: no host pattern needs this many")
     try:
         compiled = regex.compile(text, regex.VERSION0)
     except (regex.error, OverflowError, RecursionError, ValueError) as err:
@@ -1038,6 +1045,71 @@ def _error_offset(text: str, offset: int) -> int:
     except (OverflowError, RecursionError, ValueError):
         pass
     return offset
+
+
+_COUNT = re.compile(r"\{\s*(\d*)\s*(?:,\s*(\d*)\s*)?\}")
+_BRACED_ESCAPES = frozenset("xpPNkgo")  # \x{41}, \p{L}...: braces that are no count
+
+
+def _unrolled_size(text: str) -> int:
+    """How many items the regex engine makes of `text` (an upper bound): it copies a counted
+    repeat's operand once per count, so nested counts multiply. Read before compiling,
+    because compiling is what runs out of memory (the match has its timeout)."""
+    frames = [[0, 0]]  # per open group: [total so far, size of its last item]
+    i = 0
+    while i < len(text):
+        char, item = text[i], 1
+        if char == "\\":
+            if text[i + 1:i + 2] in _BRACED_ESCAPES and text[i + 2:i + 3] == "{":
+                end = text.find("}", i)
+                i = len(text) if end < 0 else end + 1
+            else:
+                i += 2
+        elif char == "[":
+            i = _class_end(text, i)
+        elif char == "(":
+            frames.append([0, 0])
+            i += 1
+            continue
+        elif char == ")" and len(frames) > 1:
+            item = frames.pop()[0] + 1
+            i += 1
+        elif char == "{" and (count := _COUNT.match(text, i)) is not None \
+                and (count[1] or count[2]):
+            most = count[2] or count[1]
+            frame = frames[-1]
+            frame[0] += frame[1] * (max(int(most), 1) - 1)
+            frame[1] *= max(int(most), 1)
+            i = count.end()
+            continue
+        else:
+            i += 1
+        frames[-1][0] += item
+        frames[-1][1] = item
+    while len(frames) > 1:  # an unclosed group: the engine refuses it anyway
+        done = frames.pop()[0]
+        frames[-1][0] += done
+    return frames[0][0]
+
+
+def _class_end(text: str, start: int) -> int:
+    """The index after the character class opening at `start` (escapes, a leading ']' and
+    POSIX classes such as [:digit:] inside it)."""
+    i = start + 1
+    if text[i:i + 1] == "^":
+        i += 1
+    if text[i:i + 1] == "]":
+        i += 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text.startswith("[:", i) and (end := text.find(":]", i + 2)) >= 0:
+            i = end + 2
+        elif text[i] == "]":
+            return i + 1
+        else:
+            i += 1
+    return i
 
 
 # Escapes that the regex engine reads differently from Perl (Perl's meaning in brackets):

@@ -184,12 +184,19 @@ def assign_images(cluster: Cluster, images: dict[str, Image]) -> dict[str, Node]
                           hint="create the image (si_getimage), add its rsync stub, or fix "
                                "the group's <image>")
     for image in images.values():
-        if not image.path.is_dir():
+        try:
+            is_dir, why = image.path.is_dir(), "has no directory"
+        except OSError as exc:  # a path= past PATH_MAX (ENAMETOOLONG), EACCES...
+            is_dir, why = False, f"cannot be read ({exc.strerror})"
+        if not is_dir:
             users = [n.name for n in nodes.values() if n.image == image.name]
             if users:
                 file, line = _stub_path_line(image)
-                raise ConfigError(f"image {image.name!r} ({image.found_by}) has no directory "
-                                  f"at {image.path}; node {users[0]} uses it",
+                shown = str(image.path)
+                if len(shown) > 200:
+                    shown = f"{shown[:200]}... ({len(shown):,} chars)"
+                raise ConfigError(f"image {image.name!r} ({image.found_by}) {why} "
+                                  f"at {shown}; node {users[0]} uses it",
                                   file=file, line=line,
                                   hint="fix the stub's path= or restore the image")
     return nodes
