@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 from . import inodes
+from .birth import birth
 from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
 from .layers import LayerStore, Meta
 from .model import Site
@@ -224,6 +225,7 @@ class Tree:
         # a number not found there is stale without another walk (forged handles cost one
         # walk per view, not one per handle).
         self._walked: set[str] = set()
+        self._births: dict[tuple[int, int], bytes] = {}  # (dev, ino) -> birth time
         self.prescanned = False  # every layer directory read (a complete snapshot)
         self._lock = threading.Lock()
         self._build_entries()
@@ -381,11 +383,28 @@ class Tree:
                 return self._fixed_attr(ino)
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
         if isinstance(ref, FileRef):
-            return self._attr_from(ino, self.numbering.file_generation(ino), ref.meta,
-                                   is_dir=False)
+            return self._attr_from(ino, self.numbering.file_generation(ino, self._birth(ref)),
+                                   ref.meta, is_dir=False)
         if isinstance(ref, PrivateRef):
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=False)
         return self._state_attr(ref)[1]
+
+    def _birth(self, ref: FileRef) -> bytes:
+        """The backing file's birth time, once per file and generation: the file system
+        reuses a removed file's inode number (so its number here), and without this a
+        client's handle of a removed image file opened the next file made on it (another
+        node's host key)."""
+        key = (ref.meta.dev, ref.meta.ino)
+        found = self._births.get(key)
+        if found is None:
+            parent, _, name = ref.path.rpartition("/")
+            try:
+                with self.store.open_dir(ref.layer, parent) as fd:
+                    found = birth(fd, name, ref.meta.ino)
+            except OSError:
+                return b""  # gone or moved: the open finds out and answers for it
+            self._births[key] = found
+        return found
 
     def _generation(self, ref: DirRef | PrivateRef) -> int:
         return self.numbering.view_generation(ref.entry.key, ref.path, ref.source)
