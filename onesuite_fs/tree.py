@@ -394,6 +394,8 @@ class Tree:
         reuses a removed file's inode number (so its number here), and without this a
         client's handle of a removed image file opened the next file made on it (another
         node's host key)."""
+        if not self.create_state:
+            return b""  # not a serving tree: its numbers are never handles (one-pass readers)
         key = (ref.meta.dev, ref.meta.ino)
         found = self._births.get(key)
         if found is None:
