@@ -12,7 +12,6 @@ makes the request fail (EIO, logged), it is not followed (open_layer_root, opena
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -212,13 +211,6 @@ class LayerStore:
         with self.open_dir(layer_id, parent) as fd:
             return Meta.from_stat(os.stat(name, dir_fd=fd, follow_symlinks=False))
 
-    def birth(self, layer_id: int, relpath: str) -> bytes:
-        """What tells this file from a later one on the same inode number (b"" where the
-        file system keeps no birth time): its birth time, from statx."""
-        parent, _, name = relpath.rpartition("/")
-        with self.open_dir(layer_id, parent) as fd:
-            return birth_of(fd, name)
-
     def open_file(self, layer_id: int, relpath: str) -> int:
         """An O_RDONLY fd of a regular file in the layer (never through a symlink)."""
         parent, _, name = relpath.rpartition("/")
@@ -345,41 +337,6 @@ def open_beneath(root: Path, relpath: str) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
-
-
-class _Statx(ctypes.Structure):
-    # struct statx (include/uapi/linux/stat.h): only the fields up to the birth time matter.
-    _fields_ = [("mask", ctypes.c_uint32), ("blksize", ctypes.c_uint32),
-                ("attributes", ctypes.c_uint64), ("nlink", ctypes.c_uint32),
-                ("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("mode", ctypes.c_uint16),
-                ("spare0", ctypes.c_uint16), ("ino", ctypes.c_uint64), ("size", ctypes.c_uint64),
-                ("blocks", ctypes.c_uint64), ("attributes_mask", ctypes.c_uint64),
-                ("atime_sec", ctypes.c_int64), ("atime_nsec", ctypes.c_uint32),
-                ("atime_reserved", ctypes.c_int32), ("btime_sec", ctypes.c_int64),
-                ("btime_nsec", ctypes.c_uint32), ("btime_reserved", ctypes.c_int32),
-                ("rest", ctypes.c_uint8 * 160)]
-
-
-_STATX_BTIME = 0x800
-_AT_SYMLINK_NOFOLLOW = 0x100
-_libc = ctypes.CDLL(None, use_errno=True)
-_statx = getattr(_libc, "statx", None)
-
-
-def birth_of(dir_fd: int, name: str) -> bytes:
-    """The birth time of `name` in `dir_fd` (not following a symlink) as bytes, or b"" when
-    the file system or the C library cannot say. A file system gives a removed file's inode
-    number to a later file; the birth time tells them apart (inodes.Numbering)."""
-    if _statx is None:
-        return b""
-    result = _Statx()
-    if _statx(dir_fd, os.fsencode(name), _AT_SYMLINK_NOFOLLOW, _STATX_BTIME,
-              ctypes.byref(result)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), name)
-    if not result.mask & _STATX_BTIME:
-        return b""
-    return b"%d.%09d" % (result.btime_sec, result.btime_nsec)
 
 
 def scan_dir(dir_fd: int) -> dict[str, Meta]:

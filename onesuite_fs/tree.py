@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 from . import inodes
+from .birth import birth
 from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
 from .layers import LayerStore, Meta
 from .model import Site
@@ -232,8 +233,7 @@ class Tree:
         self._view_numbers: dict[str, array.array[int]] = {}
         # Nodes whose persistent paths `recover` has walked (everything there registered).
         self._walked: set[str] = set()
-        # Birth times of registered layer files (their generation; see _file_generation).
-        self._births: dict[int, bytes] = {}
+        self._births: dict[tuple[int, int], bytes] = {}  # (dev, ino) -> birth time
         self.prescanned = False  # every layer directory read (a complete snapshot)
         self._lock = threading.Lock()
         self._build_entries()
@@ -391,26 +391,30 @@ class Tree:
                 return self._fixed_attr(ino)
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
         if isinstance(ref, FileRef):
-            return self._attr_from(ino, self._file_generation(ino, ref), ref.meta,
-                                   is_dir=False)
+            return self._attr_from(ino, self.numbering.file_generation(ino, self._birth(ref)),
+                                   ref.meta, is_dir=False)
         if isinstance(ref, PrivateRef):
             return self._attr_from(ino, self._generation(ref), ref.meta, is_dir=False)
         return self._state_attr(ref)[1]
 
-    def _file_generation(self, ino: int, ref: FileRef) -> int:
-        """A layer file's generation: its number and its birth time. The layer's file system
-        gives a removed file's inode number (and so its number here) to the next file made
-        there, an image file's to another node's host-override key as well; the birth time
-        makes the old handle stale instead of opening that file."""
-        birth = self._births.get(ino)
-        if birth is None:
+    def _birth(self, ref: FileRef) -> bytes:
+        """The backing file's birth time, once per file and generation: the file system
+        reuses a removed file's inode number (so its number here), and without this a
+        client's handle of a removed image file opened the next file made on it (another
+        node's host key)."""
+        if not self.create_state:
+            return b""  # not a serving tree: its numbers are never handles (one-pass readers)
+        key = (ref.meta.dev, ref.meta.ino)
+        found = self._births.get(key)
+        if found is None:
+            parent, _, name = ref.path.rpartition("/")
             try:
-                birth = self.store.birth(ref.layer, ref.path)
+                with self.store.open_dir(ref.layer, parent) as fd:
+                    found = birth(fd, name, ref.meta.ino)
             except OSError:
-                return self.numbering.file_generation(ino)  # gone: stale either way
-            if ino in self._files:
-                self._births[ino] = birth
-        return self.numbering.file_generation(ino, birth)
+                return b""  # gone or moved: the open finds out and answers for it
+            self._births[key] = found
+        return found
 
     def _generation(self, ref: DirRef | PrivateRef) -> int:
         return self.numbering.view_generation(ref.entry.key, ref.path, ref.source)

@@ -68,7 +68,9 @@ def test_a_stale_handle_of_a_removed_entry_opens_nothing_another_node_made(tmp_p
 def test_a_removed_image_files_handle_opens_no_host_override_made_after(tmp_path, mount_site):
     """The admin removes a file from the image (an image update) and puts node n2's new host
     key in n2's override; n2 boots and reads it. Node n1 had a handle of the removed image
-    file, as every client of that image may: it must be stale, not n2's key."""
+    file, as every client of that image may: it must be stale, not n2's key (it opened the
+    key 5 of 5 times: a layer file's generation came from its inode number alone; now it
+    holds the file's birth time too)."""
     root = onesis_site(tmp_path / "site")
     image_etc = root / "var/lib/systemimager/images/img/etc"
     override_etc = root / "var/lib/systemimager/overrides/n2/etc"
