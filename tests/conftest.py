@@ -100,3 +100,24 @@ def example_site(tmp_path: Path) -> Path:
     import example_site
 
     return example_site.build(tmp_path / "site")
+
+
+@pytest.fixture
+def fresh_ext4(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a new 64 MiB ext4 (one block group, 256-byte inodes: birth times), where
+    the inode number of a removed file is the next one given out. Tests of what happens on
+    inode reuse need that; a busy shared file system reuses numbers only now and then.
+    Request it before mount_site, so it is unmounted after the mounts that use it."""
+    image, mountpoint = tmp_path / "ext4.img", tmp_path / "ext4"
+    mountpoint.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-I", "256", "-N", "4096", "-E",
+                    "lazy_itable_init=0", str(image)], check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True,
+                   capture_output=True)
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)

@@ -21,10 +21,11 @@ from sitetools import onesis_site
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
 
 
-def test_a_stale_handle_of_a_removed_entry_opens_nothing_another_node_made(tmp_path,
+def test_a_stale_handle_of_a_removed_entry_opens_nothing_another_node_made(fresh_ext4,
+                                                                           tmp_path,
                                                                            mount_site):
     mount = mount_site(onesis_site(tmp_path / "site"), "--link-policy", "persistent",
-                       "--persistent-dir", str(tmp_path / "state"),
+                       "--persistent-dir", str(fresh_ext4 / "state"),
                        "--handle-key", str(tmp_path / "key"))
     n1, n2 = mount.node("n1") / "var/log", mount.node("n2") / "var/log"
     os.listdir(n1), os.listdir(n2)  # both nodes' /var/log made
@@ -65,13 +66,14 @@ def test_a_stale_handle_of_a_removed_entry_opens_nothing_another_node_made(tmp_p
     assert reused >= 10, f"the store's file system reused an inode number {reused} times"
 
 
-def test_a_removed_image_files_handle_opens_no_host_override_made_after(tmp_path, mount_site):
+def test_a_removed_image_files_handle_opens_no_host_override_made_after(fresh_ext4, tmp_path,
+                                                                       mount_site):
     """The admin removes a file from the image (an image update) and puts node n2's new host
     key in n2's override; n2 boots and reads it. Node n1 had a handle of the removed image
     file, as every client of that image may: it must be stale, not n2's key (it opened the
     key 5 of 5 times: a layer file's generation came from its inode number alone; now it
     holds the file's birth time too)."""
-    root = onesis_site(tmp_path / "site")
+    root = onesis_site(fresh_ext4 / "site")
     image_etc = root / "var/lib/systemimager/images/img/etc"
     override_etc = root / "var/lib/systemimager/overrides/n2/etc"
     mount = mount_site(root, "--handle-key", str(tmp_path / "key"), "--no-watch")

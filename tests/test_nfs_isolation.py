@@ -10,15 +10,17 @@ that reading of the layout against the mount before it relies on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import needs_root_fuse
-from nfstools import Netns, drop_caches, namespaces, nfs_ls, require, serving, veth
+from nfstools import Netns, Serve, drop_caches, namespaces, nfs_ls, require, serving, veth
 from sitetools import onesis_site
 
 from onesuite_fs.handle_key import load_or_create_key
@@ -179,10 +181,12 @@ def test_unprivileged_ports_only_when_configured(example_site, tmp_path):
 WRITER = Path(__file__).resolve().parent / "nfs_write.py"
 
 
-@pytest.mark.parametrize("version", ["3", "4"])
-def test_persistent_paths_are_writable_over_nfs_by_their_node_only(tmp_path, version):
-    root, state = onesis_site(tmp_path / "site"), tmp_path / "persistent"
-    query = "?version=4" if version == "4" else ""
+@contextlib.contextmanager
+def persistent_pair(tmp_path: Path, protocols: str, store: Path | None = None,
+                    **serve_options: bool) -> Iterator[tuple[Serve, Netns, Netns]]:
+    """The oneSIS test site served with persistent paths (kept in `store`) to n1
+    (namespace a) and n2 (b)."""
+    root = onesis_site(tmp_path / "site")
     with namespaces("srv", "a", "b") as (srv, a, b):
         veth(srv, SERVER_A, a, "10.251.1.2")
         veth(srv, SERVER_B, b, "10.251.2.2")
@@ -191,9 +195,16 @@ def test_persistent_paths_are_writable_over_nfs_by_their_node_only(tmp_path, ver
         mnt = tmp_path / "mnt"
         mnt.mkdir()
         with serving(srv, root, mnt, tmp_path / "state", "--config", str(config),
-                     "--link-policy", "persistent", "--persistent-dir", str(state),
-                     "--handle-key", str(tmp_path / "key"), "--protocols", "3,4",
-                     private_run=True, rpcbind=True) as server:
+                     "--link-policy", "persistent", "--persistent-dir",
+                     str(store or tmp_path / "persistent"), "--handle-key", str(tmp_path / "key"),
+                     "--protocols", protocols, **serve_options) as server:
+            yield server, a, b
+
+
+@pytest.mark.parametrize("version", ["3", "4"])
+def test_persistent_paths_are_writable_over_nfs_by_their_node_only(tmp_path, version):
+    query = "?version=4" if version == "4" else ""
+    with persistent_pair(tmp_path, "3,4", private_run=True, rpcbind=True) as (server, a, b):
             steps = [["write", "/var/log/boot.log", "booted\n"],
                      ["append", "/var/log/boot.log", "again\n"],
                      ["mkdir", "/var/log/sub"],
@@ -226,22 +237,14 @@ def test_persistent_paths_are_writable_over_nfs_by_their_node_only(tmp_path, ver
             assert (n1 / "var/log/boot.log").read_text() == "booted\nagain\n"
 
 
-def test_a_removed_persistent_files_handle_opens_nothing_another_node_makes(tmp_path):
+def test_a_removed_persistent_files_handle_opens_nothing_another_node_makes(fresh_ext4,
+                                                                           tmp_path):
     """n2 makes a file in its persistent /var/log, keeps its NFS handle, removes it; n1 then
     writes a file there and the store's file system gives it the freed inode. n2's handle
     must be stale: it opened n1's file before (the number and generation came from the
     inode number alone; tests/test_handle_reuse.py has the same on the bare mount)."""
-    root, state = onesis_site(tmp_path / "site"), tmp_path / "persistent"
-    with namespaces("srv", "a", "b") as (srv, a, b):
-        veth(srv, SERVER_A, a, "10.251.1.2")
-        veth(srv, SERVER_B, b, "10.251.2.2")
-        config = tmp_path / "onesuite.toml"
-        config.write_text('[nfs.addresses]\nn1 = "10.251.1.2"\nn2 = "10.251.2.2"\n')
-        mnt = tmp_path / "mnt"
-        mnt.mkdir()
-        with serving(srv, root, mnt, tmp_path / "state", "--config", str(config),
-                     "--link-policy", "persistent", "--persistent-dir", str(state),
-                     "--handle-key", str(tmp_path / "key"), "--protocols", "4"):
+    state = fresh_ext4 / "persistent"  # a file system that gives freed inodes out again
+    with persistent_pair(tmp_path, "4", state) as (_server, a, b):
             reused = 0
             for round_ in range(40):
                 if reused == 3:
