@@ -191,27 +191,21 @@ class NodeState:
             yield fd, name
 
     def lstat(self, relpath: str) -> Meta | None:
-        if not self.root.is_dir():
-            return None  # nothing made for this node yet (and looking makes nothing)
-        try:
-            with self.parent(relpath) as (fd, name):
-                return self._shown(fd, name, os.stat(name, dir_fd=fd, follow_symlinks=False))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return None
-            raise
+        found = self._stat(relpath, with_id=False)
+        return None if found is None else found[0]
 
     def identity(self, relpath: str) -> tuple[Meta, bytes] | None:
         """What `lstat` gives, and the entry's id (b"" where the file system keeps none, such
         as user.* on a symlink): made here the first time, kept for the entry's life."""
+        return self._stat(relpath, with_id=True)
+
+    def _stat(self, relpath: str, *, with_id: bool) -> tuple[Meta, bytes] | None:
         if not self.root.is_dir():
-            return None
+            return None  # nothing made for this node yet (and looking makes nothing)
         try:
             with self.parent(relpath) as (fd, name):
                 meta = self._shown(fd, name, os.stat(name, dir_fd=fd, follow_symlinks=False))
-                return meta, _entry_id(_entry_path(fd, name))
+                return meta, _entry_id(_entry_path(fd, name)) if with_id else b""
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:

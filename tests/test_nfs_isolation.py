@@ -60,6 +60,25 @@ def refused(answer: dict[str, object]) -> bool:
                                  and not answer["data"])
 
 
+@contextlib.contextmanager
+def served_pair(tmp_path: Path, root: Path, nodes: tuple[str, str], *options: str,
+                **serve_options: bool) -> Iterator[tuple[Serve, Netns, Netns]]:
+    """`root` served (mount at tmp_path/mnt, handle key tmp_path/key) to nodes[0] from
+    namespace a (10.251.1.2) and nodes[1] from namespace b (10.251.2.2)."""
+    with namespaces("srv", "a", "b") as (srv, a, b):
+        veth(srv, SERVER_A, a, "10.251.1.2")
+        veth(srv, SERVER_B, b, "10.251.2.2")
+        config = tmp_path / "onesuite.toml"
+        config.write_text(f'[nfs.addresses]\n{nodes[0]} = "10.251.1.2"\n'
+                          f'{nodes[1]} = "10.251.2.2"\n')
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        with serving(srv, root, mnt, tmp_path / "state", "--config", str(config),
+                     "--handle-key", str(tmp_path / "key"), *options,
+                     **serve_options) as server:
+            yield server, a, b
+
+
 def own_root(ns: Netns, server: str, node: str) -> bytes:
     answer = raw(ns, server, [["putrootfh"], ["lookup", "nodes"], ["lookup", node], ["getfh"]])
     assert answer["status"] == "OK", answer
@@ -77,16 +96,9 @@ def site_with_secrets(example_site: Path) -> Path:
 
 
 def test_forged_handles_reach_nothing_outside_the_own_root(site_with_secrets, tmp_path):
-    key_file = tmp_path / "handle.key"
-    with namespaces("srv", "a", "b") as (srv, a, b):
-        veth(srv, SERVER_A, a, "10.251.1.2")
-        veth(srv, SERVER_B, b, "10.251.2.2")
-        config = tmp_path / "onesuite.toml"
-        config.write_text('[nfs.addresses]\nnode001 = "10.251.1.2"\nnode002 = "10.251.2.2"\n')
-        mnt = tmp_path / "mnt"
-        mnt.mkdir()
-        with serving(srv, site_with_secrets, mnt, tmp_path / "state", "--config", str(config),
-                     "--protocols", "4", "--handle-key", str(key_file)):
+    key_file, mnt = tmp_path / "key", tmp_path / "mnt"
+    with served_pair(tmp_path, site_with_secrets, ("node001", "node002"), "--protocols", "4"
+                     ) as (_server, a, b):
             view = mnt / "nodes"
             # The server's admin looks around first, so the kernel has every name on the
             # way to node002's files in its caches: a forged walk must not get them there.
@@ -186,19 +198,11 @@ def persistent_pair(tmp_path: Path, protocols: str, store: Path | None = None,
                     **serve_options: bool) -> Iterator[tuple[Serve, Netns, Netns]]:
     """The oneSIS test site served with persistent paths (kept in `store`) to n1
     (namespace a) and n2 (b)."""
-    root = onesis_site(tmp_path / "site")
-    with namespaces("srv", "a", "b") as (srv, a, b):
-        veth(srv, SERVER_A, a, "10.251.1.2")
-        veth(srv, SERVER_B, b, "10.251.2.2")
-        config = tmp_path / "onesuite.toml"
-        config.write_text('[nfs.addresses]\nn1 = "10.251.1.2"\nn2 = "10.251.2.2"\n')
-        mnt = tmp_path / "mnt"
-        mnt.mkdir()
-        with serving(srv, root, mnt, tmp_path / "state", "--config", str(config),
+    with served_pair(tmp_path, onesis_site(tmp_path / "site"), ("n1", "n2"),
                      "--link-policy", "persistent", "--persistent-dir",
-                     str(store or tmp_path / "persistent"), "--handle-key", str(tmp_path / "key"),
-                     "--protocols", protocols, **serve_options) as server:
-            yield server, a, b
+                     str(store or tmp_path / "persistent"), "--protocols", protocols,
+                     **serve_options) as served:
+        yield served
 
 
 @pytest.mark.parametrize("version", ["3", "4"])
