@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .fuse_ops import PID_XATTR, STATUS_XATTR, OnesuiteOperations
 from .live import Generations, LiveOptions
 from .process import pid_alive
+from .service import logs
 from .tree import Tree
 from .watch import keep_watching
 
@@ -126,7 +127,8 @@ async def _logged(task: Callable[[], Awaitable[object]], what: str) -> None:
         log.exception("%s failed; the mount goes on serving", what)
 
 
-async def _serve(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
+async def _serve(ops: OnesuiteOperations, live: LiveOptions | None,
+                 on_ready: Callable[[], None] | None = None) -> None:
     async with trio.open_nursery() as nursery:
 
         async def on_signals() -> None:
@@ -146,6 +148,9 @@ async def _serve(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
                                             abandon_on_cancel=True),
                            "reading the whole site in the background (generation 1 reads "
                            "directories when first used instead)")
+        if on_ready is not None:  # in a thread: it waits for the loop below to answer
+            nursery.start_soon(_logged, partial(trio.to_thread.run_sync, on_ready,
+                                                abandon_on_cancel=True), "reporting readiness")
         if live is not None and live.watch_paths:
             nursery.start_soon(partial(keep_watching, list(live.watch_paths), ops.reload,
                                        quiet=live.quiet, poll_every=live.poll_every))
@@ -168,9 +173,10 @@ def _run_session(tree: Tree, mountpoint: Path, cache_timeout: float, debug: bool
     return ops
 
 
-def _loop(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
+def _loop(ops: OnesuiteOperations, live: LiveOptions | None,
+          on_ready: Callable[[], None] | None = None) -> None:
     try:
-        trio.run(_serve, ops, live)
+        trio.run(_serve, ops, live, on_ready)
     except BaseException:
         pyfuse3.close(unmount=True)
         raise
@@ -178,12 +184,14 @@ def _loop(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
 
 
 def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: float,
-          log_file: Path | None, debug: bool = False, live: LiveOptions | None = None) -> int:
-    """Mount and serve; in daemon mode return 0 once the mount is ready."""
+          log_file: Path | None, debug: bool = False, live: LiveOptions | None = None,
+          on_ready: Callable[[], None] | None = None) -> int:
+    """Mount and serve; in daemon mode return 0 once the mount is ready. In the foreground,
+    `on_ready` runs in a thread once the loop serves (a service's readiness report)."""
     if foreground:
         ops = _run_session(tree, mountpoint, cache_timeout, debug, live)
         log.info("mounted %s", mountpoint)
-        _loop(ops, live)
+        _loop(ops, live, on_ready)
         return 0
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -223,6 +231,7 @@ def _detach_stdio(log_file: Path | None) -> None:
               if log_file else devnull)
     os.dup2(target, 1)
     os.dup2(target, 2)
+    logs.to_file(log_file)  # records through a handler that follows logrotate
 
 
 def daemon_pid(mountpoint: Path) -> int | None:

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from types import FrameType
 
 from ..errors import ConfigError
+from ..service import logs, sd_notify
+from ..service.mount_helper import HELPER_NAMES
+from ..service.mount_helper import main as mount_helper_main
 from ..tree import TreeError
-from . import core, inspect, nfs, transform
+from . import core, inspect, nfs, service, transform
 from .common import EXIT_FAILURE, EXIT_USAGE, site_options
 
 DESCRIPTION = """\
@@ -41,7 +45,7 @@ examples:
 """
 
 
-COMMAND_MODULES = (core, nfs, transform, inspect)
+COMMAND_MODULES = (core, nfs, transform, inspect, service)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,14 +75,17 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sd_notify.take_socket()  # before anything can start a child that would inherit it
+    if argv is None and os.path.basename(sys.argv[0]) in HELPER_NAMES:
+        # Called by mount(8) for an /etc/fstab line (a symlink to this program).
+        return mount_helper_main(sys.argv[1:], main)
     args = build_parser().parse_args(argv)
     # `kill` and a closed terminal stop a long export or conversion like Ctrl-C does. A
     # mount installs its own handlers (it unmounts), which replace these.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, _stop)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(args.verbose)
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -19,6 +19,7 @@ from ..tree import Tree
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_STATE_DIR = Path("/var/lib/onesuite-fs/state")
+DEFAULT_CONFIG = Path("/etc/onesuite/onesuite.toml")  # read when it exists and no --config
 
 
 def site_options() -> argparse.ArgumentParser:
@@ -30,7 +31,8 @@ def site_options() -> argparse.ArgumentParser:
                             "PREFIX/var/lib/systemimager (default: /)")
     group.add_argument("--config", type=Path, metavar="FILE",
                        help="onesuite.toml naming paths and policies explicitly "
-                            "(command-line options win over it)")
+                            "(command-line options win over it; default "
+                            f"{DEFAULT_CONFIG} when that file exists)")
     group.add_argument("--override-order", choices=OVERRIDE_ORDERS,
                        help="which SystemImager tool's override order to reproduce: "
                             "autoinstall (4.3 installs; default), updateclient "
@@ -63,7 +65,8 @@ def site_options() -> argparse.ArgumentParser:
 
 
 def load(args: argparse.Namespace) -> tuple[Settings, Site]:
-    settings = load_settings(args.config) if args.config else Settings()
+    config = config_file(args)
+    settings = load_settings(config) if config is not None else Settings()
     settings = settings.with_options(root=args.root, override_order=args.override_order,
                                      allow_dynamic_nodes=args.allow_dynamic_nodes,
                                      cache_timeout=getattr(args, "cache_timeout", None),
@@ -78,6 +81,14 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
             allow_layers_outside_source="--allow-layers-outside")
     site = load_site(settings)
     return settings, site
+
+
+def config_file(args: argparse.Namespace) -> Path | None:
+    """--config, else the default file when it exists: a server configured entirely on the
+    command line (or by defaults) needs none."""
+    if args.config is not None:
+        return args.config
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
 
 
 def build_tree(settings: Settings, site: Site, *, serving: bool = False,

@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..service import logs
+from ..service.ready import report_mount_ready
 from ..stack import Stages, node_stages
 from .common import (
     EXIT_FAILURE,
@@ -30,8 +33,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     mount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     mount.add_argument("-f", "--foreground", action="store_true",
                        help="stay in the foreground (logs to stderr; Ctrl-C unmounts)")
-    mount.add_argument("--log", type=Path, metavar="FILE",
-                       help="daemon log file (default: none in daemon mode)")
+    mount.add_argument("--log-file", "--log", dest="log", type=Path, metavar="FILE",
+                       help="log file, reopened when logrotate moves it (default: none in "
+                            "daemon mode; stderr, or the journal under systemd, with -f)")
     mount.add_argument("--cache-timeout", type=float, metavar="SECONDS",
                        help="kernel entry/attribute cache time (default 300)")
     mount.add_argument("--debug-fuse", action="store_true", help="libfuse debug output")
@@ -124,9 +128,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
     mountpoint = args.mountpoint.resolve()
     check_mountpoint(mountpoint)
     tree = build_tree(settings, site, serving=True)
+    if args.foreground and args.log is not None:
+        logs.configure(args.verbose, args.log)
     status = mount(tree, mountpoint, foreground=args.foreground,
                    cache_timeout=settings.cache_timeout, log_file=args.log,
-                   debug=args.debug_fuse, live=live_options(args, settings, site, tree))
+                   debug=args.debug_fuse, live=live_options(args, settings, site, tree),
+                   on_ready=partial(report_mount_ready, mountpoint))
     if status == EXIT_OK and not args.foreground:
         print(f"onesuite: mounted {len(tree.entries['nodes'])} nodes, "
               f"{len(tree.entries['groups'])} groups, {len(tree.entries['images'])} images "
