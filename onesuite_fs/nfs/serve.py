@@ -27,6 +27,7 @@ from types import FrameType
 from ..live import LiveOptions
 from ..mount import check_mountpoint, daemon_pid, mount, umount
 from ..process import pid_alive
+from ..service.sd_notify import notify
 from ..settings import Settings
 from ..tree import Tree
 from .devpin import DevicePin, describe, read_recorded
@@ -141,6 +142,8 @@ def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOpti
         print(f"onesuite: serving {len(plan.exports)} node roots from {mountpoint} over NFS "
               f"(ganesha pid {ganesha_pid}, port {options.port}, log {ganesha.log}); "
               "SIGINT/SIGTERM stops", file=sys.stderr, flush=True)
+        notify("READY=1", f"STATUS=serving {len(plan.exports)} node roots from {mountpoint} "
+                          f"over NFS (ganesha pid {ganesha_pid})")
         result = _watch(stop, ganesha, fuse_pid, ganesha.log, state_dir / "onesuite.log")
     finally:
         ganesha.stop()
