@@ -27,6 +27,9 @@ pytestmark = [needs_root_fuse(), pytest.mark.mount, pytest.mark.slow]
 PROGRAM = "/opt/onesuite/bin/onesuite"
 UNIT = "onesuite-mount@srv-onesuite.service"
 MOUNTPOINT = "/srv/onesuite"
+# CapabilityBoundingSet of onesuite-mount@.service: CHOWN 0, DAC_OVERRIDE 1,
+# DAC_READ_SEARCH 2, FOWNER 3, FSETID 4, SYS_ADMIN 21 (linux/capability.h).
+MOUNT_CAPABILITIES = (0, 1, 2, 3, 4, 21)
 
 
 def _venv() -> Path:
@@ -101,6 +104,11 @@ def test_mount_unit_start_reload_crash_restart_stop(container: Container) -> Non
     assert "serving 10 node roots" in show(box, UNIT, "StatusText")
     nodes = box.run("ls", f"{MOUNTPOINT}/nodes").stdout.split()
     assert nodes == ["login01", "login02", *(f"node{n:03d}" for n in range(1, 9))]
+    # The hardening is in force, and FUSE works under it.
+    status = box.run("cat", f"/proc/{show(box, UNIT, 'MainPID')}/status").stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert int(fields["CapBnd"], 16) == sum(1 << bit for bit in MOUNT_CAPABILITIES)
     # journald: our lines carry no timestamp of their own, and warnings their priority.
     journal = box.run("journalctl", "-u", UNIT, "-o", "cat", "--no-pager").stdout
     assert f"onesuite.mount: mounted {MOUNTPOINT}" in journal.splitlines()

@@ -32,7 +32,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                     "'onesuite umount MOUNTPOINT'. Read-only: every write fails with EROFS.")
     mount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     mount.add_argument("-f", "--foreground", action="store_true",
-                       help="stay in the foreground (logs to stderr; Ctrl-C unmounts)")
+                       help="stay in the foreground (logs to stderr; Ctrl-C unmounts); "
+                            "under systemd (Type=notify) it reports ready once the mount "
+                            "answers")
     mount.add_argument("--log-file", "--log", dest="log", type=Path, metavar="FILE",
                        help="log file, reopened when logrotate moves it (default: none in "
                             "daemon mode; stderr, or the journal under systemd, with -f)")
