@@ -266,10 +266,10 @@ def test_helper_turns_fstab_options_into_mount_options() -> None:
                   "rw,defaults,nofail,_netdev,x-systemd.requires=a.service,root=/srv/si,"
                   "config=/etc/onesuite/site.toml,no_watch,link-policy=persistent,"
                   "allow_layers_outside=/a,allow_layers_outside=/b"])
-    assert call.argv() == ["mount", "--root", "/srv/si", "--config",
-                           "/etc/onesuite/site.toml", "--no-watch", "--link-policy",
-                           "persistent", "--allow-layers-outside", "/a",
-                           "--allow-layers-outside", "/b", "--", "/srv/onesuite"]
+    assert call.argv() == ["mount", "--root=/srv/si", "--config=/etc/onesuite/site.toml",
+                           "--no-watch", "--link-policy=persistent",
+                           "--allow-layers-outside=/a", "--allow-layers-outside=/b", "--",
+                           "/srv/onesuite"]
     assert parse(["onesuite", "/srv/x", "-fnv", "-t", "fuse.onesuite"]).fake
 
 
@@ -294,17 +294,19 @@ def test_helper_refuses_bad_lines_with_the_reason(args: list[str], message: str)
         parse(args)
 
 
-def test_helper_option_values_cannot_become_options() -> None:
-    """A value is one argument after its option: "root=--allow-dynamic-nodes" cannot turn
-    shell commands on, it names a (relative, refused) path."""
+def test_helper_option_values_cannot_become_options(tmp_path: Path) -> None:
+    """A value stays glued to its option ("--opt=value"): "override_order=
+    --allow-dynamic-nodes" cannot turn shell commands on, argparse refuses the choice."""
     with pytest.raises(HelperError, match="must be absolute"):
         translate_options("root=--allow-dynamic-nodes")
-    assert translate_options("override_order=--allow-dynamic-nodes") == [
-        "--override-order", "--allow-dynamic-nodes"]  # argparse then refuses the choice
+    options = translate_options("override_order=--allow-dynamic-nodes")
+    assert options == ["--override-order=--allow-dynamic-nodes"]
+    done = run_onesuite("nodes", "--root", tmp_path, *options, check=False)
+    assert done.returncode == 2 and "invalid choice" in done.stderr
 
 
 def test_helper_sloppy_ignores_unknown_options() -> None:
-    assert translate_options("whatever,root=/r", sloppy=True) == ["--root", "/r"]
+    assert translate_options("whatever,root=/r", sloppy=True) == ["--root=/r"]
 
 
 @needs_root_fuse()

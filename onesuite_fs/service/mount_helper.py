@@ -115,7 +115,7 @@ def parse(args: list[str]) -> HelperCall:
 
 
 def translate_options(text: str, *, sloppy: bool = False) -> list[str]:
-    """"defaults,root=/srv/si,no_watch" -> ["--root", "/srv/si", "--no-watch"]."""
+    """"defaults,root=/srv/si,no_watch" -> ["--root=/srv/si", "--no-watch"]."""
     if len(text) > MAX_OPTIONS_LENGTH:
         raise HelperError(f"the mount options are longer than {MAX_OPTIONS_LENGTH} characters")
     result: list[str] = []
@@ -138,7 +138,7 @@ def translate_options(text: str, *, sloppy: bool = False) -> list[str]:
             if key in seen and key != "allow_layers_outside":
                 raise HelperError(f"option {name!r} is given twice")
             seen.add(key)
-            result += [VALUED[key], value]
+            result.append(f"{VALUED[key]}={value}")  # one argument: never an option
         elif key in FLAGS:
             if has_value:
                 raise HelperError(f"option {name!r} takes no value")
