@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,14 @@ def _venv() -> Path:
     return Path(sys.prefix).resolve()
 
 
+@dataclass
+class Booted:
+    box: Container
+    site: Path  # the image server, read-write inside the container at the same path
+
+
 @pytest.fixture(scope="module")
-def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+def booted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Booted]:
     require("systemd-nspawn", "nsenter")
     import example_site
 
@@ -64,8 +71,7 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
                                        "--mountpoint", MOUNTPOINT).stdout)
         assert installed["units"]["onesuite-mount"] == UNIT
         box.run("systemctl", "daemon-reload")
-        box.site = site  # type: ignore[attr-defined]
-        yield box
+        yield Booted(box, site)
     finally:
         box.stop()
 
@@ -95,8 +101,8 @@ def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def test_mount_unit_start_reload_crash_restart_stop(container: Container) -> None:
-    box, site = container, container.site  # type: ignore[attr-defined]
+def test_mount_unit_start_reload_crash_restart_stop(booted: Booted) -> None:
+    box, site = booted.box, booted.site
     box.run("mkdir", "-p", MOUNTPOINT)
     # Type=notify: start returns once READY=1 came, i.e. once the mount answered.
     start(box, UNIT)
@@ -148,8 +154,8 @@ def test_mount_unit_start_reload_crash_restart_stop(container: Container) -> Non
     assert box.run("test", "-d", f"/proc/{second}", check=False).returncode != 0
 
 
-def test_fstab_line_mounts_with_mount_a_and_systemd(container: Container) -> None:
-    box = container
+def test_fstab_line_mounts_with_mount_a_and_systemd(booted: Booted) -> None:
+    box = booted.box
     line = "onesuite  /srv/fstab  fuse.onesuite  defaults,no_watch,x-onesuite-test  0 0\n"
     box.run("mkdir", "-p", "/srv/fstab")
     box.run("sh", "-c", f"printf '%s' '{line}' > /tmp/fstab.test")
@@ -180,8 +186,8 @@ def test_fstab_line_mounts_with_mount_a_and_systemd(container: Container) -> Non
     assert mounts(box, "/srv/fstab") == 0
 
 
-def test_fstab_line_with_a_bad_option_fails_with_its_name(container: Container) -> None:
-    box = container
+def test_fstab_line_with_a_bad_option_fails_with_its_name(booted: Booted) -> None:
+    box = booted.box
     box.run("mkdir", "-p", "/srv/bad")
     box.run("sh", "-c", "printf 'onesuite /srv/bad fuse.onesuite defaults,rooot=/x 0 0\\n'"
                         " > /tmp/fstab.bad")
@@ -191,9 +197,9 @@ def test_fstab_line_with_a_bad_option_fails_with_its_name(container: Container) 
     assert mounts(box, "/srv/bad") == 0
 
 
-def test_serve_unit_is_ready_once_ganesha_serves(container: Container) -> None:
+def test_serve_unit_is_ready_once_ganesha_serves(booted: Booted) -> None:
     require("ganesha.nfsd")
-    box = container
+    box = booted.box
     unit = "onesuite-serve@srv-served.service"
     box.run("mkdir", "-p", "/srv/served")
     start(box, unit)
