@@ -11,7 +11,7 @@ from typing import Any
 
 from onesuite_fs.cli import build_parser, main
 from onesuite_fs.cli.common import build_tree, load
-from onesuite_fs.tree import Tree
+from onesuite_fs.daemon.tree import Tree
 
 KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "chr", stat.S_IFBLK: "blk", stat.S_IFSOCK: "sock"}

@@ -11,10 +11,10 @@ import pyfuse3
 import pytest
 import trio
 
-from onesuite_fs.fuse_ops import OnesuiteOperations
+from onesuite_fs.daemon.fuse_ops import OnesuiteOperations
+from onesuite_fs.daemon.tree import Tree
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.tree import Tree
 
 
 def operations(site_root) -> OnesuiteOperations:

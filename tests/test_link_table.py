@@ -13,7 +13,8 @@ import tarfile
 import pytest
 from sitetools import onesis_site
 
-from onesuite_fs.onesis_config import OnesisSource
+from onesuite_fs.core.onesis_config import OnesisSource
+from onesuite_fs.daemon.tree import Tree
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
 from onesuite_fs.transform.cpio import write_newc
@@ -22,7 +23,6 @@ from onesuite_fs.transform.materialize import Writer
 from onesuite_fs.transform.progress import Progress
 from onesuite_fs.transform.tar import write_tar
 from onesuite_fs.transform.walk import Root, measure
-from onesuite_fs.tree import Tree
 
 FILES, NAMES = 7, 3  # seven files with three names each: 21 names, 7 first names
 

@@ -106,9 +106,9 @@ def test_readers_of_unchanged_files_never_see_estale_while_reloads_run(example_s
 def test_a_generation_adopts_numbers_an_earlier_one_issued_only_for_the_same_object(
         example_site):
     """Pure: what `_run` does for a number the serving generation never issued."""
+    from onesuite_fs.daemon.tree import Tree, TreeError
     from onesuite_fs.settings import Settings
     from onesuite_fs.sources.systemimager import load_site
-    from onesuite_fs.tree import Tree, TreeError
 
     def generation_of_site() -> Tree:
         return Tree(load_site(Settings(root=example_site)), "autoinstall")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import needs_root_fuse
 
-from onesuite_fs.requesters import NfsServerThreads
+from onesuite_fs.daemon.requesters import NfsServerThreads
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
 TESTS = Path(__file__).resolve().parent
@@ -110,11 +110,11 @@ def test_a_forged_persistent_number_walks_only_the_writable_paths(tmp_path, monk
     way to each node's writable paths, once per generation, never through whole roots."""
     from sitetools import onesis_site
 
-    from onesuite_fs.inodes import STATE_TAG
-    from onesuite_fs.onesis_config import OnesisSource
+    from onesuite_fs.core.inodes import STATE_TAG
+    from onesuite_fs.core.onesis_config import OnesisSource
+    from onesuite_fs.daemon.tree import Tree
     from onesuite_fs.settings import Settings
     from onesuite_fs.sources.systemimager import load_site
-    from onesuite_fs.tree import Tree
 
     root = onesis_site(tmp_path / "site")
     tree = Tree(load_site(Settings(root=root)), "autoinstall",

@@ -12,13 +12,13 @@ import pytest
 import sitegen
 from sitetools import onesis_site
 
-from onesuite_fs import tree as tree_module
-from onesuite_fs.bounded import BoundedCache, entries_of
-from onesuite_fs.onesis_config import OnesisSource
+from onesuite_fs.daemon import tree as tree_module
+from onesuite_fs.core.bounded import BoundedCache, entries_of
+from onesuite_fs.core.onesis_config import OnesisSource
+from onesuite_fs.daemon.tree import ORIGIN_XATTRS, Tree, TreeError
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
 from onesuite_fs.transform.walk import Root, measure, merged_children
-from onesuite_fs.tree import ORIGIN_XATTRS, Tree, TreeError
 
 
 def by_inode(tree: Tree, ino: int, path: str = "") -> dict[str, tuple]:

@@ -8,11 +8,11 @@ import stat
 import pytest
 from sitetools import onesis_site
 
-from onesuite_fs.errors import ConfigError
-from onesuite_fs.onesis_config import OnesisSource
+from onesuite_fs.core.errors import ConfigError
+from onesuite_fs.core.onesis_config import OnesisSource
+from onesuite_fs.daemon.tree import Tree
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.tree import Tree
 
 
 @pytest.fixture(scope="module")

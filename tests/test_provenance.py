@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from sitetools import onesis_site
 
-from onesuite_fs.onesis_config import OnesisSource
-from onesuite_fs.onesis_view import Linked, Synthetic
-from onesuite_fs.provenance import Kind, Provenance
+from onesuite_fs.core.onesis_config import OnesisSource
+from onesuite_fs.core.onesis_view import Linked, Synthetic
+from onesuite_fs.core.provenance import Kind, Provenance
+from onesuite_fs.daemon.tree import NAMESPACES, Tree
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.tree import NAMESPACES, Tree
 
 ORDERS = ("autoinstall", "pushoverrides", "updateclient")
 

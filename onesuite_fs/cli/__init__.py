@@ -11,8 +11,8 @@ import signal
 import sys
 from types import FrameType
 
-from ..errors import ConfigError
-from ..tree import TreeError
+from ..core.errors import ConfigError
+from ..daemon.tree import TreeError
 from . import core, inspect, nfs, transform
 from .common import EXIT_FAILURE, EXIT_USAGE, site_options
 

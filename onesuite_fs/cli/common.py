@@ -6,16 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..handle_key import DEFAULT_HANDLE_KEY, load_or_create_key
-from ..inodes import Numbering
-from ..live import LiveOptions
-from ..model import Site
-from ..onesis_config import OnesisSource
+from ..core.inodes import Numbering
+from ..core.model import Site
+from ..core.onesis_config import OnesisSource
+from ..core.stack import missing_overrides, node_stages
+from ..core.state import prepare_store
+from ..daemon.handle_key import DEFAULT_HANDLE_KEY, load_or_create_key
+from ..daemon.live import LiveOptions
+from ..daemon.tree import Tree
 from ..settings import LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
 from ..sources.systemimager import load_site
-from ..stack import missing_overrides, node_stages
-from ..state import prepare_store
-from ..tree import Tree
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_STATE_DIR = Path("/var/lib/onesuite-fs/state")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..stack import Stages, node_stages
+from ..core.stack import Stages, node_stages
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -117,7 +117,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from ..mount import check_mountpoint, mount
+    from ..daemon.mount import check_mountpoint, mount
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
@@ -171,7 +171,7 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from ..mount import reload
+    from ..daemon.mount import reload
 
     status = reload(args.mountpoint.resolve())
     _print_status(status, args.json)
@@ -185,14 +185,14 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..mount import daemon_status
+    from ..daemon.mount import daemon_status
 
     _print_status(daemon_status(args.mountpoint.resolve()), args.json)
     return EXIT_OK
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from ..mount import umount
+    from ..daemon.mount import umount
 
     umount(args.mountpoint.resolve(), timeout=args.timeout)
     return EXIT_OK

@@ -16,7 +16,9 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.stack import Stages
+from ..daemon.tree import Tree
 from ..inspect.diff import Difference, diff
 from ..inspect.explain import (
     STEPS,
@@ -29,8 +31,6 @@ from ..inspect.explain import (
 from ..inspect.progress import Progress
 from ..inspect.targets import Target, normalize_path, resolve_target
 from ..inspect.walk import Record, TreeView, View, make_view, record_json, walk
-from ..stack import Stages
-from ..tree import Tree
 from .common import EXIT_FAILURE, EXIT_OK, build_tree, load, report_warnings
 from .core import stack_json
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..model import Site
+from ..core.errors import ConfigError
+from ..core.model import Site
+from ..daemon.tree import Tree
 from ..settings import Settings
-from ..tree import Tree
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,

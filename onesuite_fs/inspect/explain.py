@@ -15,12 +15,12 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..layers import Meta
-from ..onesis_view import Attempt, NodeOnesis, chosen_attempt
-from ..provenance import Kind
-from ..resolve import Contribution, MergedDir
+from ..core.layers import Meta
+from ..core.onesis_view import Attempt, NodeOnesis, chosen_attempt
+from ..core.provenance import Kind
+from ..core.resolve import Contribution, MergedDir
+from ..daemon.tree import Entry, Tree
 from ..sources.onesis import LinkBack, class_chain
-from ..tree import Entry, Tree
 from .targets import Target, close_matches, path_parts
 from .walk import KINDS, Record, TreeView, mode_string
 

@@ -8,8 +8,8 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..tree import Entry, Tree
+from ..core.errors import ConfigError
+from ..daemon.tree import Entry, Tree
 
 KINDS = {"node": "nodes", "group": "groups", "image": "images"}
 BARE_ORDER = ("node", "group", "image")  # a bare name is looked for in this order

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..provenance import Provenance
-from ..tree import Tree, TreeError
+from ..core.provenance import Provenance
+from ..daemon.tree import Tree, TreeError
 from .targets import Target, path_parts
 
 KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ..live import LiveOptions
-from ..mount import check_mountpoint, daemon_pid, mount, umount
-from ..process import pid_alive
+from ..daemon.live import LiveOptions
+from ..daemon.mount import check_mountpoint, daemon_pid, mount, umount
+from ..daemon.process import pid_alive
+from ..daemon.tree import Tree
 from ..settings import Settings
-from ..tree import Tree
 from .devpin import DevicePin, describe, read_recorded
 from .exports import ExportPlan
 from .ganesha import Ganesha, GaneshaOptions, NfsServerError

@@ -18,8 +18,8 @@ from typing import Literal, Protocol, TypeVar, cast
 
 import regex
 
-from onesuite_fs.errors import ConfigError
-from onesuite_fs.limits import (
+from onesuite_fs.core.errors import ConfigError
+from onesuite_fs.core.limits import (
     DEFAULT_LIMITS,
     MAX_BRACE_GROUPS,
     MAX_BRACE_PATHS,

@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-from ..errors import ConfigError
-from ..model import Cluster, Image, Node, Site, SiteLayout
-from ..names import check_name, name_problem
+from ..core.errors import ConfigError
+from ..core.model import Cluster, Image, Node, Site, SiteLayout
+from ..core.names import check_name, name_problem
 from ..settings import Settings
 from .cluster_txt import parse_cluster_txt
 from .cluster_xml import parse_cluster_xml, run_dynamic_node

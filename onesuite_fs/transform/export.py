@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..tree import Tree
+from ..core.errors import ConfigError
+from ..daemon.tree import Tree
 from . import cpio, iso, squashfs, tar
 from .output import atomic_output, check_space, check_target
 from .progress import Progress

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .progress import Progress
 from .tar import write_tar
 from .walk import Root

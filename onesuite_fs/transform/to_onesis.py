@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..tree import Tree
+from ..core.errors import ConfigError
+from ..daemon.tree import Tree
 from .compare import Comparer
 from .materialize import Writer
 from .progress import Progress

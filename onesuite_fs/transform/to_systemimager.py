@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from ..errors import ConfigError
-from ..model import Cluster, Group, Image, Node, Site, SiteLayout
-from ..names import check_name
-from ..onesis_config import SYSIMAGE_CONF, OnesisSource
+from ..core.errors import ConfigError
+from ..core.model import Cluster, Group, Image, Node, Site, SiteLayout
+from ..core.names import check_name
+from ..core.onesis_config import SYSIMAGE_CONF, OnesisSource
+from ..daemon.tree import Tree
 from ..sources.cluster_txt import render_cluster_txt
 from ..sources.hostrange import expand_item, expand_range_list
 from ..sources.systemimager import RESERVED_MODULES
-from ..tree import Tree
 from .compare import Comparer
 from .materialize import Writer
 from .progress import Progress

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
-from ..tree import Attr, ChangedOnDisk, Entry, FileRef, Node, PrivateRef, Tree
+from ..core.errors import ConfigError
+from ..daemon.tree import Attr, ChangedOnDisk, Entry, FileRef, Node, PrivateRef, Tree
 
 # Provenance the Tree adds to every entry: it describes the server, not the node's root.
 PROVENANCE_PREFIXES = ("user.onesuite.", "trusted.onesuite.")

@@ -17,22 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
-from .limits import DEFAULT_LIMITS, Limits
-from .onesis_view import NodeOnesis, Writable
-from .resolve import Child
-from .sources.onesis import (
+from ..sources.onesis import (
     MAX_ID,
     RamPath,
     SysimageConfig,
     limiters_match,
     parse_sysimage_conf,
 )
+from .errors import ConfigError
+from .limits import DEFAULT_LIMITS, Limits
+from .onesis_view import NodeOnesis, Writable
+from .resolve import Child
 from .state import DIR_MODE, FILE_MODE, NodeAttrs, write_node_attrs
 
 if TYPE_CHECKING:
+    from ..daemon.tree import Entry, Tree
     from .state import NodeState
-    from .tree import Entry, Tree
 
 SYSIMAGE_CONF = "etc/sysimage.conf"
 _COPY_CHUNK = 1 << 20

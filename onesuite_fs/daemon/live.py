@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 from .tree import Attr, DirRef, Tree, TreeError
 
 

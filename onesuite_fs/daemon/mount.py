@@ -23,7 +23,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 from .fuse_ops import PID_XATTR, STATUS_XATTR, OnesuiteOperations
 from .live import Generations, LiveOptions
 from .process import pid_alive

@@ -28,18 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from . import inodes
+from ..core import inodes
+from ..core.bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
+from ..core.layers import LayerStore, Meta
+from ..core.model import Site
+from ..core.onesis_config import OnesisSource
+from ..core.onesis_view import Item, Linked, NodeOnesis, Synthetic, Writable, synthetic_mode
+from ..core.provenance import Provenance
+from ..core.resolve import Child, Contribution, MergedDir, Resolver
+from ..core.stack import Stages, group_stages, image_stages, node_stages
+from ..core.state import NodeAttrs, NodeState
+from ..sources.onesis import RamPath
 from .birth import birth
-from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
-from .layers import LayerStore, Meta
-from .model import Site
-from .onesis_config import OnesisSource
-from .onesis_view import Item, Linked, NodeOnesis, Synthetic, Writable, synthetic_mode
-from .provenance import Provenance
-from .resolve import Child, Contribution, MergedDir, Resolver
-from .sources.onesis import RamPath
-from .stack import Stages, group_stages, image_stages, node_stages
-from .state import NodeAttrs, NodeState
 
 R = TypeVar("R")
 NAMESPACES = ("nodes", "groups", "images")
