@@ -12,7 +12,7 @@ import sys
 from types import FrameType
 
 from ..core.errors import ConfigError
-from ..daemon.tree import TreeError
+from ..core.view import TreeError
 from . import core, inspect, nfs, transform
 from .common import EXIT_FAILURE, EXIT_USAGE, site_options
 

@@ -15,6 +15,7 @@ from .common import (
     EXIT_OK,
     add_serving_options,
     build_tree,
+    build_view,
     live_options,
     load,
     report_warnings,
@@ -86,11 +87,11 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     settings, site = load(args)
     order = settings.override_order
     report_warnings(site, order)
-    tree = build_tree(settings, site)
+    view = build_view(settings, site)
     rows = []
     for host, node in sorted(site.nodes.items()):
-        entry = tree.entries["nodes"].get(host)
-        onesis = tree.onesis.describe(tree, entry) if tree.onesis and entry else None
+        entry = view.entries["nodes"].get(host)
+        onesis = view.onesis.describe(view, entry) if view.onesis and entry else None
         rows.append({"name": host, "groups": list(node.groups), "image": node.image,
                      "layers": stack_json(node_stages(site, host, order)), "onesis": onesis})
     if args.json:
@@ -123,7 +124,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     report_warnings(site, settings.override_order)
     mountpoint = args.mountpoint.resolve()
     check_mountpoint(mountpoint)
-    tree = build_tree(settings, site, serving=True)
+    tree = build_tree(settings, site)
     status = mount(tree, mountpoint, foreground=args.foreground,
                    cache_timeout=settings.cache_timeout, log_file=args.log,
                    debug=args.debug_fuse, live=live_options(args, settings, site, tree))

@@ -1,6 +1,6 @@
 """onesuite preview, explain, diff: a node's effective root, before it boots, and why.
 
-They read the same Tree the mount serves (oneSIS rules included) and need no mount. Output
+They read the same View the mount serves (oneSIS rules included) and need no mount. Output
 follows `onesuite nodes`: a header line per subject, then two-space indented rows; layers in
 colour on a terminal (NO_COLOR turns it off), plain when piped; `--json` is stable and
 documented in docs/json.md.
@@ -18,7 +18,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.stack import Stages
-from ..daemon.tree import Tree
+from ..core.view import View
 from ..inspect.diff import Difference, diff
 from ..inspect.explain import (
     STEPS,
@@ -30,8 +30,8 @@ from ..inspect.explain import (
 )
 from ..inspect.progress import Progress
 from ..inspect.targets import Target, normalize_path, resolve_target
-from ..inspect.walk import Record, TreeView, View, make_view, record_json, walk
-from .common import EXIT_FAILURE, EXIT_OK, build_tree, load, report_warnings
+from ..inspect.walk import Record, RecordSource, TreeView, make_view, record_json, walk
+from .common import EXIT_FAILURE, EXIT_OK, build_view, load, report_warnings
 from .core import stack_json
 
 TARGETS_HELP = """\
@@ -139,7 +139,7 @@ def _target_json(target: Target) -> dict[str, str]:
     return {"spec": target.spec, "kind": target.kind, "name": target.name}
 
 
-def _header(target: Target, tree: Tree, *extra: str) -> str:
+def _header(target: Target, tree: View, *extra: str) -> str:
     parts = [target.spec]
     if target.kind == "node":
         node = tree.site.nodes[target.name]
@@ -152,13 +152,13 @@ def _origin_text(record: Record, style: Style) -> str:
     return record.provenance.terminal(record.path, style.layer)
 
 
-def _shown_name(view: View, record: Record) -> str:
+def _shown_name(view: RecordSource, record: Record) -> str:
     if record.kind == "symlink":
         return f"{record.path} -> {view.target(record)}"
     return record.path
 
 
-def _entry_row(view: View, record: Record, width: int, style: Style) -> str:
+def _entry_row(view: RecordSource, record: Record, width: int, style: Style) -> str:
     name = _shown_name(view, record)
     size = f"{os.major(record.rdev)},{os.minor(record.rdev)}" if record.kind in (
         "chr", "blk") else str(record.size)
@@ -171,13 +171,13 @@ def _entry_row(view: View, record: Record, width: int, style: Style) -> str:
 # Loading
 
 
-def _load(args: argparse.Namespace) -> Tree:
+def _load(args: argparse.Namespace) -> View:
     settings, site = load(args)
     report_warnings(site, settings.override_order)
-    return build_tree(settings, site)
+    return build_view(settings, site, one_pass=True)
 
 
-def _missing(tree: Tree, target: Target, path: str) -> ConfigError:
+def _missing(tree: View, target: Target, path: str) -> ConfigError:
     near = nearby(tree, target, path)
     return ConfigError(f"{path} does not exist in {target.spec}'s root",
                        hint=_near_text(near))
@@ -392,7 +392,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return status
 
 
-def _difference_json(views: tuple[View, View], d: Difference) -> dict[str, Any]:
+def _difference_json(views: tuple[RecordSource, RecordSource], d: Difference) -> dict[str, Any]:
     return {"path": d.path, "status": d.status, "fields": list(d.fields), "below": d.below,
             "a": record_json(views[0], d.a) if d.a is not None else None,
             "b": record_json(views[1], d.b) if d.b is not None else None}

@@ -1,4 +1,4 @@
-"""The pyfuse3 adapter: translates kernel requests into Tree calls, and nothing else.
+"""The pyfuse3 adapter: translates kernel requests into InodeTree calls, and nothing else.
 
 One trio thread runs every handler, so a handler never blocks on the disk when it can avoid
 it: directories not yet merged are built, unknown inode numbers recovered and large reads done
@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from ..core.view import Attr, ChangedOnDisk, TreeError
 from .fuse_guard import HandlerFailures, guard_handlers
+from .inode_tree import InodeTree
 from .live import Generations, Invalidations, ReloadReport
 from .requesters import NfsServerThreads
-from .tree import Attr, ChangedOnDisk, Tree, TreeError
 
 T = TypeVar("T")
 log = logging.getLogger("onesuite.fuse")
@@ -70,7 +71,7 @@ def _erofs() -> pyfuse3.FUSEError:
 class OnesuiteOperations(pyfuse3.Operations):
     supports_dot_lookup = True  # NFS export: LOOKUP(ino, ".") and ("..") after eviction
 
-    def __init__(self, tree: Tree, cache_timeout: float,
+    def __init__(self, tree: InodeTree, cache_timeout: float,
                  generations: Generations | None = None,
                  nfs_threads: NfsServerThreads | None = None) -> None:
         super().__init__()
@@ -85,7 +86,7 @@ class OnesuiteOperations(pyfuse3.Operations):
         self.failures = HandlerFailures()
 
     @property
-    def tree(self) -> Tree:
+    def tree(self) -> InodeTree:
         """The generation being served; a reload replaces it between two requests."""
         return self.generations.tree
 
@@ -197,7 +198,7 @@ class OnesuiteOperations(pyfuse3.Operations):
         return entry
 
     async def _run(self, ino: int, call: Callable[[], T]) -> T:
-        """Run a Tree call; build what it needs in a thread first; map errors to errno."""
+        """Run an InodeTree call; build what it needs in a thread first; map errors to errno."""
         try:
             if not self.tree.dir_ready(ino):
                 await trio.to_thread.run_sync(self.tree.prepare, ino)

@@ -25,9 +25,9 @@ import trio
 
 from ..core.errors import ConfigError
 from .fuse_ops import PID_XATTR, STATUS_XATTR, OnesuiteOperations
+from .inode_tree import InodeTree
 from .live import Generations, LiveOptions
 from .process import pid_alive
-from .tree import Tree
 from .watch import keep_watching
 
 log = logging.getLogger("onesuite.mount")
@@ -153,7 +153,7 @@ async def _serve(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
         nursery.cancel_scope.cancel()
 
 
-def _run_session(tree: Tree, mountpoint: Path, cache_timeout: float, debug: bool,
+def _run_session(tree: InodeTree, mountpoint: Path, cache_timeout: float, debug: bool,
                  live: LiveOptions | None) -> OnesuiteOperations:
     options = set(MOUNT_OPTIONS)
     if debug:
@@ -177,7 +177,7 @@ def _loop(ops: OnesuiteOperations, live: LiveOptions | None) -> None:
     pyfuse3.close(unmount=True)
 
 
-def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: float,
+def mount(tree: InodeTree, mountpoint: Path, *, foreground: bool, cache_timeout: float,
           log_file: Path | None, debug: bool = False, live: LiveOptions | None = None) -> int:
     """Mount and serve; in daemon mode return 0 once the mount is ready."""
     if foreground:

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .walk import Record, View, walk
+from .walk import Record, RecordSource, walk
 
 FIELDS = ("type", "mode", "owner", "content", "target", "device")
 
@@ -31,7 +31,8 @@ class Difference:
 class Comparer:
     """Compares two views, caching content digests by backing identity."""
 
-    def __init__(self, a: View, b: View, tick: Callable[[int], None] | None = None) -> None:
+    def __init__(self, a: RecordSource, b: RecordSource,
+                 tick: Callable[[int], None] | None = None) -> None:
         self.a, self.b = a, b
         self._tick = tick
         self._seen = 0
@@ -42,7 +43,7 @@ class Comparer:
         if self._tick is not None:
             self._tick(self._seen)
 
-    def _digest(self, view: View, record: Record) -> bytes:
+    def _digest(self, view: RecordSource, record: Record) -> bytes:
         key = (id(view), view.identity(record) or record.handle)
         found = self._digests.get(key)
         if found is None:
@@ -74,7 +75,7 @@ class Comparer:
             fields.append("device")
         return tuple(fields)
 
-    def _below(self, view: View, record: Record) -> int:
+    def _below(self, view: RecordSource, record: Record) -> int:
         if not record.is_dir:
             return 0
         count = sum(1 for _ in walk(view, record)) - 1
@@ -109,7 +110,7 @@ class Comparer:
         return found
 
 
-def diff(a: View, b: View, path: str,
+def diff(a: RecordSource, b: RecordSource, path: str,
          tick: Callable[[int], None] | None = None) -> list[Difference] | None:
     """The differences under `path` of both views; None when neither has the path."""
     x, y = a.stat(path), b.stat(path)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from ..daemon.tree import Entry, Tree
+from ..core.view import Entry, View
 
 KINDS = {"node": "nodes", "group": "groups", "image": "images"}
 BARE_ORDER = ("node", "group", "image")  # a bare name is looked for in this order
@@ -29,7 +29,7 @@ class Target:
         return f"{self.kind}:{self.name}"
 
 
-def resolve_target(tree: Tree, spec: str, *, allow_dir: bool = False) -> Target:
+def resolve_target(tree: View, spec: str, *, allow_dir: bool = False) -> Target:
     """`kind:name` or a bare name (a node, else a group, else an image). Raises ConfigError
     naming close matches when nothing has that name."""
     kind, sep, name = spec.partition(":")
@@ -49,7 +49,7 @@ def resolve_target(tree: Tree, spec: str, *, allow_dir: bool = False) -> Target:
     raise _unknown(tree, kind, name)
 
 
-def _unknown(tree: Tree, kind: str, name: str) -> ConfigError:
+def _unknown(tree: View, kind: str, name: str) -> ConfigError:
     what = kind or "node, group or image"
     if kind in ("", "group") and any(g.name == name for g in tree.site.cluster.groups):
         return ConfigError(f"group {name!r} has nothing to show",

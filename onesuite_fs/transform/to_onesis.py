@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from ..daemon.tree import Tree
+from ..core.view import View
 from .compare import Comparer
 from .materialize import Writer
 from .progress import Progress
-from .walk import HardLinks, Item, Root, merged_children
+from .walk import HardLinks, Item, Root, merged_children, named_root
 
 SYSIMAGE_CONF = "etc/sysimage.conf"
 # Directories whose files software picks up by pattern (network scripts read ifcfg-*, run-parts
@@ -251,7 +251,7 @@ def _write_conf(out: Path, text: str, etc_variants: list[str]) -> None:
     os.utime(out, ns=(top.st_atime_ns, top.st_mtime_ns))  # a new etc/ changed it
 
 
-def image_hosts(tree: Tree, image: str) -> list[str]:
+def image_hosts(tree: View, image: str) -> list[str]:
     """The nodes that use `image`, in name order; ConfigError when there are none."""
     site = tree.site
     if image not in site.images:
@@ -264,7 +264,7 @@ def image_hosts(tree: Tree, image: str) -> list[str]:
     return hosts
 
 
-def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress,
+def convert_to_onesis(tree: View, image: str, out: Path, progress: Progress,
                       links: HardLinks | None = None) -> Conversion:
     """Write the oneSIS image of `image`'s nodes into the (empty) directory `out`. `links`:
     which files have two names in a node's root (`measure` of one root; they share the
@@ -274,7 +274,7 @@ def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress,
     groups = {h: tuple(site.nodes[h].groups) for h in hosts}
     classes = class_names(groups)
     conversion = Conversion(hosts, classes, {classes[h]: groups[h] for h in hosts})
-    roots = [Root(tree, h) for h in hosts]
+    roots = [named_root(tree, h) for h in hosts]
     for root in roots:
         root.links = links or root.links
     planner = _Planner(roots, conversion, out, progress)
