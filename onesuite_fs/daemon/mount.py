@@ -28,6 +28,7 @@ from .fuse_ops import PID_XATTR, STATUS_XATTR, OnesuiteOperations
 from .inode_tree import InodeTree
 from .live import Generations, LiveOptions
 from .process import pid_alive
+from .requests import Requests
 from .watch import keep_watching
 
 log = logging.getLogger("onesuite.mount")
@@ -159,7 +160,7 @@ def _run_session(tree: InodeTree, mountpoint: Path, cache_timeout: float, debug:
     if debug:
         options.add("debug")
     generations = Generations(tree, live.rebuild if live else None)
-    ops = OnesuiteOperations(tree, cache_timeout, generations)
+    ops = OnesuiteOperations(Requests(generations), cache_timeout)
     pyfuse3.init(ops, str(mountpoint), options)
     # Everything built so far lives as long as the mount: keep the cyclic collector from
     # scanning it again and again (with 10,000 nodes a full collection is felt in lookups).
