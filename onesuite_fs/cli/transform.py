@@ -71,8 +71,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..progress import human
     from ..transform.export import export_node, summarize_skips
-    from ..transform.output import human
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
@@ -129,8 +129,8 @@ def register_convert(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_to_onesis(args: argparse.Namespace) -> int:
-    from ..transform.output import atomic_output, check_space, check_target, human
-    from ..transform.progress import Progress
+    from ..progress import Progress, human
+    from ..transform.output import atomic_output, check_space, check_target
     from ..transform.to_onesis import convert_to_onesis, image_hosts
     from ..transform.walk import measure, named_root
 
@@ -226,8 +226,8 @@ def register_to_systemimager(jobs: Any) -> None:
 
 
 def cmd_to_systemimager(args: argparse.Namespace) -> int:
-    from ..transform.output import atomic_output, check_space, check_target, human
-    from ..transform.progress import Progress
+    from ..progress import Progress, human
+    from ..transform.output import atomic_output, check_space, check_target
     from ..transform.to_systemimager import (
         Layout,
         check_image_name,
