@@ -98,15 +98,11 @@ class TreeView:
         return os.fsdecode(self.root.readlink(self._item(record)))
 
     def digest(self, record: Record) -> bytes:
-        sha = hashlib.sha256()
-        for chunk in self.root.chunks(self._item(record)):
-            sha.update(chunk)
-        return sha.digest()
+        return self.root.digest(self._item(record))
 
     def identity(self, record: Record) -> object:
         """The backing file: two entries with the same identity have the same content."""
-        found = record.provenance
-        return ("layer", found.layer, found.source) if found.source is not None else None
+        return ("backing", self._item(record).link_key)
 
 
 class DirView:
