@@ -53,8 +53,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .limits import DEFAULT_LIMITS, Limits
+from .core.errors import ConfigError
+from .core.limits import DEFAULT_LIMITS, Limits
 
 OVERRIDE_ORDERS = ("autoinstall", "updateclient", "pushoverrides")
 

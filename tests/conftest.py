@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from onesuite_fs.process import pid_alive
+from onesuite_fs.daemon.process import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from onesuite_fs.cli import build_parser, main
-from onesuite_fs.cli.common import build_tree, load
-from onesuite_fs.tree import Tree
+from onesuite_fs.cli.common import build_view, load
+from onesuite_fs.core.view import View
 
 KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "chr", stat.S_IFBLK: "blk", stat.S_IFSOCK: "sock"}
@@ -24,11 +24,11 @@ def onesuite_json(capsys, *args: str | os.PathLike[str]) -> tuple[int, dict[str,
     return status, json.loads(capsys.readouterr().out)
 
 
-def cli_tree(root: Path, *options: str) -> Tree:
-    """The Tree `onesuite preview --root ROOT OPTIONS` builds."""
+def cli_tree(root: Path, *options: str) -> View:
+    """The View `onesuite preview --root ROOT OPTIONS` builds."""
     args = build_parser().parse_args(["preview", "--root", str(root), *options, "x"])
     settings, site = load(args)
-    return build_tree(settings, site)
+    return build_view(settings, site, one_pass=True)
 
 
 def mounted_entries(root: Path) -> dict[str, dict[str, Any]]:

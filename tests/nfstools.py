@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from onesuite_fs.process import pid_alive
+from onesuite_fs.daemon.process import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 WALK = Path(__file__).resolve().parent / "nfs_walk.py"

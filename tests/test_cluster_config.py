@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sitetools import DATA, make_site, shipped_site
 
-from onesuite_fs.errors import ConfigError
-from onesuite_fs.model import MAXINT
+from onesuite_fs.core.errors import ConfigError
+from onesuite_fs.core.model import MAXINT
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.cluster_txt import parse_cluster_txt, render_cluster_txt
 from onesuite_fs.sources.cluster_xml import parse_cluster_xml

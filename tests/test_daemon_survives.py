@@ -249,15 +249,17 @@ def test_a_dead_mount_of_another_filesystem_is_not_touched(tmp_path, example_sit
                                      MemoryError(), OverflowError("uid"), RecursionError(),
                                      KeyError("node"), RuntimeError("anything")])
 def test_any_exception_while_building_a_generation_is_a_failed_reload(example_site, failure):
-    from onesuite_fs.live import Generations
+    from treetools import inode_tree
+
+    from onesuite_fs.daemon.inode_tree import InodeTree
+    from onesuite_fs.daemon.live import Generations
     from onesuite_fs.settings import Settings
     from onesuite_fs.sources.systemimager import load_site
-    from onesuite_fs.tree import Tree
 
-    def rebuild() -> Tree:
+    def rebuild() -> InodeTree:
         raise failure
 
-    generations = Generations(Tree(load_site(Settings(root=example_site)), "autoinstall"),
+    generations = Generations(inode_tree(load_site(Settings(root=example_site)), "autoinstall"),
                               rebuild)
     new, changes, report = generations.build_next()
     assert new is None and changes is None
@@ -270,13 +272,13 @@ def test_any_exception_while_building_a_generation_is_a_failed_reload(example_si
 def test_the_guard_wraps_every_handler_and_answers_eio(example_site):
     import pyfuse3
     import trio
+    from treetools import inode_tree
 
-    from onesuite_fs.fuse_ops import OnesuiteOperations
+    from onesuite_fs.daemon.fuse_ops import OnesuiteOperations
     from onesuite_fs.settings import Settings
     from onesuite_fs.sources.systemimager import load_site
-    from onesuite_fs.tree import Tree
 
-    tree = Tree(load_site(Settings(root=example_site)), "autoinstall")
+    tree = inode_tree(load_site(Settings(root=example_site)), "autoinstall")
     ops = OnesuiteOperations(tree, 300)
 
     def broken(*_args: object) -> None:
@@ -305,7 +307,7 @@ def test_the_guard_wraps_every_handler_and_answers_eio(example_site):
 def test_a_failing_watch_is_started_again_after_a_reload(monkeypatch, tmp_path):
     import trio
 
-    from onesuite_fs import watch
+    from onesuite_fs.daemon import watch
 
     calls: list[str] = []
     scope = trio.CancelScope(deadline=float("inf"))
@@ -334,7 +336,7 @@ def test_a_failing_watch_is_started_again_after_a_reload(monkeypatch, tmp_path):
 def test_a_failing_background_task_is_logged_not_raised(caplog):
     import trio
 
-    from onesuite_fs.mount import _logged
+    from onesuite_fs.daemon.mount import _logged
 
     async def prescan() -> None:
         raise OSError(5, "Input/output error")

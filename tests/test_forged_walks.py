@@ -22,8 +22,8 @@ from conftest import needs_root_fuse
 from fhandle import FileHandle, name_to_handle, open_by_handle
 from test_hostile_inputs import base_site, cluster_xml
 
-from onesuite_fs.handle_key import load_or_create_key
-from onesuite_fs.inodes import DIR_TAG, PATH_BITS, Numbering
+from onesuite_fs.core.inodes import DIR_TAG, PATH_BITS, Numbering
+from onesuite_fs.daemon.handle_key import load_or_create_key
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
 

@@ -10,15 +10,15 @@ from types import SimpleNamespace
 import pyfuse3
 import pytest
 import trio
+from treetools import inode_tree
 
-from onesuite_fs.fuse_ops import OnesuiteOperations
+from onesuite_fs.daemon.fuse_ops import OnesuiteOperations
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.tree import Tree
 
 
 def operations(site_root) -> OnesuiteOperations:
-    return OnesuiteOperations(Tree(load_site(Settings(root=site_root)), "autoinstall"), 300)
+    return OnesuiteOperations(inode_tree(load_site(Settings(root=site_root)), "autoinstall"), 300)
 
 
 async def lookup_path(ops: OnesuiteOperations, path: str) -> pyfuse3.EntryAttributes:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import needs_root_fuse, run_onesuite
 
-from onesuite_fs.errors import ConfigError
-from onesuite_fs.handle_key import load_or_create_key
-from onesuite_fs.inodes import Numbering
+from onesuite_fs.core.errors import ConfigError
+from onesuite_fs.core.inodes import Numbering
+from onesuite_fs.daemon.handle_key import load_or_create_key
 
 
 def test_made_on_first_use_private_and_stable(tmp_path):

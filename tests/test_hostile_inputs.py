@@ -249,8 +249,8 @@ def test_reload_refuses_bad_edits_and_keeps_serving(tmp_path: Path, mount_site) 
 
 def test_catastrophic_pattern_is_an_error_not_a_hang_in_core() -> None:
     """The pure parser: the match is stopped after the timeout and names line and host."""
-    from onesuite_fs.errors import ConfigError
-    from onesuite_fs.limits import Limits
+    from onesuite_fs.core.errors import ConfigError
+    from onesuite_fs.core.limits import Limits
     from onesuite_fs.sources.onesis import node_class, parse_sysimage_conf
 
     config = parse_sysimage_conf(f"# x\nNODECLASS_REGEXP {HANG} c\n", filename="s.conf",

@@ -19,7 +19,7 @@ import pytest
 from conftest import _is_mounted, needs_root_fuse, run_onesuite
 from sitetools import make_site
 
-from onesuite_fs.errors import ConfigError
+from onesuite_fs.core.errors import ConfigError
 from onesuite_fs.settings import Settings, load_settings
 from onesuite_fs.sources.systemimager import load_site
 
@@ -254,7 +254,7 @@ def test_opening_a_layer_checks_its_root_on_every_open(tmp_path, monkeypatch, us
                                                        swapped):
     """Both ways of opening (openat2, and the O_NOFOLLOW + /proc/self/fd check used where the
     kernel has no openat2) refuse a swapped root and keep a symlink inside the layer data."""
-    from onesuite_fs import layers, openat2
+    from onesuite_fs.core import layers, openat2
 
     if use_openat2 and not openat2.available():
         pytest.fail("this kernel has no openat2: the test cannot check that path")

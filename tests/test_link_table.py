@@ -13,16 +13,16 @@ import tarfile
 import pytest
 from sitetools import onesis_site
 
-from onesuite_fs.onesis_config import OnesisSource
+from onesuite_fs.core.onesis_config import OnesisSource
+from onesuite_fs.core.view import View
+from onesuite_fs.progress import Progress
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
 from onesuite_fs.transform.cpio import write_newc
 from onesuite_fs.transform.link_table import LinkTable
 from onesuite_fs.transform.materialize import Writer
-from onesuite_fs.transform.progress import Progress
 from onesuite_fs.transform.tar import write_tar
-from onesuite_fs.transform.walk import Root, measure
-from onesuite_fs.tree import Tree
+from onesuite_fs.transform.walk import measure, named_root
 
 FILES, NAMES = 7, 3  # seven files with three names each: 21 names, 7 first names
 
@@ -73,9 +73,9 @@ def linked_root(tmp_path):
         first.write_bytes(f"tool {f}\n".encode() * 50)
         for n in range(1, NAMES):
             os.link(first, image / f"usr/bin/tool{f}-{n}")
-    tree = Tree(load_site(Settings(root=site)), "autoinstall", OnesisSource(),
+    view = View(load_site(Settings(root=site)), "autoinstall", OnesisSource(),
                 bounded_caches=True)
-    root = Root(tree, "n1")
+    root = named_root(view, "n1")
     measure(root)
     return root
 

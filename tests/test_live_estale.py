@@ -106,14 +106,17 @@ def test_readers_of_unchanged_files_never_see_estale_while_reloads_run(example_s
 def test_a_generation_adopts_numbers_an_earlier_one_issued_only_for_the_same_object(
         example_site):
     """Pure: what `_run` does for a number the serving generation never issued."""
+    from treetools import inode_tree
+
+    from onesuite_fs.core.view import TreeError
+    from onesuite_fs.daemon.inode_tree import InodeTree
     from onesuite_fs.settings import Settings
     from onesuite_fs.sources.systemimager import load_site
-    from onesuite_fs.tree import Tree, TreeError
 
-    def generation_of_site() -> Tree:
-        return Tree(load_site(Settings(root=example_site)), "autoinstall")
+    def generation_of_site() -> InodeTree:
+        return inode_tree(load_site(Settings(root=example_site)), "autoinstall")
 
-    def walk(tree: Tree, path: str) -> int:
+    def walk(tree: InodeTree, path: str) -> int:
         ino = 1
         for part in path.split("/"):
             ino = tree.lookup(ino, part).ino

@@ -9,7 +9,7 @@ import pytest
 from conftest import run_onesuite
 from sitetools import make_site
 
-from onesuite_fs.errors import ConfigError
+from onesuite_fs.core.errors import ConfigError
 from onesuite_fs.nfs.addresses import node_addresses
 from onesuite_fs.nfs.exports import export_ids, kernel_fsid, plan_exports
 from onesuite_fs.settings import Settings, load_settings

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import needs_root_fuse
 
-from onesuite_fs.requesters import NfsServerThreads
+from onesuite_fs.daemon.requesters import NfsServerThreads
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
 TESTS = Path(__file__).resolve().parent
@@ -109,15 +109,15 @@ def test_a_forged_persistent_number_walks_only_the_writable_paths(tmp_path, monk
     """LOOKUP(ino, ".") of a made-up persistent entry: the daemon looks for it only on the
     way to each node's writable paths, once per generation, never through whole roots."""
     from sitetools import onesis_site
+    from treetools import inode_tree
 
-    from onesuite_fs.inodes import STATE_TAG
-    from onesuite_fs.onesis_config import OnesisSource
+    from onesuite_fs.core.inodes import STATE_TAG
+    from onesuite_fs.core.onesis_config import OnesisSource
     from onesuite_fs.settings import Settings
     from onesuite_fs.sources.systemimager import load_site
-    from onesuite_fs.tree import Tree
 
     root = onesis_site(tmp_path / "site")
-    tree = Tree(load_site(Settings(root=root)), "autoinstall",
+    tree = inode_tree(load_site(Settings(root=root)), "autoinstall",
                 OnesisSource(policy="persistent"), tmp_path / "state", create_state=True)
     listed: list[int] = []
     real_listdir = tree.listdir
@@ -137,6 +137,6 @@ def test_a_forged_persistent_number_walks_only_the_writable_paths(tmp_path, monk
     log_dir = tree.lookup(tree.lookup(n1, "var").ino, "log").ino
     fd, made = tree.create(log_dir, "boot.log", 0o644, os.O_WRONLY, 0, 0)
     os.close(fd)
-    restarted = Tree(load_site(Settings(root=root)), "autoinstall",
+    restarted = inode_tree(load_site(Settings(root=root)), "autoinstall",
                      OnesisSource(policy="persistent"), tmp_path / "state", create_state=True)
     assert restarted.recover(made.ino) and restarted.attr(made.ino).ino == made.ino

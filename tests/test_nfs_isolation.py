@@ -23,8 +23,8 @@ from conftest import needs_root_fuse
 from nfstools import Netns, Serve, drop_caches, namespaces, nfs_ls, require, serving, veth
 from sitetools import onesis_site
 
-from onesuite_fs.handle_key import load_or_create_key
-from onesuite_fs.inodes import Numbering
+from onesuite_fs.core.inodes import Numbering
+from onesuite_fs.daemon.handle_key import load_or_create_key
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount, pytest.mark.nfs]
 RAWNFS = Path(__file__).resolve().parent / "rawnfs.py"

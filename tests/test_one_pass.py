@@ -1,4 +1,4 @@
-"""Reading a view by path (Tree.root_node/children: export, convert) answers exactly what
+"""Reading a view by path (InodeTree.root_node/children: export, convert) answers exactly what
 reading it by inode number (the mount's way) answers, registers no inode, and stays right when
 the bounded caches evict on every directory."""
 
@@ -11,17 +11,19 @@ import stat
 import pytest
 import sitegen
 from sitetools import onesis_site
+from treetools import inode_tree
 
-from onesuite_fs import tree as tree_module
-from onesuite_fs.bounded import BoundedCache, entries_of
-from onesuite_fs.onesis_config import OnesisSource
+from onesuite_fs.core import view as tree_module
+from onesuite_fs.core.bounded import BoundedCache, entries_of
+from onesuite_fs.core.onesis_config import OnesisSource
+from onesuite_fs.core.view import TreeError, View
+from onesuite_fs.daemon.inode_tree import ORIGIN_XATTRS, InodeTree
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.transform.walk import Root, measure, merged_children
-from onesuite_fs.tree import ORIGIN_XATTRS, Tree, TreeError
+from onesuite_fs.transform.walk import Root, measure, merged_children, named_root
 
 
-def by_inode(tree: Tree, ino: int, path: str = "") -> dict[str, tuple]:
+def by_inode(tree: InodeTree, ino: int, path: str = "") -> dict[str, tuple]:
     """path -> (attributes, content or link text, extended attributes) through the mount's
     interface: listdir, open, readlink, xattrs by inode number."""
     seen = {path: describe_ino(tree, ino)}
@@ -34,7 +36,7 @@ def by_inode(tree: Tree, ino: int, path: str = "") -> dict[str, tuple]:
     return seen
 
 
-def describe_ino(tree: Tree, ino: int) -> tuple:
+def describe_ino(tree: InodeTree, ino: int) -> tuple:
     attr = tree.attr(ino)
     xattrs = {k: v for k, v in tree.xattrs(ino).items() if k not in ORIGIN_XATTRS}
     return attr, read_content(tree.open, tree.readlink, attr, ino), xattrs
@@ -53,7 +55,7 @@ def read_content(open_, readlink, attr, handle) -> bytes | None:
 
 
 def by_path(root: Root) -> dict[str, tuple]:
-    tree = root.tree
+    tree = root.view
     seen = {}
     for item in root.walk():
         content = read_content(tree.open_node, tree.readlink_node, item.attr, item.node)
@@ -61,10 +63,10 @@ def by_path(root: Root) -> dict[str, tuple]:
     return seen
 
 
-def assert_same_views(one_pass: Tree, served: Tree) -> None:
+def assert_same_views(one_pass: View, served: InodeTree) -> None:
     for host, entry in served.entries["nodes"].items():
         expected = by_inode(served, served.entry_root_ino(entry))
-        walked = by_path(Root(one_pass, host))
+        walked = by_path(named_root(one_pass, host))
         assert walked.keys() == expected.keys(), host
         for path, (attr, content, xattrs) in expected.items():
             got_attr, got_content, got_xattrs = walked[path]
@@ -76,10 +78,10 @@ def assert_same_views(one_pass: Tree, served: Tree) -> None:
 
 
 def trees(root):
-    """(a one-pass tree, a serving tree) of the same site, oneSIS rules on."""
+    """(a one-pass view, a serving tree) of the same site, oneSIS rules on."""
     site = load_site(Settings(root=root))
-    return (Tree(site, "autoinstall", OnesisSource(), bounded_caches=True),
-            Tree(site, "autoinstall", OnesisSource()))
+    return (View(site, "autoinstall", OnesisSource(), bounded_caches=True),
+            inode_tree(site, "autoinstall", OnesisSource()))
 
 
 @pytest.mark.parametrize("seed", [1, 4])
@@ -95,11 +97,13 @@ def test_path_walk_equals_inode_walk_with_onesis_rules(tmp_path):
 
 
 def test_path_walk_registers_no_inode(tmp_path):
+    """Walking the View by path leaves the daemon's inode table above it untouched."""
     one_pass, _ = trees(onesis_site(tmp_path / "site"))
+    table = InodeTree(one_pass)
     entries = sum(1 for host in one_pass.entries["nodes"]
-                  for _ in Root(one_pass, host).walk())
+                  for _ in named_root(one_pass, host).walk())
     assert entries > 100
-    tables = (one_pass._dirs, one_pass._files, one_pass._private, one_pass._state)
+    tables = (table._dirs, table._files, table._private, table._state)
     assert [len(t) for t in tables] == [0, 0, 0, 0]
 
 
@@ -116,18 +120,18 @@ def test_an_unused_persistent_file_is_absent_in_listings_and_lookups(tmp_path):
     an inspection, so neither listed nor found (it used to fail the whole listing)."""
     root, state = onesis_site(tmp_path / "site"), tmp_path / "state"
     site = load_site(Settings(root=root))
-    tree = Tree(site, "autoinstall", OnesisSource(policy="persistent"), state)
+    tree = inode_tree(site, "autoinstall", OnesisSource(policy="persistent"), state)
     ssh = tree.entry_root_ino(tree.entries["nodes"]["n1"])
     for part in ("etc", "ssh"):
         ssh = tree.lookup(ssh, part).ino
     assert [name for name, _ in tree.listdir(ssh)] == ["ssh_config"]
     with pytest.raises(TreeError):
         tree.lookup(ssh, "ssh_host_rsa_key")
-    root_n1 = Root(tree, "n1")
+    root_n1 = named_root(tree.view, "n1")
     walked = root_n1.lookup("etc/ssh")
     assert walked is not None and [c.name for c in root_n1.children(walked)] == ["ssh_config"]
     assert root_n1.lookup("etc/ssh/ssh_host_rsa_key") is None
-    without_rules = Root(Tree(site, "autoinstall"), "n1")
+    without_rules = named_root(View(site, "autoinstall"), "n1")
     assert [c.name for c in without_rules.children(without_rules.lookup("etc/ssh"))] == [
         "ssh_config", "ssh_host_ed25519_key", "ssh_host_rsa_key"]
     assert not state.exists()
@@ -151,7 +155,7 @@ def test_bounded_cache_keeps_recent_entries_within_its_limit():
 def test_a_file_changed_after_it_was_listed_is_not_read_under_old_attributes(tmp_path):
     site = onesis_site(tmp_path / "site")
     one_pass, _ = trees(site)
-    root = Root(one_pass, "n1")
+    root = named_root(one_pass, "n1")
     item = root.lookup("etc/passwd")
     assert item is not None and item.is_reg
     (site / "var/lib/systemimager/images/img/etc/passwd").write_text("root:x:0:0::/:/bin/sh\n")
@@ -171,7 +175,7 @@ def test_measure_tells_links_inside_the_root_from_links_outside_it(tmp_path):
     (tmp_path / "cache").mkdir()
     os.link(image / "etc/passwd", tmp_path / "cache/passwd")
     one_pass, _ = trees(site)
-    root = Root(one_pass, "n1")
+    root = named_root(one_pass, "n1")
     passwd = root.lookup("etc/passwd")
     assert passwd is not None and passwd.attr.nlink == 2
     assert root.links.may_recur(passwd)  # not measured yet: it might
@@ -186,7 +190,7 @@ def test_measure_tells_links_inside_the_root_from_links_outside_it(tmp_path):
 def test_merged_children_give_each_name_once_with_every_root_that_has_it(tmp_path):
     spec = sitegen.generate_random_site(tmp_path / "site", 3)
     one_pass, _ = trees(spec.prefix)
-    roots = [Root(one_pass, host) for host in sorted(one_pass.entries["nodes"])]
+    roots = [named_root(one_pass, host) for host in sorted(one_pass.entries["nodes"])]
     assert len(roots) > 2
     pending = [{n: root.top() for n, root in enumerate(roots)}]
     directories = 0
@@ -219,7 +223,7 @@ def test_a_lookup_beside_a_listed_entry_does_not_read_the_directory_again(tmp_pa
     real_scan = one_pass.store._scan
     monkeypatch.setattr(one_pass.store, "_scan",
                         lambda layer, path: scans.append((layer, path)) or real_scan(layer, path))
-    root = Root(one_pass, sorted(one_pass.entries["nodes"])[0])
+    root = named_root(one_pass, sorted(one_pass.entries["nodes"])[0])
     top = root.top()
     names = [child.name for child in root.children(top)]
     listing = root.children(top)

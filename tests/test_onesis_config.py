@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onesuite_fs.errors import ConfigError
+from onesuite_fs.core.errors import ConfigError
 from onesuite_fs.sources.onesis import (
     LEGACY_FORCE,
     LEGACY_PROTECT,

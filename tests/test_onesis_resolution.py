@@ -1,4 +1,4 @@
-"""oneSIS rules resolved in the pure core (Tree, no FUSE): LINKBACK kinds, hidden variants,
+"""oneSIS rules resolved in the pure core (InodeTree, no FUSE): LINKBACK kinds, hidden variants,
 subclass fallback, node over class, properties over classes, SERVICE, RAM/LINK paths."""
 
 from __future__ import annotations
@@ -7,21 +7,22 @@ import stat
 
 import pytest
 from sitetools import onesis_site
+from treetools import inode_tree
 
-from onesuite_fs.errors import ConfigError
-from onesuite_fs.onesis_config import OnesisSource
+from onesuite_fs.core.errors import ConfigError
+from onesuite_fs.core.onesis_config import OnesisSource
+from onesuite_fs.daemon.inode_tree import InodeTree
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.tree import Tree
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Tree:
+def tree(tmp_path_factory) -> InodeTree:
     root = onesis_site(tmp_path_factory.mktemp("onesis") / "site")
-    return Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    return inode_tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
 
 
-def resolve(tree: Tree, path: str):
+def resolve(tree: InodeTree, path: str):
     ino = 1
     attr = None
     for part in path.split("/"):
@@ -30,17 +31,17 @@ def resolve(tree: Tree, path: str):
     return attr
 
 
-def read(tree: Tree, path: str) -> str:
+def read(tree: InodeTree, path: str) -> str:
     fd = tree.open(resolve(tree, path).ino)
     with open(fd, "rb", closefd=True) as f:
         return f.read().decode()
 
 
-def names(tree: Tree, path: str) -> list[str]:
+def names(tree: InodeTree, path: str) -> list[str]:
     return [name for name, _ in tree.listdir(resolve(tree, path).ino)]
 
 
-def origin(tree: Tree, path: str) -> str:
+def origin(tree: InodeTree, path: str) -> str:
     return tree.origin(resolve(tree, path).ino)
 
 
@@ -146,7 +147,7 @@ def test_bad_sysimage_conf_names_file_and_line(tmp_path):
     text = conf.read_text() + "LINKBACK /etc/x CLASS -q\n"
     conf.write_text(text)
     with pytest.raises(ConfigError, match="no flag -q") as err:
-        Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+        inode_tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
     assert err.value.file == str(conf) and err.value.line == len(text.splitlines())
 
 
@@ -154,7 +155,7 @@ def test_an_override_can_carry_its_own_sysimage_conf(tmp_path):
     root = onesis_site(tmp_path / "site")
     override = root / "var/lib/systemimager/overrides/n2/etc/sysimage.conf"
     override.write_text("NODECLASS_REGEXP n\\d+ special\nLINKBACK /etc/fstab CLASS\n")
-    tree = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    tree = inode_tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
     assert read(tree, "nodes/n2/etc/fstab") == "fstab: default\n"  # class special: no variant
     assert read(tree, "nodes/n1/etc/fstab") == "fstab: node n1\n"
 
@@ -164,17 +165,17 @@ def test_one_config_file_for_every_node(tmp_path):
     conf = tmp_path / "sysimage.conf"
     conf.write_text("NODECLASS_RANGE n[1-3] compute\nINCLUDE more.conf\n")
     (tmp_path / "more.conf").write_text("LINKBACK /etc/motd NODE\n")
-    tree = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource(conf))
+    tree = inode_tree(load_site(Settings(root=root)), "autoinstall", OnesisSource(conf))
     assert read(tree, "nodes/n1/etc/fstab") == "fstab: the image's own\n"  # no LINKBACK here
     assert read(tree, "nodes/n1/etc/motd") == "motd: the image's own\n"
 
 
 def test_a_path_showing_another_variant_gets_a_new_generation(tmp_path):
     root = onesis_site(tmp_path / "site")
-    before = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    before = inode_tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
     conf = root / "var/lib/systemimager/images/img/etc/sysimage.conf"
     conf.write_text(conf.read_text().replace("PROPERTY: fc -n n2", "PROPERTY: fc -n n1,n2"))
-    after = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    after = inode_tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
     old, new = resolve(before, "nodes/n1/etc/motd"), resolve(after, "nodes/n1/etc/motd")
     assert read(after, "nodes/n1/etc/motd") == "motd: property fc\n"
     # Same path, same number; another object behind it: old NFS handles must go stale.
@@ -185,7 +186,7 @@ def test_a_path_showing_another_variant_gets_a_new_generation(tmp_path):
 
 def test_looking_at_a_persistent_path_does_not_make_it(tmp_path):
     root, state = onesis_site(tmp_path / "site"), tmp_path / "state"
-    tree = Tree(load_site(Settings(root=root)), "autoinstall",
+    tree = inode_tree(load_site(Settings(root=root)), "autoinstall",
                 OnesisSource(policy="persistent"), state)
     assert names(tree, "nodes/n1/var/log") == []  # LINKDIR without -d: would start empty
     assert read(tree, "nodes/n1/etc/adjtime") == "0.0 0 0.0\n"  # -d: a copy of this
@@ -196,7 +197,7 @@ def test_a_class_target_on_a_node_of_no_class_falls_back(tmp_path):
     root = onesis_site(tmp_path / "site")
     conf = root / "var/lib/systemimager/images/img/etc/sysimage.conf"
     conf.write_text("NODECLASS_MAP n1 compute\nLINKBACK /etc/app.conf /opt/conf/$CLASS/app.conf\n")
-    tree = Tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
+    tree = inode_tree(load_site(Settings(root=root)), "autoinstall", OnesisSource())
     assert read(tree, "nodes/n1/etc/app.conf") == "app: compute\n"
     # n2 has no class: no target to try; no .default and no own file: dangling, no crash.
     assert tree.readlink(resolve(tree, "nodes/n2/etc/app.conf").ino) == b"/etc/app.conf.default"

@@ -20,7 +20,7 @@ import pytest
 from conftest import needs_root_fuse, run_onesuite
 from sitetools import onesis_site
 
-from onesuite_fs.state import META_XATTR, TMP_NAME, NodeAttrs
+from onesuite_fs.core.state import META_XATTR, TMP_NAME, NodeAttrs
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
 

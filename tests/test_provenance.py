@@ -8,19 +8,21 @@ from pathlib import Path
 
 import pytest
 from sitetools import onesis_site
+from treetools import inode_tree
 
-from onesuite_fs.onesis_config import OnesisSource
-from onesuite_fs.onesis_view import Linked, Synthetic
-from onesuite_fs.provenance import Kind, Provenance
+from onesuite_fs.core.entry import NAMESPACES
+from onesuite_fs.core.onesis_config import OnesisSource
+from onesuite_fs.core.onesis_view import Linked, Synthetic
+from onesuite_fs.core.provenance import Kind, Provenance
+from onesuite_fs.daemon.inode_tree import InodeTree
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.tree import NAMESPACES, Tree
 
 ORDERS = ("autoinstall", "pushoverrides", "updateclient")
 
 
-def old_origin(tree: Tree, ino: int, item: object) -> str:
-    """Tree.origin as it formatted text before provenance was a value; `item` is the oneSIS
+def old_origin(tree: InodeTree, ino: int, item: object) -> str:
+    """InodeTree.origin as it formatted text before provenance was a value; `item` is the oneSIS
     item the entry was resolved from (its private origins were formatted from it)."""
     if tree._is_fixed_dir(ino):
         return "onesuite:namespace"
@@ -31,7 +33,7 @@ def old_origin(tree: Tree, ino: int, item: object) -> str:
             variant = item.variant
             source = f"{item.variant_parent}/{variant.name}" if item.variant_parent \
                 else variant.name
-            return (f"{tree.store.layer(variant.layer).label} /{source} "
+            return (f"{tree.view.store.layer(variant.layer).label} /{source} "
                     f"(LINKBACK {item.rule}: {item.reason})")
         assert isinstance(item, Synthetic)
         return f"onesis: {item.reason}" + (f" ({item.rule})" if item.rule else "")
@@ -42,15 +44,15 @@ def old_origin(tree: Tree, ino: int, item: object) -> str:
         return f"state:{state.entry.name} /{state.path} (persistent: {where})"
     ref = tree._dirs.get(ino)
     if ref is not None:
-        return f"{tree.store.layer(ref.layer).label} /{ref.source}"
+        return f"{tree.view.store.layer(ref.layer).label} /{ref.source}"
     file_ref = tree._files[ino]
-    origin = f"{tree.store.layer(file_ref.layer).label} /{file_ref.path}"
+    origin = f"{tree.view.store.layer(file_ref.layer).label} /{file_ref.path}"
     if file_ref.meta.nlink > 1:
         origin += f" (one of {file_ref.meta.nlink} hard links)"
     return origin
 
 
-def every_origin(tree: Tree) -> list[tuple[str, str, str]]:
+def every_origin(tree: InodeTree) -> list[tuple[str, str, str]]:
     """(mount path, origin, old origin) of every entry of every view, walked by inode."""
     found = []
     pending = [("", 1, None)]
@@ -67,14 +69,14 @@ def every_origin(tree: Tree) -> list[tuple[str, str, str]]:
     return found
 
 
-def trees(site: Path, state: Path) -> list[Tree]:
+def trees(site: Path, state: Path) -> list[InodeTree]:
     loaded = load_site(Settings(root=site))
     made = []
     for order in ORDERS:
-        made.append(Tree(loaded, order, OnesisSource()))
+        made.append(inode_tree(loaded, order, OnesisSource()))
         # Persistent paths, seen before first use (an inspection) and made (the mount).
-        made.append(Tree(loaded, order, OnesisSource(policy="persistent"), state))
-        made.append(Tree(loaded, order, OnesisSource(policy="persistent"), state,
+        made.append(inode_tree(loaded, order, OnesisSource(policy="persistent"), state))
+        made.append(inode_tree(loaded, order, OnesisSource(policy="persistent"), state,
                          create_state=True))
     return made
 
@@ -111,7 +113,7 @@ def test_the_onesis_site_has_each_kind_of_entry(tmp_path):
     assert any(v.rule is None and v.kind is Kind.SYNTHETIC for v in values)  # /ram
 
 
-def _inodes(tree: Tree) -> list[int]:
+def _inodes(tree: InodeTree) -> list[int]:
     found, pending = [], [1]
     while pending:
         ino = pending.pop()
@@ -126,14 +128,14 @@ def test_the_path_api_gives_the_same_provenance_as_the_mount(tmp_path):
     for namespace in NAMESPACES:
         for entry in tree.entries[namespace].values():
             by_ino = tree.entry_root_ino(entry)
-            pending = [(tree.root_node(entry), by_ino)]
+            pending = [(tree.view.root_node(entry), by_ino)]
             while pending:
                 node, ino = pending.pop()
-                assert tree.node_provenance(node) == tree.provenance(ino), (entry.key, node)
+                assert tree.view.node_provenance(node) == tree.provenance(ino), (entry.key, node)
                 if node.is_dir:
                     numbers = dict(tree.listdir(ino))
                     pending += [(child, numbers[child.name].ino)
-                                for child in tree.children(node)]
+                                for child in tree.view.children(node)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from conftest import ONESUITE, REPO, _is_mounted, _pid_alive, needs_root_fuse, r
 from nfstools import require
 
 from onesuite_fs.cli import common
-from onesuite_fs.errors import ConfigError
+from onesuite_fs.core.errors import ConfigError
 from onesuite_fs.service import install, sd_notify
 from onesuite_fs.service.mount_helper import HelperError, parse, translate_options
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sitetools import make_site
 
-from onesuite_fs.errors import ConfigError
+from onesuite_fs.core.errors import ConfigError
+from onesuite_fs.core.stack import node_stages
 from onesuite_fs.settings import Settings, load_settings
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.stack import node_stages
 
 CLUSTER = ("<xml><name>all</name><override>all</override><group><name>G</name>"
            "<image>img</image><node>n1</node></group></xml>")

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sitetools import shipped_site
 
-from onesuite_fs.model import Cluster, Group, Image, Node, Site, SiteLayout
+from onesuite_fs.core.model import Cluster, Group, Image, Node, Site, SiteLayout
+from onesuite_fs.core.stack import group_stages, node_stages
 from onesuite_fs.sources.systemimager import load_site
-from onesuite_fs.stack import group_stages, node_stages
 
 
 def names(stages):

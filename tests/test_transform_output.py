@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from onesuite_fs.errors import ConfigError
+from onesuite_fs.core.errors import ConfigError
 from onesuite_fs.transform.output import atomic_output
 
 

@@ -12,11 +12,11 @@ import signal
 import sys
 from types import FrameType
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.view import TreeError
 from ..service import logs, sd_notify
 from ..service.mount_helper import HELPER_NAMES
 from ..service.mount_helper import main as mount_helper_main
-from ..tree import TreeError
 from . import core, inspect, nfs, service, transform
 from .common import EXIT_FAILURE, EXIT_USAGE, site_options
 

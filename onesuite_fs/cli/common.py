@@ -6,16 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..handle_key import DEFAULT_HANDLE_KEY, load_or_create_key
-from ..inodes import Numbering
-from ..live import LiveOptions
-from ..model import Site
-from ..onesis_config import OnesisSource
+from ..core.inodes import Numbering
+from ..core.model import Site
+from ..core.onesis_config import OnesisSource
+from ..core.stack import missing_overrides, node_stages
+from ..core.state import prepare_store
+from ..core.view import View
+from ..daemon.handle_key import DEFAULT_HANDLE_KEY, load_or_create_key
+from ..daemon.inode_tree import InodeTree
+from ..daemon.live import LiveOptions
 from ..settings import LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
 from ..sources.systemimager import load_site
-from ..stack import missing_overrides, node_stages
-from ..state import prepare_store
-from ..tree import Tree
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_STATE_DIR = Path("/var/lib/onesuite-fs/state")
@@ -91,14 +92,14 @@ def config_file(args: argparse.Namespace) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
 
 
-def build_tree(settings: Settings, site: Site, *, serving: bool = False,
+def build_view(settings: Settings, site: Site, *, serving: bool = False,
                one_pass: bool = False, reloading: bool = False,
-               numbering: Numbering | None = None) -> Tree:
-    """The tree the mount serves and the inspection commands read (oneSIS rules included).
-    Only a serving tree makes nodes' persistent paths and numbers its inodes with the site's
-    handle key (made on first use). A reload passes `reloading` and the `numbering` it
+               numbering: Numbering | None = None) -> View:
+    """The roots the mount serves and the inspection commands read (oneSIS rules included).
+    Only a serving view numbers its inodes with the site's handle key (made on first use)
+    and prepares the persistent store. A reload passes `reloading` and the `numbering` it
     started with: it never empties the store's staging while copies run, and a replaced key
-    file never changes live handles. A `one_pass` tree (export, convert) keeps
+    file never changes live handles. A `one_pass` view (export, convert, preview, diff) keeps
     bounded caches. Raises ConfigError for a bad sysimage.conf or key, naming the file."""
     if serving and numbering is None:
         numbering = Numbering(load_or_create_key(settings.handle_key or DEFAULT_HANDLE_KEY))
@@ -107,9 +108,9 @@ def build_tree(settings: Settings, site: Site, *, serving: bool = False,
         onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
                               settings.onesis_ram_prefix, settings.limits)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
-    tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving,
-                bounded_caches=one_pass, numbering=numbering)
-    # After the tree: what building it refuses (an owner no node's passwd has) is refused
+    view = View(site, settings.override_order, onesis, state_dir, bounded_caches=one_pass,
+                numbering=numbering, births=serving)
+    # After the view: what building it refuses (an owner no node's passwd has) is refused
     # before the store is made or locked, so a refused mount writes nothing.
     if serving and not reloading and onesis is not None and onesis.policy == "persistent":
         prepare_store(state_dir)  # closed to local users, crash leftovers removed
@@ -119,7 +120,15 @@ def build_tree(settings: Settings, site: Site, *, serving: bool = False,
                 print(f"onesuite: note: {directive.location}: {directive.name} has no effect "
                       "on a served root (diskful deployment or power/console only)",
                       file=sys.stderr)
-    return tree
+    return view
+
+
+def build_tree(settings: Settings, site: Site, *, reloading: bool = False,
+               numbering: Numbering | None = None) -> InodeTree:
+    """What a mount serves: the serving view, numbered by inode, making nodes' persistent
+    paths as they are first used."""
+    view = build_view(settings, site, serving=True, reloading=reloading, numbering=numbering)
+    return InodeTree(view, create_state=True)
 
 
 def report_warnings(site: Site, order: str) -> None:
@@ -159,14 +168,13 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
 
 
 def live_options(args: argparse.Namespace, settings: Settings, site: Site,
-                 tree: Tree) -> LiveOptions:
+                 tree: InodeTree) -> LiveOptions:
     """How the daemon re-reads the site: the same options, read again from scratch, and the
     serving `tree`'s numbering (handles stay valid across reloads)."""
 
-    def rebuild() -> Tree:
+    def rebuild() -> InodeTree:
         new_settings, new_site = load(args)
-        return build_tree(new_settings, new_site, serving=True, reloading=True,
-                          numbering=tree.numbering)
+        return build_tree(new_settings, new_site, reloading=True, numbering=tree.numbering)
 
     watched = () if args.no_watch else watch_paths(settings, site)
     return LiveOptions(rebuild, watched, poll_every=args.poll_interval)

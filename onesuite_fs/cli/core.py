@@ -10,14 +10,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..core.stack import Stages, node_stages
 from ..service import logs
 from ..service.ready import report_mount_ready
-from ..stack import Stages, node_stages
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_serving_options,
     build_tree,
+    build_view,
     live_options,
     load,
     report_warnings,
@@ -92,11 +93,11 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     settings, site = load(args)
     order = settings.override_order
     report_warnings(site, order)
-    tree = build_tree(settings, site)
+    view = build_view(settings, site)
     rows = []
     for host, node in sorted(site.nodes.items()):
-        entry = tree.entries["nodes"].get(host)
-        onesis = tree.onesis.describe(tree, entry) if tree.onesis and entry else None
+        entry = view.entries["nodes"].get(host)
+        onesis = view.onesis.describe(view, entry) if view.onesis and entry else None
         rows.append({"name": host, "groups": list(node.groups), "image": node.image,
                      "layers": stack_json(node_stages(site, host, order)), "onesis": onesis})
     if args.json:
@@ -123,13 +124,13 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from ..mount import check_mountpoint, mount
+    from ..daemon.mount import check_mountpoint, mount
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
     mountpoint = args.mountpoint.resolve()
     check_mountpoint(mountpoint)
-    tree = build_tree(settings, site, serving=True)
+    tree = build_tree(settings, site)
     if args.foreground and args.log is not None:
         logs.configure(args.verbose, args.log)
     status = mount(tree, mountpoint, foreground=args.foreground,
@@ -180,7 +181,7 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from ..mount import reload
+    from ..daemon.mount import reload
 
     status = reload(args.mountpoint.resolve())
     _print_status(status, args.json)
@@ -194,14 +195,14 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..mount import daemon_status
+    from ..daemon.mount import daemon_status
 
     _print_status(daemon_status(args.mountpoint.resolve()), args.json)
     return EXIT_OK
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from ..mount import umount
+    from ..daemon.mount import umount
 
     umount(args.mountpoint.resolve(), timeout=args.timeout)
     return EXIT_OK

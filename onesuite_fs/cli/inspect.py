@@ -1,6 +1,6 @@
 """onesuite preview, explain, diff: a node's effective root, before it boots, and why.
 
-They read the same Tree the mount serves (oneSIS rules included) and need no mount. Output
+They read the same View the mount serves (oneSIS rules included) and need no mount. Output
 follows `onesuite nodes`: a header line per subject, then two-space indented rows; layers in
 colour on a terminal (NO_COLOR turns it off), plain when piped; `--json` is stable and
 documented in docs/json.md.
@@ -9,14 +9,17 @@ documented in docs/json.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.stack import Stages
+from ..core.view import View
 from ..inspect.diff import Difference, diff
 from ..inspect.explain import (
     STEPS,
@@ -26,12 +29,10 @@ from ..inspect.explain import (
     explanation_json,
     nearby,
 )
-from ..inspect.progress import Progress
 from ..inspect.targets import Target, normalize_path, resolve_target
-from ..inspect.walk import Record, TreeView, View, make_view, record_json, walk
-from ..stack import Stages
-from ..tree import Tree
-from .common import EXIT_FAILURE, EXIT_OK, build_tree, load, report_warnings
+from ..inspect.walk import Record, RecordSource, TreeView, make_view, record_json, walk
+from ..progress import Progress
+from .common import EXIT_FAILURE, EXIT_OK, build_view, load, report_warnings
 from .core import stack_json
 
 TARGETS_HELP = """\
@@ -130,16 +131,28 @@ def stack_rows(stages: Stages, order: str, style: Style) -> list[str]:
     return rows
 
 
+_WIDTH_SAMPLE = 4096  # entries that decide preview's name column width
+
 def _emit_json(value: dict[str, Any]) -> None:
     json.dump(value, sys.stdout, indent=2)
     print()
+
+
+def _emit_json_stream(head: dict[str, Any], key: str, items: Iterator[Any]) -> None:
+    """`head` with `key` as a list of `items`, written one item at a time (the list of a
+    200,000-entry root is never held)."""
+    text = json.dumps(head, indent=2)
+    sys.stdout.write(text[:-2] + f",\n  {json.dumps(key)}: [")
+    for number, item in enumerate(items):
+        sys.stdout.write(("," if number else "") + "\n    " + json.dumps(item))
+    sys.stdout.write("\n  ]\n}\n")
 
 
 def _target_json(target: Target) -> dict[str, str]:
     return {"spec": target.spec, "kind": target.kind, "name": target.name}
 
 
-def _header(target: Target, tree: Tree, *extra: str) -> str:
+def _header(target: Target, tree: View, *extra: str) -> str:
     parts = [target.spec]
     if target.kind == "node":
         node = tree.site.nodes[target.name]
@@ -152,13 +165,13 @@ def _origin_text(record: Record, style: Style) -> str:
     return record.provenance.terminal(record.path, style.layer)
 
 
-def _shown_name(view: View, record: Record) -> str:
+def _shown_name(view: RecordSource, record: Record) -> str:
     if record.kind == "symlink":
         return f"{record.path} -> {view.target(record)}"
     return record.path
 
 
-def _entry_row(view: View, record: Record, width: int, style: Style) -> str:
+def _entry_row(view: RecordSource, record: Record, width: int, style: Style) -> str:
     name = _shown_name(view, record)
     size = f"{os.major(record.rdev)},{os.minor(record.rdev)}" if record.kind in (
         "chr", "blk") else str(record.size)
@@ -171,13 +184,13 @@ def _entry_row(view: View, record: Record, width: int, style: Style) -> str:
 # Loading
 
 
-def _load(args: argparse.Namespace) -> Tree:
+def _load(args: argparse.Namespace) -> View:
     settings, site = load(args)
     report_warnings(site, settings.override_order)
-    return build_tree(settings, site)
+    return build_view(settings, site, one_pass=True)
 
 
-def _missing(tree: Tree, target: Target, path: str) -> ConfigError:
+def _missing(tree: View, target: Target, path: str) -> ConfigError:
     near = nearby(tree, target, path)
     return ConfigError(f"{path} does not exist in {target.spec}'s root",
                        hint=_near_text(near))
@@ -258,26 +271,31 @@ def cmd_preview(args: argparse.Namespace) -> int:
     top = view.stat(path)
     if top is None:
         raise _missing(tree, target, path)
-    progress = Progress(f"preview {target.spec}")
+    # Progress only while rows go elsewhere: on a terminal the rows themselves show it.
+    progress = Progress(f"preview {target.spec}", transient=True,
+                        enabled=sys.stderr.isatty() and not sys.stdout.isatty())
     try:
-        records = list(walk(view, top, args.depth, progress.tick))
+        records = walk(view, top, args.depth, progress.tick)
+        assert target.entry is not None
+        if args.json:
+            _emit_json_stream({"target": _target_json(target), "override_order": tree.order,
+                               "path": path, "depth": args.depth,
+                               "layers": stack_json(target.entry.stages)},
+                              "entries", (record_json(view, r) for r in records))
+            return EXIT_OK
+        style = Style(f"{e.layer.kind}:{e.layer.name}" for s in target.entry.stages for e in s)
+        depth = "" if args.depth is None else f" (depth {args.depth})"
+        print(style.bold(_header(target, tree, f"{path}{depth}")))
+        for row in stack_rows(target.entry.stages, tree.order, style):
+            print(row)
+        # The name column is as wide as the first entries need: the rest streams, so a root
+        # of any size is shown in the memory of one directory listing per level.
+        first = list(itertools.islice(records, _WIDTH_SAMPLE))
+        width = min(48, max(len(_shown_name(view, r)) for r in first))
+        for record in itertools.chain(first, records):
+            print(_entry_row(view, record, width, style))
     finally:
-        progress.done()
-    assert target.entry is not None
-    if args.json:
-        _emit_json({"target": _target_json(target), "override_order": tree.order,
-                    "path": path, "depth": args.depth,
-                    "layers": stack_json(target.entry.stages),
-                    "entries": [record_json(view, r) for r in records]})
-        return EXIT_OK
-    style = Style(f"{e.layer.kind}:{e.layer.name}" for s in target.entry.stages for e in s)
-    depth = "" if args.depth is None else f" (depth {args.depth})"
-    print(style.bold(_header(target, tree, f"{path}{depth}")))
-    for row in stack_rows(target.entry.stages, tree.order, style):
-        print(row)
-    width = min(48, max(len(_shown_name(view, r)) for r in records))
-    for record in records:
-        print(_entry_row(view, record, width, style))
+        progress.close()
     return EXIT_OK
 
 
@@ -365,11 +383,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     b = resolve_target(tree, args.b, allow_dir=True)
     path = normalize_path(args.path)
     views = make_view(tree, a), make_view(tree, b)
-    progress = Progress(f"diff {a.spec} {b.spec}")
+    progress = Progress(f"diff {a.spec} {b.spec}", transient=True)
     try:
         found = diff(*views, path, progress.tick)
     finally:
-        progress.done()
+        progress.close()
     if found is None:
         entry_side = a if a.entry is not None else b
         if entry_side.entry is not None:
@@ -392,7 +410,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return status
 
 
-def _difference_json(views: tuple[View, View], d: Difference) -> dict[str, Any]:
+def _difference_json(views: tuple[RecordSource, RecordSource], d: Difference) -> dict[str, Any]:
     return {"path": d.path, "status": d.status, "fields": list(d.fields), "below": d.below,
             "a": record_json(views[0], d.a) if d.a is not None else None,
             "b": record_json(views[1], d.b) if d.b is not None else None}

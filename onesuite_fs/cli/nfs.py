@@ -8,15 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..model import Site
+from ..core.errors import ConfigError
+from ..core.model import Site
+from ..core.view import View
 from ..settings import Settings
-from ..tree import Tree
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_serving_options,
     build_tree,
+    build_view,
     live_options,
     load,
     report_warnings,
@@ -122,7 +123,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _plan(settings: Settings, site: Site, mountpoint: Path, args: argparse.Namespace,
-          tree: Tree) -> Any:
+          view: View) -> Any:
     from ..nfs.addresses import node_addresses
     from ..nfs.exports import plan_exports
 
@@ -130,7 +131,7 @@ def _plan(settings: Settings, site: Site, mountpoint: Path, args: argparse.Names
     for warning in book.warnings:
         print(f"onesuite: warning: {warning}", file=sys.stderr)
     privileged = settings.nfs_privileged_ports and not args.allow_unprivileged_ports
-    plan = plan_exports(book, mountpoint, writable=tree.writable_nodes(),
+    plan = plan_exports(book, mountpoint, writable=view.writable_nodes(),
                         privileged_ports=privileged)
     for node, why in plan.unexported:
         print(f"onesuite: warning: node {node} is not exported: {why}", file=sys.stderr)
@@ -150,7 +151,7 @@ def cmd_exports(args: argparse.Namespace) -> int:
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
-    plan = _plan(settings, site, args.mountpoint.absolute(), args, build_tree(settings, site))
+    plan = _plan(settings, site, args.mountpoint.absolute(), args, build_view(settings, site))
     protocols = _protocols(args, settings)
     text = (render_exports(plan) if args.format == "exports"
             else render_ganesha_exports(plan, protocols))
@@ -170,8 +171,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings, site = load(args)
     report_warnings(site, settings.override_order)
     mountpoint = args.mountpoint.resolve()
-    tree = build_tree(settings, site, serving=True)
-    plan = _plan(settings, site, mountpoint, args, tree)
+    tree = build_tree(settings, site)
+    plan = _plan(settings, site, mountpoint, args, tree.view)
     if not plan.exports:
         raise ConfigError("no node has an address, so there is nothing to export",
                           hint="give addresses in cluster.xml <ip-range>, scripts/hosts, "

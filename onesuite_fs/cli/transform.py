@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_OK, build_tree, load, report_warnings
+from .common import EXIT_OK, build_view, load, report_warnings
 
 EXPORT_DESCRIPTION = """\
 Write NODE's root, exactly as the mount serves it (overrides and oneSIS rules applied), to
@@ -71,12 +71,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..progress import human
     from ..transform.export import export_node, summarize_skips
-    from ..transform.output import human
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
-    tree = build_tree(settings, site, one_pass=True)
+    tree = build_view(settings, site, one_pass=True)
     result = export_node(tree, args.node, args.format, args.out, force=args.force,
                          progress=args.progress, kernel=args.kernel, append=args.append)
     summarize_skips(result.skipped)
@@ -129,19 +129,19 @@ def register_convert(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_to_onesis(args: argparse.Namespace) -> int:
-    from ..transform.output import atomic_output, check_space, check_target, human
-    from ..transform.progress import Progress
+    from ..progress import Progress, human
+    from ..transform.output import atomic_output, check_space, check_target
     from ..transform.to_onesis import convert_to_onesis, image_hosts
-    from ..transform.walk import Root, measure
+    from ..transform.walk import measure, named_root
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
-    tree = build_tree(settings, site, one_pass=True)
+    tree = build_view(settings, site, one_pass=True)
     hosts = image_hosts(tree, args.image)
     check_target(args.out, force=args.force, directory=True)
     # The base is one node's root at least (1 KiB per entry for inodes and directories);
     # the variants are usually small next to it. Every path is visited once per image.
-    totals = measure(Root(tree, hosts[0]))
+    totals = measure(named_root(tree, hosts[0]))
     check_space(args.out, totals.bytes + 1024 * totals.entries, "the oneSIS image")
     bar = Progress(f"to-onesis {args.image}", totals.entries, 0, enabled=args.progress)
     try:
@@ -226,8 +226,8 @@ def register_to_systemimager(jobs: Any) -> None:
 
 
 def cmd_to_systemimager(args: argparse.Namespace) -> int:
-    from ..transform.output import atomic_output, check_space, check_target, human
-    from ..transform.progress import Progress
+    from ..progress import Progress, human
+    from ..transform.output import atomic_output, check_space, check_target
     from ..transform.to_systemimager import (
         Layout,
         check_image_name,
@@ -236,7 +236,7 @@ def cmd_to_systemimager(args: argparse.Namespace) -> int:
         onesis_tree,
         read_nodes_file,
     )
-    from ..transform.walk import Root, measure
+    from ..transform.walk import measure, named_root
 
     image_dir = args.image_dir.resolve()
     image = check_image_name(args.image or image_dir.name)
@@ -246,7 +246,7 @@ def cmd_to_systemimager(args: argparse.Namespace) -> int:
     layout = Layout.plan(image, hosts, node_classes(tree, hosts, args.allow_unclassified))
     # One node's root is what the golden image needs at least (1 KiB per entry for the
     # inodes and directories); the overrides are usually small next to it.
-    totals = measure(Root(tree, hosts[0]))
+    totals = measure(named_root(tree, hosts[0]))
     check_space(args.out, totals.bytes + 1024 * totals.entries, "the image server tree")
     bar = Progress("to-systemimager", totals.entries, 0, enabled=args.progress)
     try:

@@ -10,10 +10,10 @@ most once. Directories' mtimes and extended attributes are not compared.
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from .walk import Record, View, walk
+from .walk import Record, RecordSource, walk
 
 FIELDS = ("type", "mode", "owner", "content", "target", "device")
 
@@ -31,7 +31,8 @@ class Difference:
 class Comparer:
     """Compares two views, caching content digests by backing identity."""
 
-    def __init__(self, a: View, b: View, tick: Callable[[int], None] | None = None) -> None:
+    def __init__(self, a: RecordSource, b: RecordSource,
+                 tick: Callable[[int], None] | None = None) -> None:
         self.a, self.b = a, b
         self._tick = tick
         self._seen = 0
@@ -42,7 +43,7 @@ class Comparer:
         if self._tick is not None:
             self._tick(self._seen)
 
-    def _digest(self, view: View, record: Record) -> bytes:
+    def _digest(self, view: RecordSource, record: Record) -> bytes:
         key = (id(view), view.identity(record) or record.handle)
         found = self._digests.get(key)
         if found is None:
@@ -74,7 +75,7 @@ class Comparer:
             fields.append("device")
         return tuple(fields)
 
-    def _below(self, view: View, record: Record) -> int:
+    def _below(self, view: RecordSource, record: Record) -> int:
         if not record.is_dir:
             return 0
         count = sum(1 for _ in walk(view, record)) - 1
@@ -82,11 +83,17 @@ class Comparer:
         return count
 
     def compare(self, x: Record | None, y: Record | None) -> list[Difference]:
-        """Every difference at and below the pair (one of them may be None), in path order."""
+        """Every difference at and below the pair (one of them may be None), in path order.
+        Both sides' children come in name order and are paired as they come: what is held
+        is one pair per level, not the listings."""
         found: list[Difference] = []
-        pending = [(x, y)]
-        while pending:
-            x, y = pending.pop()
+        levels: list[Iterator[tuple[Record | None, Record | None]]] = [iter([(x, y)])]
+        while levels:
+            pair = next(levels[-1], None)
+            if pair is None:
+                levels.pop()
+                continue
+            x, y = pair
             self._count()
             if x is None:
                 assert y is not None
@@ -99,17 +106,31 @@ class Comparer:
             if x.is_dir and y.is_dir:
                 if fields:
                     found.append(Difference(x.path, "changed", fields, x, y))
-                left = {r.name: r for r in self.a.children(x)}
-                right = {r.name: r for r in self.b.children(y)}
-                pending += [(left.get(n), right.get(n))
-                            for n in sorted(left.keys() | right.keys(), reverse=True)]
+                levels.append(_paired(self.a.children(x), self.b.children(y)))
             elif fields:
                 below = self._below(self.a, x) + self._below(self.b, y)
                 found.append(Difference(x.path, "changed", fields, x, y, below))
         return found
 
 
-def diff(a: View, b: View, path: str,
+def _paired(lefts: Iterable[Record], rights: Iterable[Record]
+            ) -> Iterator[tuple[Record | None, Record | None]]:
+    """Two name-ordered listings as (left, right) pairs by name, None where one lacks it."""
+    left, right = iter(lefts), iter(rights)
+    a, b = next(left, None), next(right, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a.name < b.name):
+            yield a, None
+            a = next(left, None)
+        elif a is None or b.name < a.name:
+            yield None, b
+            b = next(right, None)
+        else:
+            yield a, b
+            a, b = next(left, None), next(right, None)
+
+
+def diff(a: RecordSource, b: RecordSource, path: str,
          tick: Callable[[int], None] | None = None) -> list[Difference] | None:
     """The differences under `path` of both views; None when neither has the path."""
     x, y = a.stat(path), b.stat(path)

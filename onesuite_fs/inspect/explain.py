@@ -2,7 +2,7 @@
 first, what applying each did under the merge rules (docs/semantics.md), which one won and
 why, and for a LINKBACK the variants tried in order.
 
-The Tree answers *what* a path is. Why is asked of the code that decides it: the merge rule's
+The View answers *what* a path is. Why is asked of the code that decides it: the merge rule's
 own record of the path (`Resolver.trace`, resolve.py), the LINKBACK choice
 (`NodeOnesis.variant_attempts`, `chosen_attempt`) and SERVICE hiding
 (`NodeOnesis.hiding_services`), all in onesis_view.py. This module only maps those records
@@ -15,12 +15,12 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..layers import Meta
-from ..onesis_view import Attempt, NodeOnesis, chosen_attempt
-from ..provenance import Kind
-from ..resolve import Contribution, MergedDir
+from ..core.layers import Meta
+from ..core.onesis_view import Attempt, NodeOnesis, chosen_attempt
+from ..core.provenance import Kind
+from ..core.resolve import Contribution, MergedDir
+from ..core.view import Entry, View
 from ..sources.onesis import LinkBack, class_chain
-from ..tree import Entry, Tree
 from .targets import Target, close_matches, path_parts
 from .walk import KINDS, Record, TreeView, mode_string
 
@@ -144,7 +144,7 @@ def _abs(relative: str) -> str:
     return "/" + relative
 
 
-def merged_dir(tree: Tree, entry: Entry, source: str) -> MergedDir | None:
+def merged_dir(tree: View, entry: Entry, source: str) -> MergedDir | None:
     """The merged directory at `source` (relative, "" = root) of the entry's layers."""
     if not source:
         top = entry.contribution[-1][0]
@@ -157,7 +157,7 @@ def merged_dir(tree: Tree, entry: Entry, source: str) -> MergedDir | None:
     return tree.resolver.merged_dir(source, child.contribution, child.layer, child.meta)
 
 
-def trace_source(tree: Tree, entry: Entry,
+def trace_source(tree: View, entry: Entry,
                  path: str) -> tuple[str | None, list[LinkbackTrace]]:
     """Where `path` of the view is in the layers (relative; None when a LINKBACK shows no
     layer entry), following every LINKBACK on the way with the mount's own choice."""
@@ -181,7 +181,7 @@ def trace_source(tree: Tree, entry: Entry,
     return source, traces
 
 
-def _linkback_trace(tree: Tree, entry: Entry, onesis: NodeOnesis, linkback: LinkBack,
+def _linkback_trace(tree: View, entry: Entry, onesis: NodeOnesis, linkback: LinkBack,
                     view: str, source_dir: str, name: str) -> LinkbackTrace:
     directory = merged_dir(tree, entry, source_dir)
     children = directory.children if directory is not None else {}
@@ -196,7 +196,7 @@ def _linkback_trace(tree: Tree, entry: Entry, onesis: NodeOnesis, linkback: Link
 # The stack and the merge rule's trace
 
 
-def stack_facts(tree: Tree, entry: Entry) -> tuple[list[LayerFact], list[int | None]]:
+def stack_facts(tree: View, entry: Entry) -> tuple[list[LayerFact], list[int | None]]:
     """Every layer of the entry's stack, lowest first, with its store id (None: missing)."""
     ids = {layer: number for number, layer in enumerate(tree.store.layers)}
     priorities = {g.name: g.priority for g in tree.site.cluster.groups}
@@ -210,7 +210,7 @@ def stack_facts(tree: Tree, entry: Entry) -> tuple[list[LayerFact], list[int | N
     return facts, layer_ids
 
 
-def merge_facts(tree: Tree, entry: Entry, facts: list[LayerFact], layer_ids: list[int | None],
+def merge_facts(tree: View, entry: Entry, facts: list[LayerFact], layer_ids: list[int | None],
                 source: str) -> str | None:
     """Fill in what every layer has at `source` (relative, "" = root) and, from the merge
     rule's own trace, what applying it did and which one wins; returns the deciding rule (a
@@ -263,7 +263,7 @@ def _facts_by_stage(facts: list[LayerFact], layer_ids: list[int | None],
 # explain
 
 
-def explain(tree: Tree, target: Target, path: str) -> Explanation:
+def explain(tree: View, target: Target, path: str) -> Explanation:
     """Everything known about `path` (absolute, normalized) of the target's view."""
     entry = target.entry
     assert entry is not None
@@ -296,7 +296,7 @@ def explain(tree: Tree, target: Target, path: str) -> Explanation:
     return result
 
 
-def _hidden_by_service(tree: Tree, entry: Entry, path: str) -> dict[str, Any] | None:
+def _hidden_by_service(tree: View, entry: Entry, path: str) -> dict[str, Any] | None:
     """The layers have the path but the view does not: is it (or a directory above it) a
     disabled service's start script or link? Asked of the rule that hides it."""
     onesis = tree.node_onesis(entry)
@@ -306,7 +306,7 @@ def _hidden_by_service(tree: Tree, entry: Entry, path: str) -> dict[str, Any] | 
     return {"kind": "SERVICE", "services": disabled} if disabled else None
 
 
-def nearby(tree: Tree, target: Target, path: str) -> dict[str, Any]:
+def nearby(tree: View, target: Target, path: str) -> dict[str, Any]:
     """For a path the view does not have: its nearest existing parent, which layers have
     that parent, and names there close to the missing one (with the layers that have them)."""
     entry = target.entry

@@ -8,10 +8,10 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..tree import Entry, Tree
+from ..core.errors import ConfigError
+from ..core.view import Entry, View
 
-KINDS = {"node": "nodes", "group": "groups", "image": "images"}
+NAMESPACE_OF_KIND = {"node": "nodes", "group": "groups", "image": "images"}
 BARE_ORDER = ("node", "group", "image")  # a bare name is looked for in this order
 
 
@@ -29,11 +29,11 @@ class Target:
         return f"{self.kind}:{self.name}"
 
 
-def resolve_target(tree: Tree, spec: str, *, allow_dir: bool = False) -> Target:
+def resolve_target(tree: View, spec: str, *, allow_dir: bool = False) -> Target:
     """`kind:name` or a bare name (a node, else a group, else an image). Raises ConfigError
     naming close matches when nothing has that name."""
     kind, sep, name = spec.partition(":")
-    if not sep or (kind not in KINDS and kind != "dir"):
+    if not sep or (kind not in NAMESPACE_OF_KIND and kind != "dir"):
         kind, name = "", spec
     if kind == "dir":
         if not allow_dir:
@@ -43,20 +43,20 @@ def resolve_target(tree: Tree, spec: str, *, allow_dir: bool = False) -> Target:
             raise ConfigError(f"{spec}: not a directory")
         return Target("dir", str(path), directory=path)
     for candidate in [kind] if kind else BARE_ORDER:
-        entry = tree.entries[KINDS[candidate]].get(name)
+        entry = tree.entries[NAMESPACE_OF_KIND[candidate]].get(name)
         if entry is not None:
             return Target(candidate, name, entry)
     raise _unknown(tree, kind, name)
 
 
-def _unknown(tree: Tree, kind: str, name: str) -> ConfigError:
+def _unknown(tree: View, kind: str, name: str) -> ConfigError:
     what = kind or "node, group or image"
     if kind in ("", "group") and any(g.name == name for g in tree.site.cluster.groups):
         return ConfigError(f"group {name!r} has nothing to show",
                            hint="it names no image and none of its override directories "
                                 "exists")
     known = [f"{k}:{n}" for k in ([kind] if kind else BARE_ORDER)
-             for n in tree.entries[KINDS[k]]]
+             for n in tree.entries[NAMESPACE_OF_KIND[k]]]
     # Match on the bare names too, so "node01" finds "node:node001".
     by_name = {entry.partition(":")[2]: entry for entry in known}
     close = close_matches(name, list(by_name))

@@ -4,16 +4,17 @@ the same way so that preview and diff treat both alike."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..provenance import Provenance
-from ..tree import Tree, TreeError
+from ..core.provenance import Provenance
+from ..core.view import View
+from ..core.walk import Item, Root
+from ..core.walk import walk as walk_entries
 from .targets import Target, path_parts
 
 KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
@@ -32,7 +33,7 @@ class Record:
     size: int
     rdev: int
     provenance: Provenance  # where it comes from (a directory on disk: "dir:ROOT", path)
-    handle: int | str  # the view's own reference: a Tree inode or a path on disk
+    handle: object  # the view's own reference: an Item of a root, or a path on disk
 
     @property
     def origin(self) -> str:
@@ -56,54 +57,52 @@ def child_path(parent: str, name: str) -> str:
     return f"{parent.rstrip('/')}/{name}"
 
 
-class View(Protocol):
+class RecordSource(Protocol):
     label: str
 
     def stat(self, path: str) -> Record | None: ...
-    def children(self, record: Record) -> list[Record]: ...
+    def children(self, record: Record) -> Iterable[Record]: ...
     def target(self, record: Record) -> str: ...
     def digest(self, record: Record) -> bytes: ...
     def identity(self, record: Record) -> object: ...
 
 
 class TreeView:
-    """A node, group or image of the Tree, read through the same calls the mount makes."""
+    """A node, group or image root of the View, read by path through the one root walker
+    (core/walk.py's Root): nothing is registered and, with the View's bounded caches,
+    memory does not grow with the root (preview and diff of any size)."""
 
-    def __init__(self, tree: Tree, target: Target) -> None:
+    def __init__(self, view: View, target: Target) -> None:
         assert target.entry is not None
-        self.tree, self.subject, self.label = tree, target, target.spec
-        self.root_ino = tree.entry_root_ino(target.entry)
+        self.root, self.subject, self.label = Root(view, target.entry), target, target.spec
 
-    def _record(self, path: str, attr) -> Record:  # type: ignore[no-untyped-def]
-        return Record(path, attr.mode, attr.uid, attr.gid, attr.size, attr.rdev,
-                      self.tree.provenance(attr.ino), attr.ino)
+    def _record(self, item: Item) -> Record:
+        attr = item.attr
+        return Record("/" + item.path, attr.mode, attr.uid, attr.gid, attr.size, attr.rdev,
+                      self.root.provenance(item), item)
 
     def stat(self, path: str) -> Record | None:
-        attr = self.tree.attr(self.root_ino)
-        try:
-            for part in path_parts(path):
-                attr = self.tree.lookup(attr.ino, part)
-        except TreeError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                return None
-            raise
-        return self._record(path, attr)
+        item = self.root.lookup("/".join(path_parts(path)))
+        return None if item is None else self._record(item)
 
-    def children(self, record: Record) -> list[Record]:
-        return [self._record(child_path(record.path, name), attr)
-                for name, attr in self.tree.listdir(int(record.handle))]
+    def children(self, record: Record) -> Iterator[Record]:
+        """Made one at a time: a walk holds one entry per level, not each listing twice."""
+        return (self._record(item) for item in self.root.children(self._item(record)))
+
+    @staticmethod
+    def _item(record: Record) -> Item:
+        assert isinstance(record.handle, Item)
+        return record.handle
 
     def target(self, record: Record) -> str:
-        return os.fsdecode(self.tree.readlink(int(record.handle)))
+        return os.fsdecode(self.root.readlink(self._item(record)))
 
     def digest(self, record: Record) -> bytes:
-        with open(self.tree.open(int(record.handle)), "rb", closefd=True) as f:
-            return hashlib.file_digest(f, "sha256").digest()
+        return self.root.digest(self._item(record))
 
     def identity(self, record: Record) -> object:
         """The backing file: two entries with the same identity have the same content."""
-        found = record.provenance
-        return ("layer", found.layer, found.source) if found.source is not None else None
+        return ("backing", self._item(record).link_key)
 
 
 class DirView:
@@ -126,7 +125,7 @@ class DirView:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def children(self, record: Record) -> list[Record]:
+    def children(self, record: Record) -> Iterable[Record]:
         with os.scandir(record.handle) as entries:
             names = sorted(entry.name for entry in entries)
         return [self._record(child_path(record.path, n), os.path.join(str(record.handle), n))
@@ -145,24 +144,19 @@ class DirView:
         return ("inode", st.st_dev, st.st_ino)
 
 
-def make_view(tree: Tree, target: Target) -> View:
-    return DirView(target) if target.kind == "dir" else TreeView(tree, target)
+def make_view(view: View, target: Target) -> RecordSource:
+    return DirView(target) if target.kind == "dir" else TreeView(view, target)
 
 
-def walk(view: View, top: Record, depth: int | None = None,
+def walk(view: RecordSource, top: Record, depth: int | None = None,
          tick: Callable[[int], None] | None = None) -> Iterator[Record]:
     """`top` and everything below it down to `depth` levels (None: all), depth first in
-    name order, as `find` lists a tree."""
-    pending = [(top, 0)]
-    seen = 0
-    while pending:
-        record, level = pending.pop()
+    name order, as `find` lists a tree (the one walk, core/walk.py)."""
+    for seen, record in enumerate(walk_entries(lambda r: iter(view.children(r)), top, depth),
+                                  start=1):
         yield record
-        seen += 1
         if tick is not None:
             tick(seen)
-        if record.is_dir and (depth is None or level < depth):
-            pending += [(child, level + 1) for child in reversed(view.children(record))]
 
 
 def mode_string(mode: int) -> str:
@@ -170,7 +164,7 @@ def mode_string(mode: int) -> str:
     return f"{stat.S_IMODE(mode):04o}"
 
 
-def record_json(view: View, record: Record) -> dict[str, object]:
+def record_json(view: RecordSource, record: Record) -> dict[str, object]:
     """One entry in --json output (docs/json.md)."""
     return {
         "path": record.path,

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..model import Group, Site
+from ..core.errors import ConfigError
+from ..core.model import Group, Site
 from ..sources.hostrange import expand_range_list
 
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..process import pid_alive
+from ..daemon.process import pid_alive
 from .exports import ExportPlan, render_ganesha_exports
 
 READY_LINE = "NFS SERVER INITIALIZED"

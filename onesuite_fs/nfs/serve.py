@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ..live import LiveOptions
-from ..mount import check_mountpoint, daemon_pid, mount, umount
-from ..process import pid_alive
+from ..daemon.inode_tree import InodeTree
+from ..daemon.live import LiveOptions
+from ..daemon.mount import check_mountpoint, daemon_pid, mount, umount
+from ..daemon.process import pid_alive
 from ..service.sd_notify import notify
 from ..settings import Settings
-from ..tree import Tree
 from .devpin import DevicePin, describe, read_recorded
 from .exports import ExportPlan
 from .ganesha import Ganesha, GaneshaOptions, NfsServerError
@@ -60,7 +60,7 @@ class _Stop:
             signal.signal(signum, handler)
 
 
-def _mount_pinned(tree: Tree, mountpoint: Path, settings: Settings,
+def _mount_pinned(tree: InodeTree, mountpoint: Path, settings: Settings,
                   state_dir: Path, live: LiveOptions | None) -> dict[str, object]:
     """Mount with the previous run's device number if possible; say what happened."""
     record = state_dir / "st_dev"
@@ -107,7 +107,7 @@ class NodeRootPins:
             os.close(self.fds.pop())
 
 
-def serve(settings: Settings, tree: Tree, plan: ExportPlan, options: GaneshaOptions,
+def serve(settings: Settings, tree: InodeTree, plan: ExportPlan, options: GaneshaOptions,
           state_dir: Path, *, json_status: bool = False, live: LiveOptions | None = None) -> int:
     """Serve until SIGINT/SIGTERM (0) or until ganesha or the FUSE daemon dies (1)."""
     mountpoint = plan.mountpoint

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .mount_helper import HELPER_NAMES
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 
-from ..errors import ConfigError
-from ..limits import DEFAULT_LIMITS, LimitExceeded, Limits
-from ..model import Cluster, Group
-from ..names import check_name
+from ..core.errors import ConfigError
+from ..core.limits import DEFAULT_LIMITS, LimitExceeded, Limits
+from ..core.model import Cluster, Group
+from ..core.names import check_name
 from .hostrange import expand_range_list
 
 _PRIORITY = re.compile(r"^\s*[0-9]+\s*$")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from ..limits import LimitExceeded
+from ..core.limits import LimitExceeded
 
 _UNESCAPED_HYPHEN = re.compile(r"(?<!\\)-")
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\..+)?$", re.DOTALL)

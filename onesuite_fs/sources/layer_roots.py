@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 ALLOW_HINT = ("or, if layers are kept there on purpose, list the directory that holds them "
               "in allow_layers_outside ([paths] of onesuite.toml) or --allow-layers-outside")

@@ -13,13 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-from ..errors import ConfigError
-from ..model import Cluster, Image, Node, Site, SiteLayout
-from ..names import check_name, name_problem
-from ..settings import Settings
+from ..core.errors import ConfigError
+from ..core.model import Cluster, Image, Node, Site, SiteLayout
+from ..core.names import check_name, name_problem
 from .cluster_txt import parse_cluster_txt
 from .cluster_xml import parse_cluster_xml, run_dynamic_node
 from .layer_roots import LayerPlaces, has_dotdot
+from .options import SiteOptions
 
 # si_lsimage skips these rsync modules: they are not images (domain.md A.1.2).
 RESERVED_MODULES = {"scripts", "boot", "overrides", "torrents"}
@@ -47,7 +47,7 @@ def read_systemimager_conf(path: Path) -> dict[str, tuple[str, int]]:
     return values
 
 
-def resolve_layout(settings: Settings) -> SiteLayout:
+def resolve_layout(settings: SiteOptions) -> SiteLayout:
     """Where everything is: explicit settings first, then systemimager.conf, then defaults.
     A directory systemimager.conf names stays below --root: no '..', not the root itself."""
     root = Path(os.path.normpath(settings.root))
@@ -141,7 +141,7 @@ def discover_images(layout: SiteLayout, explicit: dict[str, Path]) -> dict[str, 
     return images
 
 
-def read_cluster(layout: SiteLayout, settings: Settings,
+def read_cluster(layout: SiteLayout, settings: SiteOptions,
                  warn: Callable[[str], None]) -> Cluster:
     """cluster.xml when present, else the scripts/cluster.txt clients read."""
     if layout.cluster_xml.is_file():
@@ -227,7 +227,7 @@ def _stub_path_line(image: Image) -> tuple[str | None, int | None]:
     return stub, None
 
 
-def layer_places(settings: Settings, layout: SiteLayout) -> LayerPlaces:
+def layer_places(settings: SiteOptions, layout: SiteLayout) -> LayerPlaces:
     """The rules of where layers may be, for this site (sources/layer_roots.py)."""
     explicit = [p for p in (settings.images_dir, settings.overrides_dir) if p is not None]
     explicit += [path.parent for path in settings.images.values()]
@@ -302,7 +302,7 @@ def place_overrides(overrides_dir: Path, places: LayerPlaces, used: set[str]
     return frozenset(present), Path(os.path.realpath(overrides_dir)), elsewhere
 
 
-def load_site(settings: Settings) -> Site:
+def load_site(settings: SiteOptions) -> Site:
     """Read and validate the whole server; raises ConfigError on anything unusable."""
     warnings: list[str] = []
     layout = resolve_layout(settings)

@@ -10,12 +10,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..tree import Tree
+from ..core.errors import ConfigError
+from ..core.view import View
+from ..progress import Progress
 from . import cpio, iso, squashfs, tar
 from .output import atomic_output, check_space, check_target
-from .progress import Progress
-from .walk import Root, measure
+from .walk import measure, named_root
 
 FORMATS = ("tar", "squashfs", "cpio", "iso")
 _HEADER_ALLOWANCE = 1024  # bytes per entry on top of content: headers, padding, pax records
@@ -28,13 +28,13 @@ class ExportResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def export_node(tree: Tree, host: str, fmt: str, out: Path, *, force: bool = False,
+def export_node(tree: View, host: str, fmt: str, out: Path, *, force: bool = False,
                 progress: bool | None = None, kernel: str | None = None,
                 append: str = "") -> ExportResult:
     """Write `host`'s root to `out` in format `fmt` (see FORMATS)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}", hint=f"one of {', '.join(FORMATS)}")
-    root = Root(tree, host)
+    root = named_root(tree, host)
     boot = iso.find_kernel(root, kernel) if fmt == "iso" else None  # before writing anything
     if fmt == "iso":
         iso.check_init(root, append)

@@ -11,19 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import ConfigError
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def human(size: float) -> str:
-    return _human(size)
+from ..core.errors import ConfigError
+from ..progress import human
 
 
 def check_target(path: Path, *, force: bool, directory: bool) -> None:

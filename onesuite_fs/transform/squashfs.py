@@ -11,8 +11,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ConfigError
-from .progress import Progress
+from ..core.errors import ConfigError
+from ..progress import Progress
 from .tar import write_tar
 from .walk import Root
 

@@ -29,14 +29,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..tree import Tree
+from ..core.errors import ConfigError
+from ..core.onesis_config import SYSIMAGE_CONF
+from ..core.view import View
+from ..progress import Progress
+from ..sources.onesis import NOT_LINKBACKS
 from .compare import Comparer
 from .materialize import Writer
-from .progress import Progress
-from .walk import HardLinks, Item, Root, merged_children
+from .walk import HardLinks, Item, Root, merged_children, named_root
 
-SYSIMAGE_CONF = "etc/sysimage.conf"
 # Directories whose files software picks up by pattern (network scripts read ifcfg-*, run-parts
 # and the *.d conventions read every file): variants there are hidden (.name.variant) so that
 # name.default or name.node001 is not read as one more configuration file.
@@ -45,7 +46,6 @@ GLOB_READ_DIRS = (re.compile(r".*\.d"), re.compile(r"etc/sysconfig/network-scrip
                                                                    r"weekly|monthly)"),
                   re.compile(r"etc/network/if-[a-z-]+\.d"), re.compile(r"etc/init\.d"))
 _REPRESENTABLE = re.compile(r"[^\s#\x00]+")  # sysimage.conf splits on spaces, '#' comments
-_NOT_LINKBACKS = frozenset({"etc/inittab", "boot/grub/menu.lst", SYSIMAGE_CONF})
 
 
 @dataclass
@@ -158,7 +158,7 @@ class _Planner:
     def variants(self, path: str, items: dict[int, Item], directory: Path,
                  parents: list[Item]) -> None:
         parent, _, name = path.rpartition("/")
-        if not _REPRESENTABLE.fullmatch(path) or path in _NOT_LINKBACKS:
+        if not _REPRESENTABLE.fullmatch(path) or "/" + path in NOT_LINKBACKS:
             raise ConfigError(f"/{path} differs between nodes but cannot be a LINKBACK "
                               "(white space or '#' in its name, or a path oneSIS refuses)",
                               hint="make it the same on every node of the image")
@@ -251,7 +251,7 @@ def _write_conf(out: Path, text: str, etc_variants: list[str]) -> None:
     os.utime(out, ns=(top.st_atime_ns, top.st_mtime_ns))  # a new etc/ changed it
 
 
-def image_hosts(tree: Tree, image: str) -> list[str]:
+def image_hosts(tree: View, image: str) -> list[str]:
     """The nodes that use `image`, in name order; ConfigError when there are none."""
     site = tree.site
     if image not in site.images:
@@ -264,7 +264,7 @@ def image_hosts(tree: Tree, image: str) -> list[str]:
     return hosts
 
 
-def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress,
+def convert_to_onesis(tree: View, image: str, out: Path, progress: Progress,
                       links: HardLinks | None = None) -> Conversion:
     """Write the oneSIS image of `image`'s nodes into the (empty) directory `out`. `links`:
     which files have two names in a node's root (`measure` of one root; they share the
@@ -274,7 +274,7 @@ def convert_to_onesis(tree: Tree, image: str, out: Path, progress: Progress,
     groups = {h: tuple(site.nodes[h].groups) for h in hosts}
     classes = class_names(groups)
     conversion = Conversion(hosts, classes, {classes[h]: groups[h] for h in hosts})
-    roots = [Root(tree, h) for h in hosts]
+    roots = [named_root(tree, h) for h in hosts]
     for root in roots:
         root.links = links or root.links
     planner = _Planner(roots, conversion, out, progress)

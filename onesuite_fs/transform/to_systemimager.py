@@ -20,7 +20,7 @@ node's layered mode, owner, time and attributes are checked and the directory is
 node's host override wherever they would be wrong.
 
 Streaming: the nodes' roots are walked in lockstep, their listings merged in name order one
-entry at a time (`merged_children`), so what is held is the Tree's own listing of each
+entry at a time (`merged_children`), so what is held is the View's own listing of each
 directory on the current path, not a copy per node; everything is written as it is decided.
 """
 
@@ -36,18 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from ..errors import ConfigError
-from ..model import Cluster, Group, Image, Node, Site, SiteLayout
-from ..names import check_name
-from ..onesis_config import SYSIMAGE_CONF, OnesisSource
+from ..core.errors import ConfigError
+from ..core.model import Cluster, Group, Image, Node, Site, SiteLayout
+from ..core.names import check_name
+from ..core.onesis_config import SYSIMAGE_CONF, OnesisSource
+from ..core.view import View
+from ..progress import Progress
 from ..sources.cluster_txt import render_cluster_txt
 from ..sources.hostrange import expand_item, expand_range_list
 from ..sources.systemimager import RESERVED_MODULES
-from ..tree import Tree
 from .compare import Comparer
 from .materialize import Writer
-from .progress import Progress
-from .walk import HardLinks, Item, Root, merged_children
+from .walk import HardLinks, Item, Root, merged_children, named_root
 
 IMAGES_DIR = "var/lib/systemimager/images"
 OVERRIDES_DIR = "var/lib/systemimager/overrides"
@@ -84,10 +84,10 @@ def read_nodes_file(path: Path) -> list[str]:
 
 def onesis_site(image_dir: Path, image: str, hosts: list[str]) -> Site:
     """An in-memory SystemImager site whose one image is the oneSIS image and whose one group
-    has every node, with no override: served by a Tree, each node's root is what onesuite-fs
+    has every node, with no override: served by a View, each node's root is what onesuite-fs
     serves from the oneSIS image (its sysimage.conf decides the classes)."""
     conf = image_dir / SYSIMAGE_CONF
-    # The Tree dates the entries no layer has (the /ram mount point, links into it) with the
+    # The View dates the entries no layer has (the /ram mount point, links into it) with the
     # topology's mtime; for a oneSIS image the topology is its sysimage.conf.
     cluster = Cluster(global_name="all", global_overrides=(),
                       groups=(Group(GROUP, None, image, (), tuple(hosts)),), source=str(conf))
@@ -100,15 +100,15 @@ def onesis_site(image_dir: Path, image: str, hosts: list[str]) -> Site:
                 nodes={h: Node(h, (GROUP,), image) for h in hosts})
 
 
-def onesis_tree(image_dir: Path, image: str, hosts: list[str]) -> Tree:
-    """The Tree serving the oneSIS image to `hosts` (ram link policy: read-only, no state)."""
+def onesis_tree(image_dir: Path, image: str, hosts: list[str]) -> View:
+    """The View serving the oneSIS image to `hosts` (ram link policy: read-only, no state)."""
     if not image_dir.is_dir():
         raise ConfigError(f"{image_dir} is not a directory", hint="name a oneSIS image root")
     if not (image_dir / SYSIMAGE_CONF).is_file():
         raise ConfigError(f"{image_dir} is not a oneSIS image: it has no /{SYSIMAGE_CONF}",
                           hint="ONESIS_IMAGE is the image's root directory (where "
                                "mk-sysimage ran)")
-    return Tree(onesis_site(image_dir, image, hosts), "autoinstall", OnesisSource(), None,
+    return View(onesis_site(image_dir, image, hosts), "autoinstall", OnesisSource(), None,
                 bounded_caches=True)
 
 
@@ -417,7 +417,7 @@ class _Splitter:
         del self.made[path]
 
 
-def node_classes(tree: Tree, hosts: list[str], allow_unclassified: bool) -> dict[str, str | None]:
+def node_classes(tree: View, hosts: list[str], allow_unclassified: bool) -> dict[str, str | None]:
     """Each node's oneSIS class from the image's sysimage.conf."""
     classes: dict[str, str | None] = {}
     for host in hosts:
@@ -434,13 +434,13 @@ def node_classes(tree: Tree, hosts: list[str], allow_unclassified: bool) -> dict
     return classes
 
 
-def convert_to_systemimager(tree: Tree, layout: Layout, hosts: list[str], out: Path,
+def convert_to_systemimager(tree: View, layout: Layout, hosts: list[str], out: Path,
                             progress: Progress, source: str,
                             links: HardLinks | None = None) -> Conversion:
     """Write the SystemImager site for `hosts` into the (empty) directory `out`. `links`:
     which files have two names in a node's root (`measure` of one; they share the image)."""
     conversion = Conversion(hosts, layout)
-    roots = [Root(tree, h) for h in hosts]
+    roots = [named_root(tree, h) for h in hosts]
     for root in roots:
         root.links = links or root.links
     splitter = _Splitter(roots, layout, out, progress, conversion)

@@ -24,8 +24,8 @@ import stat
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+from ..sources.onesis import LinkBack, NodeRules, RamPath, class_chain
 from .resolve import Child
-from .sources.onesis import LinkBack, NodeRules, RamPath, class_chain
 
 RAM_DIR = "ram"
 

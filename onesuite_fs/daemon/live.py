@@ -1,4 +1,4 @@
-"""Live updates: a reload builds a new Tree beside the serving one, switches in one step, and
+"""Live updates: a reload builds a new InodeTree beside the serving one, switches in one step, and
 tells the kernel exactly which entries changed.
 
 A generation is one consistent reading of the site: cluster.xml, overrides, images and every
@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
-from .tree import Attr, DirRef, Tree, TreeError
+from ..core.errors import ConfigError
+from ..core.view import Attr, DirRef, TreeError
+from .inode_tree import InodeTree
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class LiveOptions:
     """How a running mount follows the image server (see watch.py). It lives here, not in
     mount.py, so the CLI can describe a mount without importing pyfuse3 or trio."""
 
-    rebuild: Callable[[], Tree]  # reads the site again; raises ConfigError when it can't
+    rebuild: Callable[[], InodeTree]  # reads the site again; raises ConfigError when it can't
     watch_paths: tuple[Path, ...] = ()  # watched with inotify; empty: reload on demand only
     poll_every: float = 60.0  # the fallback check's period, seconds
     quiet: float = 1.0  # a burst of changes ends after this long without one
@@ -84,7 +85,7 @@ def _same(old: Attr, new: Attr) -> bool:
         new.ino, new.mode, new.uid, new.gid, new.size, new.mtime_ns, new.rdev)
 
 
-def diff_trees(old: Tree, new: Tree) -> Invalidations:
+def diff_trees(old: InodeTree, new: InodeTree) -> Invalidations:
     """What the kernel must forget when `new` replaces `old`: for the namespace directories
     and every directory `old` had merged, the names whose answer changed. On the way, `new`
     learns every number `old` gave out that still exists, so lookups after the switch need
@@ -98,7 +99,7 @@ def diff_trees(old: Tree, new: Tree) -> Invalidations:
     return changes
 
 
-def catch_up_diff(old: Tree, new: Tree, changes: Invalidations) -> int:
+def catch_up_diff(old: InodeTree, new: InodeTree, changes: Invalidations) -> int:
     """Diff the directories `old` merged since `changes` was made (the old generation goes
     on serving while the new one is built and diffed: a directory first listed meanwhile
     has numbers the kernel holds that `new` must know, and attributes it must compare).
@@ -112,7 +113,7 @@ def catch_up_diff(old: Tree, new: Tree, changes: Invalidations) -> int:
     return len(late)
 
 
-def _compare_dirs(old: Tree, new: Tree, in_use: list[tuple[int, DirRef]],
+def _compare_dirs(old: InodeTree, new: InodeTree, in_use: list[tuple[int, DirRef]],
                   changes: Invalidations) -> None:
     for ino, ref in in_use:
         changes.compared.add(ino)
@@ -123,7 +124,7 @@ def _compare_dirs(old: Tree, new: Tree, in_use: list[tuple[int, DirRef]],
                      changes)
 
 
-def _compare(old: Tree, new: Tree, ino: int, new_ino: int, label: str, node: str | None,
+def _compare(old: InodeTree, new: InodeTree, ino: int, new_ino: int, label: str, node: str | None,
              changes: Invalidations) -> None:
     old_listing = dict(old.listdir(ino))
     try:
@@ -146,7 +147,7 @@ def _compare(old: Tree, new: Tree, ino: int, new_ino: int, label: str, node: str
             changes.nodes.add(name)
 
 
-def _same_dir(new: Tree, ref: DirRef) -> int | None:
+def _same_dir(new: InodeTree, ref: DirRef) -> int | None:
     """The inode of the same (entry, path) directory in the new tree, or None."""
     entry = new.entries[ref.entry.namespace].get(ref.entry.name)
     if entry is None:
@@ -163,9 +164,9 @@ def _same_dir(new: Tree, ref: DirRef) -> int | None:
 
 
 class Generations:
-    """The serving Tree and how to build the next one; switches happen in the FUSE thread."""
+    """The serving InodeTree and how to build the next one; switches happen in the FUSE thread."""
 
-    def __init__(self, tree: Tree, rebuild: Callable[[], Tree] | None) -> None:
+    def __init__(self, tree: InodeTree, rebuild: Callable[[], InodeTree] | None) -> None:
         self.tree = tree
         self.rebuild = rebuild
         self.number = 1
@@ -175,10 +176,10 @@ class Generations:
         self.failed_reloads = 0
         # A few generations back, for inodes that are gone but still open: like a file
         # deleted while open, they keep their attributes until closed.
-        self.retired: deque[Tree] = deque(maxlen=3)
+        self.retired: deque[InodeTree] = deque(maxlen=3)
         self._lock = threading.Lock()  # one build at a time
 
-    def build_next(self) -> tuple[Tree | None, Invalidations | None, ReloadReport]:
+    def build_next(self) -> tuple[InodeTree | None, Invalidations | None, ReloadReport]:
         """Build and diff the next generation (in a worker thread); switch nothing."""
         started = time.monotonic()
         with self._lock:
@@ -195,7 +196,7 @@ class Generations:
             _count(report, changes)
             return new, changes, report
 
-    def catch_up(self, new: Tree, changes: Invalidations, report: ReloadReport) -> bool:
+    def catch_up(self, new: InodeTree, changes: Invalidations, report: ReloadReport) -> bool:
         """catch_up_diff against the serving generation (worker thread, or the FUSE thread
         right before the switch); False, with the error in `report`, if it failed."""
         try:
@@ -215,12 +216,12 @@ class Generations:
     def _report(self, started: float, error: str | None = None) -> ReloadReport:
         return ReloadReport(self.number, time.time(), time.monotonic() - started, error)
 
-    def switch(self, new: Tree, report: ReloadReport) -> None:
+    def switch(self, new: InodeTree, report: ReloadReport) -> None:
         """Serve `new` from now on (call in the FUSE thread: no handler runs meanwhile)."""
         if len(self.retired) == self.retired.maxlen:
             oldest = self.retired.pop()
             try:
-                oldest.store.close()
+                oldest.view.store.close()
             except OSError as exc:  # its cached directory fds: nothing to serve depends on it
                 log.warning("closing generation files failed: %s", exc)
         self.retired.appendleft(self.tree)
@@ -235,7 +236,7 @@ class Generations:
         tree = self.retired_knowing(ino)
         return None if tree is None else tree.attr(ino)
 
-    def retired_knowing(self, ino: int) -> Tree | None:
+    def retired_knowing(self, ino: int) -> InodeTree | None:
         """The newest earlier generation that issued `ino` (and still answers it)."""
         for tree in list(self.retired):
             try:

@@ -14,8 +14,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from .errors import ConfigError
-from .inodes import KEY_BYTES
+from ..core.errors import ConfigError
+from ..core.inodes import KEY_BYTES
 
 DEFAULT_HANDLE_KEY = Path("/var/lib/onesuite-fs/handle.key")
 _HINT = ("the key must be a regular file of 64 hex digits, owned by the user running the "

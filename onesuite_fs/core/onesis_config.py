@@ -1,4 +1,4 @@
-"""Where each node's oneSIS rules come from, and making its persistent paths.
+"""Where each node's oneSIS rules come from.
 
 By default a node's rules are ``/etc/sysimage.conf`` as the node's own merged root has it (an
 override may carry a different one), with INCLUDE paths taken in that same root; every
@@ -9,34 +9,44 @@ the file's directory).
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ConfigError
-from .limits import DEFAULT_LIMITS, Limits
-from .onesis_view import NodeOnesis, Writable
-from .resolve import Child
-from .sources.onesis import (
+from ..sources.onesis import (
     MAX_ID,
     RamPath,
     SysimageConfig,
     limiters_match,
     parse_sysimage_conf,
 )
-from .state import DIR_MODE, FILE_MODE, NodeAttrs, write_node_attrs
+from .errors import ConfigError
+from .limits import DEFAULT_LIMITS, Limits
+from .onesis_view import NodeOnesis
+from .resolve import Child
 
 if TYPE_CHECKING:
-    from .state import NodeState
-    from .tree import Entry, Tree
+    from .entry import Entry
+    from .layers import LayerStore
+    from .model import Site
+    from .resolve import Resolver
+
+
+class MergedRoots(Protocol):
+    """What loading the rules reads of a site's roots (core/view.py's View has it): the
+    merged layers without rules, to find each node's sysimage.conf, INCLUDEs and owners."""
+
+    site: Site
+    entries: dict[str, dict[str, Entry]]
+    store: LayerStore
+    resolver: Resolver
+
+    def merged_lookup(self, entry: Entry, path: str) -> tuple[str, Child] | None: ...
+    def node_onesis(self, entry: Entry) -> NodeOnesis | None: ...
 
 SYSIMAGE_CONF = "etc/sysimage.conf"
-_COPY_CHUNK = 1 << 20
-log = logging.getLogger("onesuite.state")
 
 
 @dataclass
@@ -50,12 +60,12 @@ class OnesisSource:
     _identities: dict[str, tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
 
     # ----- reading the configurations ---------------------------------------------------
-    def load(self, tree: Tree) -> None:
+    def load(self, tree: MergedRoots) -> None:
         """Parse every distinct sysimage.conf the nodes see, match every node's class and
         properties, and check every -u/-g owner a persistent path will need: everything
         that can be wrong is found now, with file and line (errors: ConfigError)."""
         self._parse_all(tree)
-        owners = _OwnerTables(tree)
+        owners = OwnerTables(tree)
         for host, entry in tree.entries["nodes"].items():
             config = self._configs.get(host)
             if config is None:
@@ -78,7 +88,7 @@ class OnesisSource:
                             class_matches_subclasses=subclasses):
                         owners.check(entry, rule)
 
-    def _parse_all(self, tree: Tree) -> None:
+    def _parse_all(self, tree: MergedRoots) -> None:
         if self.config_file is not None:
             shared = self._parse_file(self.config_file)
             self._configs = dict.fromkeys(tree.entries["nodes"], shared)
@@ -109,7 +119,7 @@ class OnesisSource:
         return parse_sysimage_conf(text, filename=str(path), load_include=load_include,
                                    limits=self.limits)
 
-    def _parse_in_tree(self, tree: Tree, entry: Entry, found: Child) -> SysimageConfig:
+    def _parse_in_tree(self, tree: MergedRoots, entry: Entry, found: Child) -> SysimageConfig:
         def read(child: Child, path: str) -> str:
             fd = tree.store.open_file(child.layer, path)
             with os.fdopen(fd, "rb") as f:
@@ -135,14 +145,14 @@ class OnesisSource:
     def config_of(self, host: str) -> SysimageConfig | None:
         return self._configs.get(host)
 
-    def for_node(self, tree: Tree, entry: Entry) -> NodeOnesis | None:
+    def for_node(self, tree: MergedRoots, entry: Entry) -> NodeOnesis | None:
         config = self._configs.get(entry.name)
         if config is None:
             return None
         rules = config.rules_for(entry.name, identity=self._identities.get(entry.name))
         return NodeOnesis(rules, self.policy, self.ram_prefix)
 
-    def describe(self, tree: Tree, entry: Entry) -> dict[str, Any] | None:
+    def describe(self, tree: MergedRoots, entry: Entry) -> dict[str, Any] | None:
         """A node's class, properties and the rules that apply to it (for `onesuite nodes`)."""
         onesis = tree.node_onesis(entry)
         if onesis is None:
@@ -161,94 +171,12 @@ class OnesisSource:
             "services": dict(rules.services),
         }
 
-    # ----- persistent paths -------------------------------------------------------------
-    def create_writable(self, tree: Tree, entry: Entry, state: NodeState, path: str,
-                        item: Writable) -> None:
-        """Make a node's persistent path the first time it is used: empty, or a copy of the
-        tree's entry with -d; mode and owner from -m/-u/-g, else mirrored (B.2.2). Built in
-        the staging area, which is emptied whatever happens: a failed copy (a full disk)
-        leaves nothing behind, and the next use tries again."""
-        try:
-            with state.staging() as staging:
-                built = staging / "entry"
-                self._build_writable(tree, entry, item, built)
-                state.make_parents(path)
-                state.publish(built, path)
-        except OSError as exc:
-            log.error("node %s: cannot make persistent path /%s (%s %s, %s:%s): %s",
-                      entry.name, path, item.rule.kind, item.rule.pattern, item.rule.file,
-                      item.rule.line, exc.strerror or exc)
-            raise
-
-    def _build_writable(self, tree: Tree, entry: Entry, item: Writable, built: Path) -> None:
-        rule, base = item.rule, item.base
-        is_dir = rule.kind in ("RAMDIR", "LINKDIR")
-        base_path = f"{item.base_parent}/{base.name}" if base and item.base_parent else (
-            base.name if base else "")
-        if is_dir:
-            if rule.duplicate and base is not None and base.contribution is not None:
-                self._copy_dir(tree, base, base_path, built)
-            else:
-                os.mkdir(built, DIR_MODE)
-        elif rule.duplicate and base is not None and stat.S_ISREG(base.meta.mode):
-            self._copy_file(tree, base.layer, base_path, built)
-        else:
-            os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
-        uid, gid = self._owner(tree, entry, rule, base)
-        default_mode = 0o755 if is_dir else 0o644
-        mode = rule.mode if rule.mode is not None else (
-            stat.S_IMODE(base.meta.mode) if base is not None else default_mode)
-        kind = stat.S_IFDIR if is_dir else stat.S_IFREG
-        write_node_attrs(built, NodeAttrs(kind | stat.S_IMODE(mode), uid, gid))
-
-    def _owner(self, tree: Tree, entry: Entry, rule: Any, base: Child | None) -> tuple[int, int]:
-        uid = base.meta.uid if base is not None else 0
-        gid = base.meta.gid if base is not None else 0
-        owners = _OwnerTables(tree)
-        if rule.user is not None:
-            uid = owners.numeric_id(entry, "etc/passwd", rule.user, rule)
-        if rule.group is not None:
-            gid = owners.numeric_id(entry, "etc/group", rule.group, rule)
-        return uid, gid
-
-    def _copy_file(self, tree: Tree, layer: int, path: str, dest: Path) -> None:
-        with os.fdopen(tree.store.open_file(layer, path), "rb") as src:
-            out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                             FILE_MODE)
-            with os.fdopen(out_fd, "wb") as out:
-                shutil.copyfileobj(src, out, _COPY_CHUNK)
-
-    def _copy_dir(self, tree: Tree, base: Child, base_path: str, dest: Path) -> None:
-        """Copy a merged directory (all its layers) to dest. Stored 0700/0600 and the
-        daemon's; each entry's mode, owner and device number are node attributes, and a
-        device node, FIFO or socket is an empty stand-in (state.py)."""
-        assert base.contribution is not None
-        mdir = tree.resolver.merged_dir(base_path, base.contribution, base.layer, base.meta)
-        os.mkdir(dest, DIR_MODE)
-        for name in mdir.names:
-            child = mdir.children[name]
-            source = f"{base_path}/{name}" if base_path else name
-            target = dest / name
-            mode = child.meta.mode
-            if child.contribution is not None:
-                self._copy_dir(tree, child, source, target)
-            elif stat.S_ISREG(mode):
-                self._copy_file(tree, child.layer, source, target)
-            elif stat.S_ISLNK(mode):
-                os.symlink(tree.store.readlink(child.layer, source), target)
-            else:
-                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
-            write_node_attrs(target, NodeAttrs.of(child.meta))
-            os.utime(target, ns=(child.meta.atime_ns, child.meta.mtime_ns),
-                     follow_symlinks=False)
-
-
-class _OwnerTables:
+class OwnerTables:
     """-u/-g: a number, or a name looked up in the node's own /etc/passwd or /etc/group (what
     the node itself would use: oneSIS's rc.preinit chowns on the node). Each distinct table
     file is read once."""
 
-    def __init__(self, tree: Tree) -> None:
+    def __init__(self, tree: MergedRoots) -> None:
         self.tree = tree
         self._tables: dict[tuple[int, str], dict[str, str]] = {}
 

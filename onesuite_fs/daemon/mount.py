@@ -23,12 +23,13 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
+from ..service import logs
 from .fuse_ops import PID_XATTR, STATUS_XATTR, OnesuiteOperations
+from .inode_tree import InodeTree
 from .live import Generations, LiveOptions
 from .process import pid_alive
-from .service import logs
-from .tree import Tree
+from .requests import Requests
 from .watch import keep_watching
 
 log = logging.getLogger("onesuite.mount")
@@ -158,13 +159,13 @@ async def _serve(ops: OnesuiteOperations, live: LiveOptions | None,
         nursery.cancel_scope.cancel()
 
 
-def _run_session(tree: Tree, mountpoint: Path, cache_timeout: float, debug: bool,
+def _run_session(tree: InodeTree, mountpoint: Path, cache_timeout: float, debug: bool,
                  live: LiveOptions | None) -> OnesuiteOperations:
     options = set(MOUNT_OPTIONS)
     if debug:
         options.add("debug")
     generations = Generations(tree, live.rebuild if live else None)
-    ops = OnesuiteOperations(tree, cache_timeout, generations)
+    ops = OnesuiteOperations(Requests(generations), cache_timeout)
     pyfuse3.init(ops, str(mountpoint), options)
     # Everything built so far lives as long as the mount: keep the cyclic collector from
     # scanning it again and again (with 10,000 nodes a full collection is felt in lookups).
@@ -183,7 +184,7 @@ def _loop(ops: OnesuiteOperations, live: LiveOptions | None,
     pyfuse3.close(unmount=True)
 
 
-def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: float,
+def mount(tree: InodeTree, mountpoint: Path, *, foreground: bool, cache_timeout: float,
           log_file: Path | None, debug: bool = False, live: LiveOptions | None = None,
           on_ready: Callable[[], None] | None = None) -> int:
     """Mount and serve; in daemon mode return 0 once the mount is ready. In the foreground,
