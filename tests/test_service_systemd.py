@@ -154,6 +154,26 @@ def test_mount_unit_start_reload_crash_restart_stop(booted: Booted) -> None:
     assert box.run("test", "-d", f"/proc/{second}", check=False).returncode != 0
 
 
+def test_refused_configuration_fails_the_unit_without_restarts(booted: Booted) -> None:
+    box = booted.box
+    unit = "onesuite-mount@srv-refused.service"
+    config = box.root / "etc/onesuite/onesuite.toml"
+    good = config.read_text()
+    box.run("mkdir", "-p", "/srv/refused")
+    config.write_text(good + "[no_such_section]\n")
+    try:
+        done = box.run("systemctl", "start", unit, check=False)
+        assert done.returncode != 0
+        wait_until(lambda: show(box, unit, "ActiveState") == "failed", "the unit to fail")
+        assert show(box, unit, "NRestarts") == "0"  # exit 2: RestartPreventExitStatus
+        journal = box.run("journalctl", "-u", unit, "-o", "cat", "--no-pager").stdout
+        assert "unknown section [no_such_section]" in journal
+        assert mounts(box, "/srv/refused") == 0
+    finally:
+        config.write_text(good)
+        box.run("systemctl", "reset-failed", unit, check=False)
+
+
 def test_fstab_line_mounts_with_mount_a_and_systemd(booted: Booted) -> None:
     box = booted.box
     line = "onesuite  /srv/fstab  fuse.onesuite  defaults,no_watch,x-onesuite-test  0 0\n"
