@@ -45,6 +45,11 @@ def site_options() -> argparse.ArgumentParser:
                             "the images/overrides directory; repeat per directory (replaces "
                             "allow_layers_outside of --config). Without it such layers are "
                             "refused")
+    group.add_argument("--warewulf-root", type=Path, metavar="PREFIX",
+                       help="serve a Warewulf 4 site instead: its tree is under PREFIX "
+                            "(PREFIX/etc/warewulf/nodes.conf and warewulf.conf, "
+                            "PREFIX/var/lib/warewulf, PREFIX/usr/share/warewulf); profiles "
+                            "are the groups, overlays the layers (docs/warewulf.md)")
     onesis = common.add_argument_group("oneSIS rules")
     onesis.add_argument("--onesis-config", type=Path, metavar="FILE",
                         help="one sysimage.conf for every node (default: each node's own "
@@ -76,6 +81,14 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
         settings = settings.with_options(
             allow_layers_outside=tuple(p.absolute() for p in args.allow_layers_outside),
             allow_layers_outside_source="--allow-layers-outside")
+    settings = settings.with_options(warewulf_root=getattr(args, "warewulf_root", None))
+    if settings.warewulf_root is not None:
+        from ..sources.warewulf import load_warewulf
+        from ..sources.warewulf_build import DEFAULT_RENDER_CACHE, to_site
+
+        warewulf = load_warewulf(settings.warewulf_root, settings.limits)
+        return settings, to_site(warewulf, settings.warewulf_render_cache
+                                 or DEFAULT_RENDER_CACHE)
     site = load_site(settings)
     return settings, site
 

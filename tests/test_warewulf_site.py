@@ -1,0 +1,160 @@
+"""A Warewulf 4 site read, stacked and served: Warewulf's profile and overlay precedence
+(docs/warewulf.md), its templates rendered into the nodes' roots, and the mount, preview and
+explain agreeing on every entry of every node."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import needs_root_fuse, run_onesuite
+from test_inspect_mount import (
+    assert_explain_names_the_mounts_winner,
+    assert_preview_matches_mount,
+)
+from warewulftools import NODES_CONF, make_warewulf_site, write, write_config
+
+from onesuite_fs.errors import ConfigError
+from onesuite_fs.limits import Limits
+from onesuite_fs.sources.warewulf import clean_list, load_warewulf
+
+HOSTS = ("n1", "n2", "n3")
+
+
+@pytest.fixture
+def ww(tmp_path: Path) -> tuple[Path, Path]:
+    """(site root, onesuite.toml naming it and a render cache in tmp_path)."""
+    root = make_warewulf_site(tmp_path / "ww")
+    return root, write_config(root, tmp_path / "cache")
+
+
+def test_profiles_and_overlays_in_warewulfs_order(ww):
+    site = load_warewulf(ww[0], Limits())
+    n2 = site.nodes["n2"]
+    # gpu's own profiles first (getProfilesProfiles), then gpu; '~ifcfg' on the node
+    # removes the profile's ifcfg (cleanList); the node's overlays come last (append).
+    assert n2.profiles == ("default", "gpu")
+    assert [(u.context, u.name, u.source) for u in n2.overlays] == [
+        ("system", "wwinit", "profile default"), ("system", "hostname", "profile default"),
+        ("system", "gpu", "profile gpu"), ("system", "site-motd", "node"),
+        ("runtime", "hosts", "profile default"),
+        ("runtime", "ssh.authorized_keys", "profile default")]
+    # Network devices merge field by field: the profile's netmask, the node's address.
+    assert n2.fields["network devices"]["default"] == {
+        "netmask": "255.255.255.0", "gateway": "10.0.0.1", "device": "eth0",
+        "ipaddr": "10.0.0.12"}
+    assert n2.fields["tags"] == {"gpu": "a100"}
+    assert site.overlays["site-motd"] == ww[0] / "var/lib/warewulf/overlays/site-motd/rootfs"
+
+
+def test_clean_list_is_warewulfs():
+    assert clean_list(["a", "b", "a", "~b", "c"]) == ["a", "a", "c"]
+
+
+def test_site_overlay_wins_over_distribution_one(ww):
+    root = ww[0]
+    write(root / "var/lib/warewulf/overlays/hostname/rootfs/etc/hostname.ww", "site {{.Id}}\n")
+    site = load_warewulf(root, Limits())
+    assert site.overlays["hostname"] == root / "var/lib/warewulf/overlays/hostname/rootfs"
+
+
+@pytest.mark.parametrize("change, message, line", [
+    (("n1:\n", "n1: &x\n", "  n2:\n", "  n2: *x\n"), "aliases", None),
+    (("      - hostname\n", "      - nosuch\n"), "overlay 'nosuch'", 4),
+    (("    image name: rocky9\n    system", "    image name: gone\n    system"),
+     "image 'gone'", None),
+    (("      - wwinit\n", "      wwinit\n"), "must be a list", None),
+    (("        ipaddr: 10.0.0.11", "        ipaddr: 10.0.0.999"), "not an IP address", 30),
+])
+def test_bad_nodes_conf_is_refused_with_its_line(ww, change, message, line):
+    root = ww[0]
+    text = NODES_CONF
+    for old, new in zip(change[::2], change[1::2], strict=True):
+        assert old in text
+        text = text.replace(old, new, 1)
+    (root / "etc/warewulf/nodes.conf").write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_warewulf(root, Limits())
+    assert message in str(raised.value)
+    assert raised.value.file == str(root / "etc/warewulf/nodes.conf")
+    if line is not None:
+        assert raised.value.line == line
+    done = run_onesuite("nodes", "--config", ww[1], check=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "nodes.conf" in done.stderr
+
+
+def test_node_limit_applies(ww):
+    with pytest.raises(ConfigError, match="max_nodes"):
+        load_warewulf(ww[0], Limits(max_nodes=2))
+
+
+def test_overlay_symlinked_out_of_the_site_is_refused(ww, tmp_path):
+    root = ww[0]
+    outside = tmp_path / "elsewhere" / "rootfs"
+    (outside / "etc").mkdir(parents=True)
+    target = root / "usr/share/warewulf/overlays/hostname"
+    os.rename(target, tmp_path / "moved")
+    target.symlink_to(outside.parent)
+    with pytest.raises(ConfigError, match="outside --warewulf-root"):
+        load_warewulf(root, Limits())
+
+
+def test_preview_shows_rendered_templates_and_their_overlay(ww):
+    done = run_onesuite("preview", "--config", ww[1], "n2", "/etc", "--json")
+    import json
+    entries = {e["path"]: e for e in json.loads(done.stdout)["entries"]}
+    assert "/etc/motd.ww" not in entries and "/etc/gpu.conf.ww" not in entries
+    assert entries["/etc/hostname"]["layer"].startswith("rendered:hostname@")
+    assert entries["/etc/issue"]["layer"] == "overlay:site-motd"
+    assert entries["/etc/os-release"]["layer"] == "image:rocky9"
+    # site-motd's template replaces gpu's output: Warewulf keeps the old one as .wwbackup;
+    # gpu's own nobackup kept wwinit's plain motd from being backed up.
+    assert entries["/etc/motd.wwbackup"]["layer"].startswith("rendered:site-motd@")
+    explained = run_onesuite("explain", "--config", ww[1], "n2", "/etc/motd").stdout
+    assert "system overlay (node)" in explained and "profile gpu" in explained
+
+
+@needs_root_fuse()
+@pytest.mark.mount
+def test_mounted_warewulf_nodes_equal_preview_and_explain(ww, tmp_path, mount_site, capsys):
+    root, config = ww
+    mount = mount_site(tmp_path / "unused-si-root", "--config", str(config))
+    n1, n2, n3 = (mount.node(h) for h in HOSTS)
+    assert (n1 / "etc/hostname").read_text() == "n1\n"
+    assert (n2 / "etc/gpu.conf").read_text() == "model=a100\n"
+    assert (n2 / "etc/motd").read_text() == "site motd for n2\n"
+    assert (n2 / "etc/motd.wwbackup").read_text() == "GPU node n2 (a100)\n"
+    assert (n1 / "etc/motd").read_text() == "plain motd from wwinit\n"
+    assert (n3 / "etc/motd").read_text() == "site motd for n3\n"
+    # ifcfg's file(): one output per network device; n2 removed ifcfg with ~ifcfg.
+    ifcfg = n1 / "etc/sysconfig/network-scripts"
+    assert sorted(os.listdir(ifcfg)) == ["ifcfg-default.conf"]
+    assert "IPADDR=10.0.0.11\nNETMASK=255.255.255.0\nONBOOT=true" in \
+        (ifcfg / "ifcfg-default.conf").read_text()
+    assert "ONBOOT=false" in (n3 / "etc/sysconfig/network-scripts/ifcfg-default.conf") \
+        .read_text()
+    assert not (n2 / "etc/sysconfig").exists()
+    assert (n1 / "root/.ssh/authorized_keys").read_text() == \
+        "ssh-ed25519 AAAAtest admin@server\n"
+    hosts = (n3 / "etc/hosts").read_text()
+    assert "10.0.0.12 n2 n2-default n2-eth0\n10.1.0.12  n2-ib n2-ib0\n" in hosts
+    origin = os.getxattr(n2 / "etc/issue", "user.onesuite.origin").decode()
+    assert origin == "overlay:site-motd /etc/issue"
+    options = ("--config", str(config))
+    assert_preview_matches_mount(capsys, tmp_path, options,
+                                 [(f"node:{h}", mount.node(h)) for h in HOSTS])
+    assert_explain_names_the_mounts_winner(tmp_path, options, mount, HOSTS)
+
+
+def test_render_cache_is_closed_to_local_users(ww, tmp_path):
+    run_onesuite("nodes", "--config", ww[1])
+    cache = tmp_path / "cache"
+    assert (os.stat(cache).st_mode & 0o077) == 0
+    layers = sorted(p for p in cache.iterdir() if not p.name.startswith("."))
+    # Equal output is one directory: every node's authorized_keys and hosts are shared.
+    assert len(layers) == len({p.name for p in layers})
+    again = sorted(cache.iterdir())
+    run_onesuite("nodes", "--config", ww[1])
+    assert sorted(cache.iterdir()) == again
