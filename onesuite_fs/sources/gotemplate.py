@@ -145,15 +145,24 @@ def _refuse(where: tuple[str, int], message: str, hint: str | None = None) -> No
 
 
 def _tokens(source: str, where: tuple[str, int]) -> list[tuple[str, str]]:
-    found, at = [], 0
+    """(kind, text) pairs; a field straight after an operand, with no space between (the
+    ``.B`` of ``$x.B``, ``(pipe).B``), is of kind "chain"."""
+    found: list[tuple[str, str]] = []
+    at = 0
+    spaced = True
     while at < len(source):
         match = _TOKEN.match(source, at)
         if match is None:
             _refuse(where, f"cannot read {source[at:at + 20]!r} in an action")
         assert match is not None
         kind = match.lastgroup or ""
+        if kind == "field" and not spaced and found and (
+                found[-1][0] in ("string", "raw", "char", "number", "variable", "dot",
+                                 "ident", "field", "chain") or found[-1][1] == ")"):
+            kind = "chain"
         if kind != "space":
             found.append((kind, match.group()))
+        spaced = kind == "space"
         at = match.end()
     return found
 
@@ -341,6 +350,8 @@ class _Parser:
             node = Literal(_number(text, where))
         elif kind == "field":
             return Field(Dot(), tuple(text[1:].split("."))), pos
+        elif kind == "chain":
+            _refuse(where, f"unexpected {text} (a field of what?)")
         elif kind == "variable":
             node = Variable(text)
         elif kind == "dot":
@@ -356,7 +367,7 @@ class _Parser:
             _refuse(where, f"unexpected {text!r}")
             raise AssertionError
         # A field chain straight after: $x.A.B, (pipe).A
-        if pos < len(tokens) and tokens[pos][0] == "field":
+        if pos < len(tokens) and tokens[pos][0] == "chain":
             node = Field(node, tuple(tokens[pos][1][1:].split(".")))
             pos += 1
         return node, pos

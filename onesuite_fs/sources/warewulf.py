@@ -36,6 +36,14 @@ DEFAULT_PATHS = {
     "wwoverlaydir": "/var/lib/warewulf/overlays",
     "wwchrootdir": "/var/lib/warewulf/chroots",
     "wwprovisiondir": "/var/lib/warewulf/provision",
+    "bindir": "/usr/bin",
+    "cachedir": "/var/cache",
+    "ipxesource": "/usr/share/ipxe",
+    "srvdir": "/var/lib",
+    "firewallddir": "/usr/lib/firewalld/services",
+    "systemddir": "/usr/lib/systemd/system",
+    "wwclientdir": "/warewulf",
+    "wwfilesdir": "/var/lib/warewulf",
 }
 LIST_FIELDS = ("profiles", "system overlay", "runtime overlay")
 
@@ -141,7 +149,25 @@ def _construct(node: yaml.Node, file: str, depth: int) -> object:
         return [_construct(item, file, depth + 1) for item in node.value]
     if node.tag == "tag:yaml.org,2002:null":
         return None
-    return str(node.value)  # every scalar stays text, as Go's yaml decodes into strings
+    # Text, as Go's yaml decodes a scalar into a string field; a plain (unquoted) one is
+    # marked, so where Warewulf decodes into interface{} (resources) it can be typed.
+    return PlainScalar(node.value) if node.style is None else str(node.value)
+
+
+class PlainScalar(str):
+    """An unquoted YAML scalar: typed like yaml.v3 does when decoded into interface{}."""
+
+    def typed(self) -> object:
+        text = str(self)
+        if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
+            return text.lower() == "true"
+        if re.fullmatch(r"[-+]?\d+", text):
+            return int(text)
+        if re.fullmatch(r"0x[0-9a-fA-F]+|0o[0-7]+", text):
+            return int(text, 0)
+        if re.fullmatch(r"[-+]?(\.\d+|\d+(\.\d*)?)([eE][-+]?\d+)?", text):
+            return float(text)
+        return text
 
 
 def _line(mapping: object, key: str) -> int | None:

@@ -20,6 +20,7 @@ import ipaddress
 import os
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ..errors import ConfigError
 from ..layers import Layer
 from ..model import Cluster, Group, Image, Node, Site, SiteLayout
 from ..stack import StackEntry, Stages
-from .warewulf import WarewulfSite, WWNode
+from .warewulf import PlainScalar, WarewulfSite, WWNode
 from .wwtemplate import (
     IP,
     Context,
@@ -138,11 +139,12 @@ def node_struct(node: WWNode) -> GoStruct:
 
 
 def _plain(value: object) -> object:
+    """Resources are interface{} in Warewulf: YAML's own types (ints, bools) kept."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    return value
+    return value.typed() if isinstance(value, PlainScalar) else value
 
 
 def _conf_struct(type_name: str, raw: object, known: dict[str, tuple[str, object]]) -> GoStruct:
@@ -152,41 +154,90 @@ def _conf_struct(type_name: str, raw: object, known: dict[str, tuple[str, object
     return GoStruct(type_name, fields)
 
 
-def template_data(site: WarewulfSite, node: WWNode, overlay: str, source: str,
-                  all_nodes: list[GoStruct], this: GoStruct, build_host: str) -> GoStruct:
-    conf = site.conf
+def controller_addresses(conf: dict) -> dict[str, object]:
+    """The server's address fields as config/root.go Parse and its methods compute them."""
     ipaddr = str(conf.get("ipaddr") or "")
     netmask = str(conf.get("netmask") or "")
     network = str(conf.get("network") or "")
+    if "/" in ipaddr:
+        try:
+            interface = ipaddress.ip_interface(ipaddr)
+            ipaddr = str(interface.ip)
+            network = network or str(interface.network.network_address)
+            netmask = netmask or str(interface.network.netmask)
+        except ValueError:
+            pass
     ipaddr6 = str(conf.get("ipaddr6") or "")
     prefix6 = str(conf.get("prefixlen6") or "")
+    if "/" in ipaddr6:
+        try:
+            interface6 = ipaddress.ip_interface(ipaddr6)
+            ipaddr6, prefix6 = str(interface6.ip), str(interface6.network.prefixlen)
+        except ValueError:
+            pass
 
     def cidr(address: str) -> str:
-        if not address or not netmask:
-            return ""
         try:
-            return f"{address}/{ipaddress.ip_network(f'0.0.0.0/{netmask}').prefixlen}"
+            ipaddress.ip_address(address)
+            bits = ipaddress.ip_network(f"0.0.0.0/{netmask}").prefixlen
         except ValueError:
             return ""
+        return f"{address}/{bits}"
 
+    try:
+        net6 = ipaddress.ip_network(f"{ipaddr6}/{prefix6}", strict=False)
+        network6, network_cidr6 = str(net6.network_address), str(net6)
+    except ValueError:
+        network6 = network_cidr6 = ""
+    return {
+        "Ipaddr": ipaddr, "IpCIDR": cidr(ipaddr) if ipaddr and netmask else "",
+        "Netmask": netmask, "Network": network,
+        "NetworkCIDR": cidr(network) if network and netmask else "",
+        "Ipaddr6": ipaddr6, "PrefixLen6": prefix6,
+        "IpCIDR6": f"{ipaddr6}/{prefix6}" if network6 else "",
+        "Network6": network6, "NetworkCIDR6": network_cidr6,
+        "Ipv6": bool(ipaddr6 and prefix6),
+    }
+
+
+def _flag(raw: dict, key: str, default: bool) -> bool:
+    value = raw.get(key)
+    return default if value in (None, "") else str(value).lower() in ("true", "yes", "1")
+
+
+def template_data(site: WarewulfSite, node: WWNode, overlay: str, source: str,
+                  all_nodes: list[GoStruct], this: GoStruct, build_host: str) -> GoStruct:
+    conf = site.conf
     warewulf = conf.get("warewulf") if isinstance(conf.get("warewulf"), dict) else {}
+    nfs = conf.get("nfs") if isinstance(conf.get("nfs"), dict) else {}
     fields: dict[str, object] = dict(this.fields)
     fields.update({
         "Id": node.name, "Hostname": node.name, "BuildHost": build_host,
-        "BuildTime": "", "BuildTimeUnix": str(site.mtime_ns // 10**9), "BuildSource": source,
-        "Ipaddr": ipaddr, "IpCIDR": cidr(ipaddr), "Netmask": netmask, "Network": network,
-        "NetworkCIDR": cidr(network), "Overlay": overlay, "Ipaddr6": ipaddr6,
-        "PrefixLen6": prefix6, "IpCIDR6": f"{ipaddr6}/{prefix6}" if ipaddr6 and prefix6
-        else "", "Network6": "", "NetworkCIDR6": "", "Ipv6": bool(ipaddr6 and prefix6),
-        "Warewulf": _conf_struct("config.WarewulfConf", warewulf, {
-            "Port": ("port", "9873"), "TLSPort": ("tls port", "9874"),
-            "UpdateInterval": ("update interval", "60"),
-            "SystemdName": ("systemd name", "")}),
-        "Nfs": _conf_struct("config.NFSConf", conf.get("nfs"), {
-            "Enabled": ("enabled", "true"), "ExportsExtended": ("export paths", []),
-            "SystemdName": ("systemd name", "")}),
+        "BuildTime": time.strftime("%m-%d-%Y %H:%M:%S UTC",
+                                   time.gmtime(site.mtime_ns // 10**9)),
+        "BuildTimeUnix": str(site.mtime_ns // 10**9), "BuildSource": source,
+        "Overlay": overlay, **controller_addresses(conf),
+        "Warewulf": GoStruct("config.WarewulfConf", {
+            "Port": int(warewulf.get("port") or 9873),
+            "TLSPort": int(warewulf.get("tls port") or 9874),
+            "UpdateInterval": int(warewulf.get("update interval") or 60),
+            "SystemdName": str(warewulf.get("systemd name") or "")}, {
+            "Secure": lambda: _flag(warewulf, "secure", True),
+            "SecureFiles": lambda: _flag(warewulf, "secure files",
+                                         _flag(warewulf, "secure", True)),
+            "TLSEnabled": lambda: _flag(warewulf, "tls", False),
+            "AutobuildOverlays": lambda: _flag(warewulf, "autobuild overlays", True),
+            "EnableHostOverlay": lambda: _flag(warewulf, "host overlay", True),
+            "GrubBoot": lambda: _flag(warewulf, "grubboot", False)}),
+        "Nfs": GoStruct("config.NFSConf", {
+            "ExportsExtended": [GoStruct("config.NFSExportConf", {
+                "Path": str(e.get("path") or "/dev/null"),
+                "ExportOptions": str(e.get("export options") or "rw,sync,no_subtree_check")})
+                for e in (nfs.get("export paths") or []) if isinstance(e, dict)],
+            "SystemdName": str(nfs.get("systemd name") or "nfsd")},
+            {"Enabled": lambda: _flag(nfs, "enabled", True)}),
         "Ssh": _conf_struct("config.SSHConf", conf.get("ssh"), {
-            "KeyTypes": ("key types", ["rsa", "dsa", "ecdsa", "ed25519"])}),
+            "KeyTypes": ("key types", ["ed25519", "ecdsa", "rsa"])}),
         "Dhcp": _conf_struct("config.DHCPConf", conf.get("dhcp"), {
             "Enabled": ("enabled", "true"), "Template": ("template", "default"),
             "RangeStart": ("range start", ""), "RangeEnd": ("range end", ""),
