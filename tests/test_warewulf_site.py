@@ -158,3 +158,20 @@ def test_render_cache_is_closed_to_local_users(ww, tmp_path):
     again = sorted(cache.iterdir())
     run_onesuite("nodes", "--config", ww[1])
     assert sorted(cache.iterdir()) == again
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{{ file \"../../../../tmp/escaped\" }}x", "leaves the overlay"),
+    ("{{ file \"hostname\" }}a{{ file \"hostname/below\" }}b", "written below"),
+    ("line one\n{{ .Nope }}\n", "can't evaluate field Nope"),
+    ("{{ Include \"../../../../../etc/shadow\" }}", "'..'"),
+])
+def test_hostile_template_stops_the_load_with_its_file_and_line(ww, template, message):
+    root, config = ww
+    bad = root / "usr/share/warewulf/overlays/hostname/rootfs/etc/hostname.ww"
+    bad.write_text(template)
+    done = run_onesuite("preview", "--config", config, "n1", "/etc", check=False)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert message in done.stderr and f"{bad}:" in done.stderr
+    assert not (root.parent / "tmp/escaped").exists()

@@ -313,7 +313,7 @@ def render_overlay(site: WarewulfSite, node: WWNode, overlay: str, data_for: cal
             continue
         source = rootfs / relpath
         text = _read_template(source)
-        shown = f"{overlay}:/{relpath}"
+        shown = str(source)
         context = Context(filename=str(source), warewulf_root=site.root,
                           sysconfdir=site.paths["sysconfdir"],
                           image_rootfs=lambda name: site.images.get(name))
@@ -350,6 +350,14 @@ def render_overlay(site: WarewulfSite, node: WWNode, overlay: str, data_for: cal
             outputs[target] = _Output(target, _encode(item), None, mode, st.st_uid, st.st_gid,
                                       st.st_mtime_ns, shown)
             build_dir[target] = ("file", ("rendered", outputs[target]))
+    for path in outputs:
+        parent = path.rpartition("/")[0]
+        while parent:
+            if parent in outputs:
+                raise TemplateError(f"{overlay}: {path} is written below {parent}, which a "
+                                    "template wrote as a file", file=outputs[path].template,
+                                    hint="Warewulf fails to build this overlay too")
+            parent = parent.rpartition("/")[0]
     return list(outputs.values())
 
 

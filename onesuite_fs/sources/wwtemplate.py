@@ -23,7 +23,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,6 +269,17 @@ class Renderer:
         if self.steps > MAX_STEPS:
             raise self.refuse(f"more than {MAX_STEPS} steps (range iterations and calls)")
 
+    def charge(self, result: object) -> None:
+        """A call's result costs steps by its size: `append` or `printf` in a loop would
+        otherwise copy without bound (quadratic lists, doubling strings) within MAX_STEPS."""
+        if isinstance(result, str):
+            self.steps += len(result) // 64
+        elif isinstance(result, list | dict):
+            self.steps += len(result)
+        if self.steps > MAX_STEPS:
+            raise self.refuse(f"more than {MAX_STEPS} steps (range iterations, calls and the "
+                              "size of what they make)")
+
     def walk(self, nodes: list[object], dot: object, scope: list[dict[str, object]]) -> None:
         for node in nodes:
             if isinstance(node, Text):
@@ -301,19 +312,22 @@ class Renderer:
         names = pipe.declare
         bare = Pipe([], False, pipe.commands, pipe.line)
         value = self.pipe(bare, dot, scope)
+        pairs: Iterable[tuple[object, object]]
         if isinstance(value, dict):
             pairs = sorted(value.items(), key=lambda kv: _sort_key(kv[0]))
-        elif isinstance(value, list | tuple | str) and not isinstance(value, str):
+        elif isinstance(value, list | tuple):
             pairs = list(enumerate(value))
         elif isinstance(value, int) and not isinstance(value, bool):
-            pairs = [(i, i) for i in range(value)]
+            pairs = ((i, i) for i in range(value))  # lazily: `range 100000000` is no list
         elif value is None or value is MISSING:
             pairs = []
         else:
             raise self.refuse(f"range can't iterate over {go_string(value)}")
         if len(names) > 2:
             raise self.refuse("range declares at most two variables")
-        if not pairs:
+        empty = not value if not isinstance(value, int) or isinstance(value, bool) \
+            else value <= 0
+        if empty:
             self.walk(node.otherwise, dot, scope)
             return
         for key, item in pairs:
@@ -363,7 +377,9 @@ class Renderer:
                 args.append(previous)
             self.step()
             try:
-                return function(*args)
+                result = function(*args)
+                self.charge(result)
+                return result
             except TemplateError:
                 raise
             except (_Abort, _Break, _Continue):
