@@ -175,3 +175,53 @@ def test_hostile_template_stops_the_load_with_its_file_and_line(ww, template, me
     assert "Traceback" not in done.stderr
     assert message in done.stderr and f"{bad}:" in done.stderr
     assert not (root.parent / "tmp/escaped").exists()
+
+
+@needs_root_fuse()
+@pytest.mark.mount
+def test_the_bundled_example_serves_its_warewulf_nodes(example_site, tmp_path, mount_site,
+                                                       capsys):
+    config = tmp_path / "cache.toml"
+    config.write_text(f'[warewulf]\nrender_cache = "{tmp_path / "cache"}"\n')
+    options = ("--warewulf-root", str(example_site), "--config", str(config))
+    mount = mount_site(tmp_path, *options, name="mnt-ww")
+    assert sorted(os.listdir(mount.mountpoint / "nodes")) == ["ww001", "ww002"]
+    ww002 = mount.node("ww002")
+    assert (ww002 / "etc/hostname").read_text() == "ww002\n"
+    assert (ww002 / "etc/issue").read_text() == \
+        "Warewulf node ww002 (rocky9, profiles gpu)\n"
+    assert "DEVICE=ib0\nNAME=ib\n" in \
+        (ww002 / "etc/sysconfig/network-scripts/ifcfg-ib").read_text()
+    assert "10.3.0.2 ww002-ib\n" in (mount.node("ww001") / "etc/hosts").read_text()
+    assert not (mount.node("ww001") / "etc/modprobe.d/nvidia.conf").exists()
+    assert_preview_matches_mount(capsys, tmp_path, options,
+                                 [(f"node:{h}", mount.node(h)) for h in ("ww001", "ww002")])
+
+
+@needs_root_fuse()
+@pytest.mark.mount
+def test_reload_renders_again_what_nodes_conf_changed(ww, tmp_path, mount_site):
+    root, config = ww
+    mount = mount_site(tmp_path / "unused", "--config", str(config), "--no-watch")
+    n1, n3 = mount.node("n1"), mount.node("n3")
+    hostname_ino = os.lstat(n3 / "etc/hostname").st_ino
+    assert "IPADDR=10.0.0.11\n" in \
+        (n1 / "etc/sysconfig/network-scripts/ifcfg-default.conf").read_text()
+    nodes_conf = root / "etc/warewulf/nodes.conf"
+    nodes_conf.write_text(nodes_conf.read_text().replace("ipaddr: 10.0.0.11",
+                                                         "ipaddr: 10.0.0.111"))
+    import json
+    report = json.loads(run_onesuite("reload", mount.mountpoint, "--json").stdout)
+    assert report["last_reload"]["error"] is None
+    assert "IPADDR=10.0.0.111\n" in \
+        (n1 / "etc/sysconfig/network-scripts/ifcfg-default.conf").read_text()
+    # Every node's /etc/hosts lists n1's address: all changed; n3's hostname did not.
+    assert "10.0.0.111 n1 n1-default" in (n3 / "etc/hosts").read_text()
+    assert os.lstat(n3 / "etc/hostname").st_ino == hostname_ino
+    # A template broken on the server keeps the old generation serving.
+    (root / "usr/share/warewulf/overlays/hostname/rootfs/etc/hostname.ww").write_text(
+        "{{ .Broken }}")
+    report = json.loads(run_onesuite("reload", mount.mountpoint, "--json",
+                                     check=False).stdout)
+    assert "can't evaluate field Broken" in report["last_reload"]["error"]
+    assert (n3 / "etc/hostname").read_text() == "n3\n"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..handle_key import DEFAULT_HANDLE_KEY, load_or_create_key
 from ..inodes import Numbering
 from ..live import LiveOptions
@@ -86,6 +88,12 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
         from ..sources.warewulf import load_warewulf
         from ..sources.warewulf_build import DEFAULT_RENDER_CACHE, to_site
 
+        if args.override_order is not None:
+            raise ConfigError("--override-order chooses a SystemImager tool's layering; a "
+                              "Warewulf site is layered as Warewulf does",
+                              hint="drop --override-order (docs/warewulf.md)")
+        # The Tree's order names the layering for explain and preview (docs/json.md).
+        settings = replace(settings, override_order="warewulf")
         warewulf = load_warewulf(settings.warewulf_root, settings.limits)
         return settings, to_site(warewulf, settings.warewulf_render_cache
                                  or DEFAULT_RENDER_CACHE)
@@ -181,4 +189,6 @@ def watch_paths(settings: Settings, site: Site) -> tuple[Path, ...]:
              *(image.path for image in site.images.values())]
     if settings.onesis_config is not None:
         paths.append(settings.onesis_config.parent)
+    if site.warewulf is not None:  # every overlay, distribution ones too (templates)
+        paths += site.warewulf.site.overlays.values()  # type: ignore[attr-defined]
     return tuple(dict.fromkeys(p for p in paths if p.is_dir()))
