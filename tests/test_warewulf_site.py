@@ -225,3 +225,24 @@ def test_reload_renders_again_what_nodes_conf_changed(ww, tmp_path, mount_site):
                                      check=False).stdout)
     assert "can't evaluate field Broken" in report["last_reload"]["error"]
     assert (n3 / "etc/hostname").read_text() == "n3\n"
+
+
+def test_diff_and_export_work_on_warewulf_nodes(ww, tmp_path):
+    import tarfile
+    root, config = ww
+    done = run_onesuite("diff", "--config", config, "node:n1", "node:n3", "/etc", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "/etc/hostname" in done.stdout and "/etc/motd" in done.stdout
+    out = tmp_path / "n2.tar"
+    run_onesuite("export", "--config", config, "n2", "--format", "tar", out, "--no-progress")
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        assert tar.extractfile("./etc/gpu.conf" if "./etc/gpu.conf" in names
+                               else "etc/gpu.conf").read() == b"model=a100\n"
+    assert not any(name.endswith(".ww") for name in names)
+
+
+def test_override_order_is_refused_for_a_warewulf_site(ww):
+    done = run_onesuite("nodes", "--config", ww[1], "--override-order", "pushoverrides",
+                        check=False)
+    assert done.returncode == 2 and "Warewulf site is layered as Warewulf does" in done.stderr
