@@ -246,3 +246,31 @@ def test_override_order_is_refused_for_a_warewulf_site(ww):
     done = run_onesuite("nodes", "--config", ww[1], "--override-order", "pushoverrides",
                         check=False)
     assert done.returncode == 2 and "Warewulf site is layered as Warewulf does" in done.stderr
+
+
+def test_hostile_files_and_yaml(ww, tmp_path):
+    root, config = ww
+    conf = root / "etc/warewulf/nodes.conf"
+    # Nesting that would exhaust the YAML composer's recursion, refused before composing.
+    conf.write_text("nodes:\n  n1:\n    tags:\n      x: " + "[" * 5000 + "]" * 5000 + "\n")
+    done = run_onesuite("nodes", "--config", config, check=False)
+    assert done.returncode == 2 and "nested deeper" in done.stderr
+    assert "Traceback" not in done.stderr
+    conf.write_text(NODES_CONF)
+    # A fifo named like a template is refused, never opened (it would block the load).
+    fifo = root / "usr/share/warewulf/overlays/hostname/rootfs/etc/block.ww"
+    os.mkfifo(fifo)
+    done = run_onesuite("nodes", "--config", config, check=False, timeout=30)
+    assert done.returncode != 0 and "not a regular file" in done.stderr
+    fifo.unlink()
+    # A render cache someone else could write into, or a symlink, is refused.
+    cache = tmp_path / "cache"
+    run_onesuite("nodes", "--config", config)
+    os.chmod(cache, 0o777)
+    done = run_onesuite("nodes", "--config", config, check=False)
+    assert done.returncode == 2 and "mode 0700" in done.stderr
+    os.chmod(cache, 0o700)
+    os.rename(cache, tmp_path / "real-cache")
+    cache.symlink_to(tmp_path / "real-cache")
+    done = run_onesuite("nodes", "--config", config, check=False)
+    assert done.returncode == 2 and "not a symlink" in done.stderr

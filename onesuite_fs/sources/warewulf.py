@@ -111,14 +111,27 @@ def read_yaml(path: Path, what: str) -> object:
     if size > MAX_YAML_BYTES:
         raise ConfigError(f"{what} is larger than {MAX_YAML_BYTES >> 20} MiB", file=str(path),
                           hint="this is no Warewulf configuration")
-    text = path.read_text(errors="replace")
+    with open(path, "rb") as handle:  # read bounded: the file may grow after the stat
+        data = handle.read(MAX_YAML_BYTES + 1)
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} is larger than {MAX_YAML_BYTES >> 20} MiB", file=str(path),
+                          hint="this is no Warewulf configuration")
+    text = data.decode(errors="replace")
     try:
+        depth = 0
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent):
                 raise ConfigError("YAML aliases (*name) are not accepted", file=str(path),
                                   line=event.start_mark.line + 1,
                                   hint="write the values out: wwctl never writes aliases, and "
                                        "an alias can expand a small file beyond memory")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:  # before compose, which recurses per level
+                    raise ConfigError(f"YAML nested deeper than {MAX_YAML_DEPTH}",
+                                      file=str(path), line=event.start_mark.line + 1)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

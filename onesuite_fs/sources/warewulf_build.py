@@ -21,6 +21,7 @@ import os
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,7 +270,7 @@ class _Output:
 
 
 def _read_template(path: Path) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(MAX_TEMPLATE_FILE + 1)
     if len(data) > MAX_TEMPLATE_FILE:
@@ -278,23 +279,26 @@ def _read_template(path: Path) -> str:
 
 
 def _walk(rootfs: Path) -> list[tuple[str, os.stat_result]]:
-    """filepath.Walk order (lexical, depth first), symlinks not followed."""
+    """filepath.Walk order (lexical, depth first), symlinks not followed; iterative, so a
+    deep overlay is no recursion limit."""
     found: list[tuple[str, os.stat_result]] = []
-
-    def visit(relative: str) -> None:
-        directory = rootfs / relative if relative else rootfs
-        for name in sorted(os.listdir(directory)):
-            path = f"{relative}/{name}" if relative else name
-            st = os.lstat(rootfs / path)
-            found.append((path, st))
-            if stat.S_ISDIR(st.st_mode):
-                visit(path)
-
-    visit("")
+    stack = [("", sorted(os.listdir(rootfs), reverse=True))]
+    while stack:
+        relative, names = stack[-1]
+        if not names:
+            stack.pop()
+            continue
+        name = names.pop()
+        path = f"{relative}/{name}" if relative else name
+        st = os.lstat(rootfs / path)
+        found.append((path, st))
+        if stat.S_ISDIR(st.st_mode):
+            stack.append((path, sorted(os.listdir(rootfs / path), reverse=True)))
     return found
 
 
-def render_overlay(site: WarewulfSite, node: WWNode, overlay: str, data_for: callable,
+def render_overlay(site: WarewulfSite, node: WWNode, overlay: str,
+                   data_for: Callable[[str, str], GoStruct],
                    build_dir: dict[str, tuple[str, object]]) -> list[_Output]:
     """What overlay `overlay`'s templates write for `node`, in walk order, tracking the
     build directory (`build_dir`: path -> (kind, backing)) for .wwbackup copies."""
@@ -304,12 +308,18 @@ def render_overlay(site: WarewulfSite, node: WWNode, overlay: str, data_for: cal
         if stat.S_ISDIR(st.st_mode):
             build_dir.setdefault(relpath, ("dir", None))
             continue
-        if not relpath.endswith(".ww"):
+        if not relpath.endswith(".ww") or not stat.S_ISREG(st.st_mode):
+            if relpath.endswith(".ww"):
+                raise TemplateError(f"{relpath} ends in .ww but is not a regular file",
+                                    file=str(rootfs / relpath),
+                                    hint="Warewulf would render it as a template; make it a "
+                                         "regular file or rename it")
             if stat.S_ISLNK(st.st_mode) and build_dir.get(relpath, ("",))[0] == "file":
                 _backup(outputs, build_dir, relpath, st, f"{relpath} (symlink over a file)")
             outputs.pop(relpath, None)  # the overlay's own file comes later in the walk: wins
-            build_dir[relpath] = ("link" if stat.S_ISLNK(st.st_mode) else "file",
-                                  ("overlay", rootfs / relpath))
+            kind = "file" if stat.S_ISREG(st.st_mode) else \
+                "link" if stat.S_ISLNK(st.st_mode) else "other"  # only files are backed up
+            build_dir[relpath] = (kind, ("overlay", rootfs / relpath))
             continue
         source = rootfs / relpath
         text = _read_template(source)
@@ -427,14 +437,26 @@ def _dir_metas(rootfs: Path, outputs: list[_Output]) -> dict[str, tuple[int, int
     return metas
 
 
+def check_cache(cache: Path) -> None:
+    """The render cache: made 0700 when missing; else it must be our own directory, not a
+    symlink, closed to others. Nothing rendered (keys, setuid modes) may be reachable by a
+    local user, and nobody else may plant a directory under a content name."""
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(cache)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise ConfigError(f"render cache {cache} must be a directory of uid {os.geteuid()} "
+                          "with mode 0700 (not a symlink)",
+                          hint="remove it (onesuite-fs makes it), or name another with "
+                               "[warewulf] render_cache")
+
+
 def write_layer(cache: Path, rootfs: Path, outputs: list[_Output]) -> Path:
     """The directory holding `outputs` (made once; same outputs, same directory)."""
     dirs = _dir_metas(rootfs, outputs)
+    check_cache(cache)
     final = cache / _digest(outputs, dirs)
     if final.is_dir():
         return final
-    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(cache, 0o700)  # nothing rendered (keys, setuid modes) reachable by local users
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
     for path in sorted(dirs, key=lambda p: p.count("/") if p else -1):
         if path:
