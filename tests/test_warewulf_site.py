@@ -274,3 +274,14 @@ def test_hostile_files_and_yaml(ww, tmp_path):
     cache.symlink_to(tmp_path / "real-cache")
     done = run_onesuite("nodes", "--config", config, check=False)
     assert done.returncode == 2 and "not a symlink" in done.stderr
+
+
+def test_resources_keep_yaml_types_quoted_scalars_stay_text(ww):
+    from onesuite_fs.sources.warewulf_build import node_struct
+    root = ww[0]
+    conf = root / "etc/warewulf/nodes.conf"
+    conf.write_text(NODES_CONF.replace("  n3:\n", "  n3:\n    resources:\n      users:\n"
+                                       "        - {uid: 1001, name: '1002', admin: true}\n"))
+    site = load_warewulf(root, Limits())
+    users = node_struct(site.nodes["n3"]).fields["Resources"]["users"]
+    assert users == [{"uid": 1001, "name": "1002", "admin": True}]

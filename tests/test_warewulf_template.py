@@ -159,3 +159,23 @@ def test_include_from_stays_in_the_image(tmp_path):
         render("{{ IncludeFrom .ImageName \"/etc/shadow\" }}", images=images)
     with pytest.raises(TemplateError, match="'..'"):
         render("{{ IncludeFrom .ImageName \"/../../etc/shadow\" }}", images=images)
+
+
+@pytest.mark.parametrize("template, independent", [
+    ("{{ range $n := $.AllNodes }}{{ $n.Id }}{{ end }}{{ .Ipaddr }}", True),
+    ("{{ range .AllNodes }}{{ .Id }}{{ end }}", True),
+    ("{{ if .Ipv6 }}{{ $.Ipaddr6 }}{{ end }}{{ Include \"keys/k\" }}", True),
+    ("{{ .Id }}", False),
+    ("{{ range $.AllNodes }}{{ $.Id }}{{ end }}", False),
+    ("{{ $me := $ }}{{ $me.Id }}", False),
+    ("{{ $d := . }}{{ $d.Id }}", False),
+    ("{{ with .Tags.x }}{{ . }}{{ end }}", False),
+    ("{{ if .Ipv6 }}{{ .Tags }}{{ end }}", False),
+    ("{{ print . }}", False),
+    ("{{ IncludeFrom .ImageName \"/etc/passwd\" }}", False),
+    ("{{ (index .NetDevs \"default\").Device }}", False),
+])
+def test_which_templates_are_the_same_for_every_node(template, independent):
+    from onesuite_fs.sources.gotemplate import parse
+    from onesuite_fs.sources.wwtemplate import node_independent
+    assert node_independent(parse(template, "t.ww")) is independent

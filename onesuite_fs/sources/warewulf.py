@@ -94,6 +94,10 @@ class WarewulfSite:
 
 
 # ----- YAML, bounded --------------------------------------------------------------------------
+# libyaml's parser when PyYAML has it (5x faster for a large nodes.conf); same events.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class _Marked(dict):
     """A mapping that remembers where each key is (line numbers for messages)."""
 
@@ -119,7 +123,7 @@ def read_yaml(path: Path, what: str) -> object:
     text = data.decode(errors="replace")
     try:
         depth = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=_LOADER):
             if isinstance(event, yaml.AliasEvent):
                 raise ConfigError("YAML aliases (*name) are not accepted", file=str(path),
                                   line=event.start_mark.line + 1,
@@ -132,7 +136,7 @@ def read_yaml(path: Path, what: str) -> object:
                                       file=str(path), line=event.start_mark.line + 1)
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
@@ -164,7 +168,7 @@ def _construct(node: yaml.Node, file: str, depth: int) -> object:
         return None
     # Text, as Go's yaml decodes a scalar into a string field; a plain (unquoted) one is
     # marked, so where Warewulf decodes into interface{} (resources) it can be typed.
-    return PlainScalar(node.value) if node.style is None else str(node.value)
+    return PlainScalar(node.value) if node.style in (None, "") else str(node.value)
 
 
 class PlainScalar(str):

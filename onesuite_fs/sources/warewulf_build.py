@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..layers import Layer
 from ..model import Cluster, Group, Image, Node, Site, SiteLayout
 from ..stack import StackEntry, Stages
+from .gotemplate import parse
 from .warewulf import PlainScalar, WarewulfSite, WWNode
 from .wwtemplate import (
     IP,
@@ -38,6 +39,7 @@ from .wwtemplate import (
     StringMap,
     TemplateError,
     WWBool,
+    node_independent,
     render_template,
 )
 
@@ -206,18 +208,18 @@ def _flag(raw: dict, key: str, default: bool) -> bool:
     return default if value in (None, "") else str(value).lower() in ("true", "yes", "1")
 
 
-def template_data(site: WarewulfSite, node: WWNode, overlay: str, source: str,
-                  all_nodes: list[GoStruct], this: GoStruct, build_host: str) -> GoStruct:
+def shared_data(site: WarewulfSite, all_nodes: list[GoStruct], build_host: str
+                ) -> dict[str, object]:
+    """The TemplateStruct fields that are the same for every node, made once."""
     conf = site.conf
     warewulf = conf.get("warewulf") if isinstance(conf.get("warewulf"), dict) else {}
     nfs = conf.get("nfs") if isinstance(conf.get("nfs"), dict) else {}
-    fields: dict[str, object] = dict(this.fields)
-    fields.update({
-        "Id": node.name, "Hostname": node.name, "BuildHost": build_host,
+    return {
+        "BuildHost": build_host,
         "BuildTime": time.strftime("%m-%d-%Y %H:%M:%S UTC",
                                    time.gmtime(site.mtime_ns // 10**9)),
-        "BuildTimeUnix": str(site.mtime_ns // 10**9), "BuildSource": source,
-        "Overlay": overlay, **controller_addresses(conf),
+        "BuildTimeUnix": str(site.mtime_ns // 10**9),
+        **controller_addresses(conf),
         "Warewulf": GoStruct("config.WarewulfConf", {
             "Port": int(warewulf.get("port") or 9873),
             "TLSPort": int(warewulf.get("tls port") or 9874),
@@ -249,8 +251,20 @@ def template_data(site: WarewulfSite, node: WWNode, overlay: str, source: str,
         "Paths": GoStruct("config.BuildConfig", {
             k.capitalize() if not k.startswith("ww") else "WW" + k[2:].capitalize(): v
             for k, v in site.paths.items()}),
-        "AllNodes": all_nodes, "Container": node.image, "ContainerName": node.image,
-        "ThisNode": this,
+        "AllNodes": all_nodes,
+    }
+
+
+def template_data(site: WarewulfSite, node: WWNode, overlay: str, source: str,
+                  all_nodes: list[GoStruct], this: GoStruct, build_host: str,
+                  shared: dict[str, object] | None = None) -> GoStruct:
+    """overlay/datastructure.go InitStruct: the node's fields, the server's, the overlay's."""
+    fields: dict[str, object] = dict(this.fields)
+    fields.update(shared if shared is not None else
+                  shared_data(site, all_nodes, build_host))
+    fields.update({
+        "Id": node.name, "Hostname": node.name, "BuildSource": source, "Overlay": overlay,
+        "Container": node.image, "ContainerName": node.image, "ThisNode": this,
     })
     return GoStruct("overlay.TemplateStruct", fields, dict(this.methods) | {
         "Id": lambda: node.name})
@@ -299,12 +313,19 @@ def _walk(rootfs: Path) -> list[tuple[str, os.stat_result]]:
 
 def render_overlay(site: WarewulfSite, node: WWNode, overlay: str,
                    data_for: Callable[[str, str], GoStruct],
-                   build_dir: dict[str, tuple[str, object]]) -> list[_Output]:
+                   build_dir: dict[str, tuple[str, object]],
+                   templates: dict[Path, list] | None = None) -> list[_Output]:
     """What overlay `overlay`'s templates write for `node`, in walk order, tracking the
     build directory (`build_dir`: path -> (kind, backing)) for .wwbackup copies."""
     rootfs = site.overlays[overlay]
     outputs: dict[str, _Output] = {}
-    for relpath, st in _walk(rootfs):
+    # template -> [parse, node-independent, its output when independent]: shared by nodes;
+    # (overlay,) -> its walk, read once
+    templates = {} if templates is None else templates
+    walked = templates.get(rootfs)
+    if walked is None:
+        walked = templates[rootfs] = _walk(rootfs)  # type: ignore[assignment]
+    for relpath, st in walked:  # type: ignore[union-attr]
         if stat.S_ISDIR(st.st_mode):
             build_dir.setdefault(relpath, ("dir", None))
             continue
@@ -322,12 +343,21 @@ def render_overlay(site: WarewulfSite, node: WWNode, overlay: str,
             build_dir[relpath] = (kind, ("overlay", rootfs / relpath))
             continue
         source = rootfs / relpath
-        text = _read_template(source)
         shown = str(source)
         context = Context(filename=str(source), warewulf_root=site.root,
                           sysconfdir=site.paths["sysconfdir"],
                           image_rootfs=lambda name: site.images.get(name))
-        rendered = render_template(source, text, data_for(overlay, str(source)), context)
+        template = templates.get(source)
+        if template is None:
+            text = _read_template(source)
+            tree = parse(text, str(source))
+            template = templates[source] = [tree, node_independent(tree), None]
+        rendered = template[2]
+        if rendered is None:
+            rendered = render_template(source, "", data_for(overlay, str(source)), context,
+                                       template[0])
+            if template[1]:
+                template[2] = rendered  # the same for every node: rendered once
         if not rendered.write:
             continue
         default = relpath[:-3]
@@ -453,7 +483,6 @@ def check_cache(cache: Path) -> None:
 def write_layer(cache: Path, rootfs: Path, outputs: list[_Output]) -> Path:
     """The directory holding `outputs` (made once; same outputs, same directory)."""
     dirs = _dir_metas(rootfs, outputs)
-    check_cache(cache)
     final = cache / _digest(outputs, dirs)
     if final.is_dir():
         return final
@@ -519,18 +548,24 @@ def build_stacks(site: WarewulfSite, cache: Path, build_host: str = "warewulf"
                                  "image", True))  # type: ignore[return-value]
 
     node_stages: dict[str, Stages] = {}
+    templates: dict[Path, list] = {}
+    check_cache(cache)
+    overlay_layers = {name: _overlay_layer(site, name) for name in site.overlays}
+    shared = shared_data(site, all_nodes, build_host)
     for name, node in site.nodes.items():
         this = structs[name]
 
         def data_for(overlay: str, source: str, node: WWNode = node,
                      this: GoStruct = this) -> GoStruct:
-            return template_data(site, node, overlay, source, all_nodes, this, build_host)
+            return template_data(site, node, overlay, source, all_nodes, this, build_host,
+                                 shared)
 
         stages: list[tuple[StackEntry, ...]] = [(image_entry(node.image),)]
         build_dirs: dict[str, dict] = {"system": {}, "runtime": {}}
         for use in node.overlays:
             role = f"{use.context} overlay ({use.source})"
-            outputs = render_overlay(site, node, use.name, data_for, build_dirs[use.context])
+            outputs = render_overlay(site, node, use.name, data_for, build_dirs[use.context],
+                                     templates)
             stage: list[StackEntry] = []
             if outputs:
                 layer_dir = write_layer(cache, site.overlays[use.name], outputs)
@@ -538,7 +573,7 @@ def build_stacks(site: WarewulfSite, cache: Path, build_host: str = "warewulf"
                     Layer("rendered", f"{use.name}@{layer_dir.name[:12]}", layer_dir,
                           layer_dir), f"templates of {role} for {name}",
                     True)))  # type: ignore[arg-type]
-            stage.append(intern(StackEntry(_overlay_layer(site, use.name), role,
+            stage.append(intern(StackEntry(overlay_layers[use.name], role,
                                            True)))  # type: ignore[arg-type]
             stages.append(tuple(stage))
         node_stages[name] = intern(tuple(intern(s) for s in stages))  # type: ignore[assignment]

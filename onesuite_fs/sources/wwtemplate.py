@@ -933,6 +933,60 @@ _SPRIG: dict[str, Callable[..., object]] = {
 }
 
 
-def render_template(path: Path, text: str, data: GoStruct, context: Context) -> Rendered:
-    """Render one template's text (read by the caller, bounded) with `data`."""
-    return Renderer(parse(text, context.filename), data, context).render()
+def render_template(path: Path, text: str, data: GoStruct, context: Context,
+                    tree: list[object] | None = None) -> Rendered:
+    """Render one template's text (read by the caller, bounded) with `data`; `tree`: its
+    parse, when the caller keeps one per template."""
+    return Renderer(parse(text, context.filename) if tree is None else tree, data,
+                    context).render()
+
+
+# The TemplateStruct fields that are the same for every node (the server's, the site's).
+NODE_INDEPENDENT_FIELDS = frozenset({
+    "AllNodes", "Ipaddr", "IpCIDR", "Netmask", "Network", "NetworkCIDR", "Ipaddr6",
+    "PrefixLen6", "IpCIDR6", "Network6", "NetworkCIDR6", "Ipv6", "Dhcp", "Nfs", "Ssh",
+    "Warewulf", "Tftp", "Paths", "BuildHost", "BuildTime", "BuildTimeUnix", "BuildSource",
+    "Overlay"})
+
+
+def node_independent(tree: list[object]) -> bool:
+    """Whether a template reads nothing of the node it is rendered for: every access to the
+    data's root (`.X` where dot is the root, `$.X`, `.` or `$` themselves) names a field of
+    NODE_INDEPENDENT_FIELDS. Then its output is the same for every node (a hosts file
+    listing $.AllNodes) and is rendered once, not once per node."""
+    def pipe_ok(pipe: Pipe, root_dot: bool) -> bool:
+        return all(operand_ok(arg, root_dot) for command in pipe.commands
+                   for arg in command.args)
+
+    def operand_ok(node: object, root_dot: bool) -> bool:
+        if isinstance(node, Dot):
+            return not root_dot
+        if isinstance(node, Variable):
+            return node.name != "$"
+        if isinstance(node, Field):
+            base = node.base
+            if isinstance(base, Dot) and root_dot or \
+                    isinstance(base, Variable) and base.name == "$":
+                return node.names[0] in NODE_INDEPENDENT_FIELDS
+            if isinstance(base, Pipe):
+                return pipe_ok(base, root_dot)
+            return operand_ok(base, root_dot) if not isinstance(base, Dot | Variable) \
+                else True
+        if isinstance(node, Pipe):
+            return pipe_ok(node, root_dot)
+        return True  # literals, functions
+
+    def nodes_ok(nodes: list[object], root_dot: bool) -> bool:
+        for node in nodes:
+            if isinstance(node, Action) and not pipe_ok(node.pipe, root_dot):
+                return False
+            if isinstance(node, Block):
+                if not pipe_ok(node.pipe, root_dot):
+                    return False
+                body_root = root_dot and node.kind == "if"  # range/with rebind dot
+                if not nodes_ok(node.body, body_root) or \
+                        not nodes_ok(node.otherwise, root_dot):
+                    return False
+        return True
+
+    return nodes_ok(tree, True)
