@@ -285,3 +285,15 @@ def test_resources_keep_yaml_types_quoted_scalars_stay_text(ww):
     site = load_warewulf(root, Limits())
     users = node_struct(site.nodes["n3"]).fields["Resources"]["users"]
     assert users == [{"uid": 1001, "name": "1002", "admin": True}]
+
+
+def test_nfs_exports_go_to_each_nodes_primary_address(ww):
+    from onesuite_fs.cli import build_parser
+    from onesuite_fs.cli.common import load
+    from onesuite_fs.nfs.addresses import node_addresses
+    args = build_parser().parse_args(["nodes", "--config", str(ww[1])])
+    _, site = load(args)
+    book = node_addresses(site)
+    assert {n: a.address for n, a in book.found.items()} == {
+        "n1": "10.0.0.11", "n2": "10.0.0.12", "n3": "10.0.0.13"}
+    assert book.found["n2"].source.endswith("nodes.conf:31")

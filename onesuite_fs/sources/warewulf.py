@@ -93,6 +93,17 @@ class WarewulfSite:
         return Path(os.path.normpath(self.root / server_path.lstrip("/")))
 
 
+def primary_address(node: WWNode) -> str | None:
+    """The node's address on its primary network device (methods.go updatePrimaryNetDev:
+    'primary network', else the first device by name), without a prefix length."""
+    devices = node.fields.get("network devices") or {}
+    primary = str(node.fields.get("primary network") or "")
+    if primary not in devices and devices:
+        primary = sorted(devices)[0]
+    address = (devices.get(primary) or {}).get("ipaddr")
+    return str(address).split("/")[0] if address else None
+
+
 # ----- YAML, bounded --------------------------------------------------------------------------
 # libyaml's parser when PyYAML has it (5x faster for a large nodes.conf); same events.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
