@@ -297,3 +297,8 @@ def test_nfs_exports_go_to_each_nodes_primary_address(ww):
     assert {n: a.address for n, a in book.found.items()} == {
         "n1": "10.0.0.11", "n2": "10.0.0.12", "n3": "10.0.0.13"}
     assert book.found["n2"].source.endswith("nodes.conf:31")
+    mnt = ww[0].parent / "mnt"
+    kernel = run_onesuite("exports", "--config", ww[1], "--format", "exports", mnt).stdout
+    lines = sorted(line for line in kernel.splitlines() if not line.startswith("#"))
+    assert [line.split(" ")[0] for line in lines] == [f"{mnt}/nodes/{h}" for h in HOSTS]
+    assert lines[1].split(" ")[1].startswith("10.0.0.12(ro,")
