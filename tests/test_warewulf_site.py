@@ -302,3 +302,18 @@ def test_nfs_exports_go_to_each_nodes_primary_address(ww):
     lines = sorted(line for line in kernel.splitlines() if not line.startswith("#"))
     assert [line.split(" ")[0] for line in lines] == [f"{mnt}/nodes/{h}" for h in HOSTS]
     assert lines[1].split(" ")[1].startswith("10.0.0.12(ro,")
+
+
+def test_absolute_file_output_makes_its_directories_like_the_templates(ww):
+    import json
+    root, config = ww
+    etc = root / "usr/share/warewulf/overlays/hostname/rootfs/etc"
+    (etc / "hostname.ww").write_text('{{ .Id }}\n{{ file "/opt/site/marker" }}for {{ .Id }}\n')
+    os.chmod(etc, 0o750)
+    done = run_onesuite("preview", "--config", config, "n1", "/opt", "--json")
+    entries = {e["path"]: e for e in json.loads(done.stdout)["entries"]}
+    assert entries["/opt/site/marker"]["size"] == len("for n1\n")
+    assert entries["/opt"]["mode"] == entries["/opt/site"]["mode"] == "0750"
+    # Text before the first file() is dropped: no /etc/hostname from this template.
+    done = run_onesuite("preview", "--config", config, "n1", "/etc/hostname", "--json")
+    assert json.loads(done.stdout)["entries"][0]["layer"] == "image:rocky9"

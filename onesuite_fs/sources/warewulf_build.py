@@ -280,7 +280,7 @@ class _Output:
     uid: int
     gid: int
     mtime_ns: int
-    template: str  # "overlay-relative path of the template:line"
+    template: str  # the template that wrote it (its path), for messages
 
 
 def _read_template(path: Path) -> str:
@@ -447,7 +447,8 @@ def _digest(outputs: list[_Output], dirs: dict[str, tuple[int, int, int, int]]) 
 
 def _dir_metas(rootfs: Path, outputs: list[_Output]) -> dict[str, tuple[int, int, int, int]]:
     """The rendered layer's directories: each as the overlay's own (merged metadata then
-    comes out the same), or as the overlay's root for one only an absolute file() names."""
+    comes out the same), or, for one only an absolute file() names, as the template's
+    directory (overlay.go:1017-1026 makes it with that mode)."""
     top = os.lstat(rootfs)
     metas: dict[str, tuple[int, int, int, int]] = {
         "": (top.st_mode, top.st_uid, top.st_gid, top.st_mtime_ns)}
@@ -461,8 +462,8 @@ def _dir_metas(rootfs: Path, outputs: list[_Output]) -> dict[str, tuple[int, int
                 st = os.lstat(rootfs / path)
                 if not stat.S_ISDIR(st.st_mode):
                     raise OSError
-            except OSError:
-                st = top
+            except OSError:  # made for an absolute file(): the template directory's mode
+                st = os.lstat(os.path.dirname(out.template.removesuffix(" (backup)")))
             metas[path] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
     return metas
 
