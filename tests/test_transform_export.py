@@ -18,8 +18,9 @@ from transformtools import OURS, extract, normalize, require, run, start_interru
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
 
-FORMATS = ("tar", "cpio", "squashfs")
-TOOLS = {"tar": ("tar",), "cpio": ("cpio", "gzip"), "squashfs": ("mksquashfs", "unsquashfs")}
+FORMATS = ("tar", "cpio", "squashfs", "raw")
+TOOLS = {"tar": ("tar",), "cpio": ("cpio", "gzip"), "squashfs": ("mksquashfs", "unsquashfs"),
+         "raw": ("mke2fs", "sfdisk", "mkfs.fat", "mcopy", "syslinux", "grub-mkimage")}
 
 
 def export(site, host, fmt, out, *extra):
@@ -33,7 +34,11 @@ def check_formats(tmp_path, site, mount, hosts, synthetic=()):
         mounted = oracle.snapshot(mount.node(host), ignore_xattr_prefixes=OURS)
         for fmt in FORMATS:
             out = tmp_path / f"{host}.{fmt}"
-            export(site, host, fmt, out)
+            # A disk image needs a kernel to boot; any file of the root stands in for one
+            # here (it is copied to the EFI partition, the root partition is compared).
+            extra = (("--kernel", next(path for path, entry in sorted(mounted.items())
+                                       if entry.kind == "file")) if fmt == "raw" else ())
+            export(site, host, fmt, out, *extra)
             back = oracle.snapshot(extract(fmt, out, tmp_path / f"x-{host}-{fmt}"))
             differences = oracle.compare(normalize(mounted, fmt, synthetic),
                                          normalize(back, fmt, synthetic))
@@ -70,14 +75,15 @@ def test_hard_links_stay_links(tmp_path):
     assert not any(key.startswith(("SCHILY.xattr.user.onesuite", "SCHILY.xattr.trusted"))
                    for m in members.values() for key in m.pax_headers)
     for fmt in FORMATS:
-        dest = extract(fmt, export_to(site, "n1", fmt, tmp_path), tmp_path / f"x-{fmt}")
+        kernel = ("--kernel", "/usr/bin/gzip") if fmt == "raw" else ()  # any file will do
+        dest = extract(fmt, export_to(site, "n1", fmt, tmp_path, *kernel), tmp_path / f"x-{fmt}")
         assert os.stat(dest / "usr/bin/gzip").st_ino == os.stat(dest / "usr/bin/gunzip").st_ino
         assert (dest / "usr/bin/gzip").read_bytes() == b"#!/bin/sh\n" * 100
 
 
-def export_to(site, host, fmt, tmp_path):
+def export_to(site, host, fmt, tmp_path, *extra):
     out = tmp_path / f"{host}.{fmt}"
-    export(site, host, fmt, out, "--force")
+    export(site, host, fmt, out, "--force", *extra)
     return out
 
 
@@ -101,8 +107,9 @@ def test_squashfs_listing_has_numeric_owners(tmp_path):
 
 def test_times_every_format_holds_and_those_it_cannot(tmp_path):
     """Whole-second times (most files of a real distro) in every format (mksquashfs 4.5.1
-    refuses a whole-second pax record); times outside what squashfs and cpio hold (unsigned
-    32-bit seconds) clamped and reported, never wrapped into another century."""
+    refuses a whole-second pax record); times outside what squashfs and cpio (unsigned 32-bit
+    seconds) and a disk image's ext4 (signed) hold clamped and reported, never wrapped into
+    another century."""
     site = onesis_site(tmp_path / "site")
     etc = site / "var/lib/systemimager/images/img/etc"
     times = {"whole": 1_600_000_000 * 10**9, "old": -1_500_000_000,
@@ -113,17 +120,20 @@ def test_times_every_format_holds_and_those_it_cannot(tmp_path):
     limit = 2**32 - 1
     shown = {"tar": times,
              "squashfs": {"whole": times["whole"], "old": 0, "late": limit * 10**9},
-             "cpio": {"whole": times["whole"], "old": 0, "late": limit * 10**9}}
+             "cpio": {"whole": times["whole"], "old": 0, "late": limit * 10**9},
+             # ext4 as mke2fs 1.47.0 -d writes it: signed 32-bit whole seconds, rounded down
+             "raw": {"whole": times["whole"], "old": -2 * 10**9, "late": (2**31 - 1) * 10**9}}
     for fmt in FORMATS:
         out = tmp_path / f"n1.{fmt}"
-        done = export(site, "n1", fmt, out)
+        done = export(site, "n1", fmt, out, *(("--kernel", "/etc/whole") if fmt == "raw" else ()))
         dest = extract(fmt, out, tmp_path / f"x-{fmt}")
         got = {name: (dest / "etc" / name).stat().st_mtime_ns for name in times}
         assert got == shown[fmt], fmt
         clamped = "cannot be stored: clamped" in done.stderr
         assert clamped == (fmt != "tar"), done.stderr
         if clamped:
-            assert "/etc/old" in done.stderr and "/etc/late" in done.stderr
+            assert ("/etc/old" in done.stderr) == (fmt != "raw"), done.stderr
+            assert "/etc/late" in done.stderr
 
 
 # ----- bad input ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from .boot_media import MIB, SECTOR
 from .iso import follow
 from .materialize import Writer
 from .progress import Progress
-from .walk import Item, Root, Totals
+from .walk import Item, Root, Totals, clamped_seconds
 
 FORMATS = ("raw", "qcow2")
 GPT_MBR = ("/usr/lib/SYSLINUX/gptmbr.bin", "/usr/lib/syslinux/mbr/gptmbr.bin")
@@ -48,6 +48,9 @@ ROOT_LABEL = "onesuite-root"  # ext4: 16 at most
 MIN_ESP = 64 * MIB
 MIN_FREE = 256 * MIB  # free space in the root file system at least, a quarter at most
 BLOCK = 4096
+# mke2fs 1.47.0 -d stores a time as signed 32-bit seconds (it wraps anything else silently),
+# though ext4 itself could hold more.
+EXT4_TIMES = (-(2**31), 2**31 - 1)
 
 SYSLINUX_CFG = """\
 DEFAULT node
@@ -69,6 +72,7 @@ class DiskBoot:
 class Tools:
     sfdisk: str
     mke2fs: str
+    debugfs: str
     syslinux: str
     gptmbr: str
     qemu_img: str | None
@@ -78,6 +82,7 @@ def tools(fmt: str) -> Tools:
     """Every program and file the format needs (ConfigError naming the package)."""
     need = boot_media.need_program
     found = Tools(sfdisk=need("sfdisk", "fdisk"), mke2fs=need("mke2fs", "e2fsprogs"),
+                  debugfs=need("debugfs", "e2fsprogs"),
                   syslinux=need("syslinux", "syslinux"),
                   gptmbr=boot_media.need_file(GPT_MBR, "syslinux"),
                   qemu_img=need("qemu-img", "qemu-utils") if fmt == "qcow2" else None)
@@ -157,7 +162,7 @@ def write_disk(root: Root, boot: DiskBoot, out: Path, fmt: str, layout: Layout,
     stage = out.with_name(out.name + ".root")
     raw = out if fmt == "raw" else out.with_name(out.name + ".raw")
     try:
-        writer = Writer(progress, spill_dir=out.parent)
+        writer = _Stager(progress, spill_dir=out.parent, on_skip=on_skip)
         try:
             writer.subtrees([(root, root.top(), stage)])
         finally:
@@ -170,6 +175,7 @@ def write_disk(root: Root, boot: DiskBoot, out: Path, fmt: str, layout: Layout,
               "-N", str(layout.inodes), "-d", str(stage),
               "-E", f"offset={layout.root_start},lazy_itable_init=1,lazy_journal_init=1,"
                     "nodiscard", str(raw), f"{layout.root_size // 1024}k"], "mke2fs")
+        _set_root(found, root, raw, layout)
         if fmt == "qcow2":
             assert found.qemu_img is not None
             _run([found.qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw),
@@ -181,12 +187,47 @@ def write_disk(root: Root, boot: DiskBoot, out: Path, fmt: str, layout: Layout,
             os.unlink(raw)
 
 
+class _Stager(Writer):
+    """Writes the root to the staging directory with times mke2fs can store: clamped (and
+    reported) rather than wrapped into another century."""
+
+    def __init__(self, progress: Progress, *, spill_dir: Path,
+                 on_skip: Callable[[str, str], None] | None) -> None:
+        super().__init__(progress, spill_dir=spill_dir)
+        self.on_skip = on_skip
+
+    def set_meta(self, root: Root, item: Item, dest: Path) -> None:
+        super().set_meta(root, item, dest)
+        attr = item.attr
+        low, high = EXT4_TIMES
+        if not all(low <= ns // 10**9 <= high for ns in (attr.atime_ns, attr.mtime_ns)):
+            mtime = clamped_seconds(item, low, high, on_skip=self.on_skip)
+            atime = min(max(attr.atime_ns // 10**9, low), high)
+            os.utime(dest, (atime, mtime), follow_symlinks=False)
+
+
 def _run(argv: list[str], what: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, check=False,
                           env=boot_media.mtools_env())
     if done.returncode != 0:
         raise OSError(f"{what} failed ({done.returncode}): "
                       f"{(done.stdout + done.stderr).strip()}")
+
+
+def _set_root(found: Tools, root: Root, raw: Path, layout: Layout) -> None:
+    """Give the file system's root directory (inode 2) the root's mode, owner and time: mke2fs
+    1.47.0 -d fills the directory but leaves its own metadata as mke2fs made it."""
+    top = root.top().attr
+    seconds = min(max(top.mtime_ns // 10**9, EXT4_TIMES[0]), EXT4_TIMES[1])
+    commands = "".join(f"sif <2> {field} {value}\n" for field, value in (
+        ("mode", f"0{top.mode:o}"), ("uid", top.uid), ("gid", top.gid),
+        ("mtime", f"@{seconds}"), ("atime", f"@{seconds}")))
+    done = subprocess.run([found.debugfs, "-w", "-f", "-",
+                           f"{raw}?offset={layout.root_start}"], input=commands,
+                          capture_output=True, text=True, check=False)
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("debugfs ")]
+    if done.returncode != 0 or errors:
+        raise OSError(f"debugfs failed ({done.returncode}): {' '.join(errors)}")
 
 
 def _partition(found: Tools, raw: Path, layout: Layout, part_uuid: str) -> None:

@@ -109,7 +109,7 @@ def find_kernel(root: Root, wanted: str | None = None) -> Item:
         if found is not None and found.is_reg:
             return found
     raise ConfigError(f"{host}'s root carries no kernel (no /vmlinuz, no /boot/vmlinuz-*): "
-                      "an ISO cannot boot it",
+                      "an ISO or disk image cannot boot it",
                       hint="add a kernel to the image or an override, or name one with "
                            "--kernel PATH; tar, squashfs and cpio need none")
 
