@@ -14,14 +14,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 GUEST = Path(__file__).resolve().parent / "guest"
 OVMF = ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd")
-BOOT_TIMEOUT = 300  # a TCG boot of these images takes seconds; a hang must still end the test
+BOOT_TIMEOUT = 180  # a TCG boot of these images takes seconds; a hang must still end the test
 # The node's own /sbin/init: which host it is (the host override), what its root is, that it
-# runs as PID 1.
+# runs as PID 1, the kernel arguments the bootloader passed.
 INIT = """#!/bin/sh
 /bin/busybox mount -t proc proc /proc 2>/dev/null
 echo "NODE-HOSTNAME $(/bin/busybox cat /etc/hostname)"
 echo "NODE-ROOT $(/bin/busybox awk '$2 == "/" {print $1, $3}' /proc/mounts | /bin/busybox tail -1)"
 echo "NODE-PID $$"
+echo "NODE-CMDLINE $(/bin/busybox cat /proc/cmdline)"
 echo o > /proc/sysrq-trigger
 /bin/busybox sleep 30
 """

@@ -148,6 +148,14 @@ def test_bad_input_fails_cleanly(tmp_path):
     iso = run_onesuite("export", "--root", site, "n1", "--format", "iso", tmp_path / "n1.iso",
                        check=False)
     assert iso.returncode == 2 and "carries no kernel" in iso.stderr
+    for fmt in ("raw", "qcow2"):
+        image = run_onesuite("export", "--root", site, "n1", "--format", fmt,
+                             tmp_path / f"n1.{fmt}", check=False)
+        assert image.returncode == 2 and "carries no kernel" in image.stderr, image.stderr
+    # Boot options on a format that does not boot: a mistake, said so.
+    misplaced = run_onesuite("export", "--root", site, "n1", "--format", "tar", "--append",
+                             "console=ttyS0", out, check=False)
+    assert misplaced.returncode == 2 and "bootable formats" in misplaced.stderr
     out.write_text("keep me")
     exists = run_onesuite("export", "--root", site, "n1", "--format", "tar", out, check=False)
     assert exists.returncode == 2 and "--force" in exists.stderr
@@ -155,6 +163,28 @@ def test_bad_input_fails_cleanly(tmp_path):
     export(site, "n1", "tar", out, "--force")
     assert tarfile.is_tarfile(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tar", "site"]
+
+
+@pytest.mark.parametrize("fmt", ["iso", "raw"])
+def test_kernel_arguments_cannot_add_bootloader_lines(tmp_path, fmt):
+    """--append goes into isolinux.cfg and syslinux.cfg lines: a newline (or any control
+    character) would add bootloader commands of its own; GRUB would pass ' and \\ on
+    escaped, and an unpaired double quote swallows the arguments after it. Refused before
+    anything is written."""
+    require("xorriso", "mke2fs", "sfdisk", "mkfs.fat", "mcopy", "syslinux", "grub-mkimage")
+    site = onesis_site(tmp_path / "site")
+    image = site / "var/lib/systemimager/images/img"
+    (image / "boot").mkdir(exist_ok=True)
+    (image / "boot/vmlinuz-1").write_bytes(b"not really a kernel")
+    (image / "sbin").mkdir(exist_ok=True)
+    (image / "sbin/init").write_text("#!/bin/sh\n")
+    for append in ("quiet\n  KERNEL /boot/evil", "a\rb", "x\tLABEL", "caf\u00e9", "a" * 3000,
+                   "it's", "a\\b", 'opt="a b'):
+        done = run_onesuite("export", "--root", site, "n1", "--format", fmt, "--append",
+                            append, tmp_path / f"n1.{fmt}", check=False)
+        assert done.returncode == 2, done.stderr
+        assert "kernel arguments" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
 
 
 def test_not_enough_space_is_refused_before_writing(tmp_path):
@@ -173,17 +203,23 @@ def test_not_enough_space_is_refused_before_writing(tmp_path):
         run("umount", small)
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_export_leaves_no_finished_output(tmp_path, how):
-    """Ctrl-C or kill: the partial file is removed, the exit status says which signal."""
+@pytest.mark.parametrize("fmt,how", [("cpio", signal.SIGINT), ("cpio", signal.SIGTERM),
+                                     ("raw", signal.SIGTERM)])
+def test_an_interrupted_export_leaves_no_finished_output(tmp_path, fmt, how):
+    """Ctrl-C or kill: the partial file (and a disk image's staged root) is removed, the exit
+    status says which signal."""
+    if fmt == "raw":
+        require("mke2fs", "sfdisk", "mkfs.fat", "mcopy", "syslinux", "grub-mkimage")
     site = onesis_site(tmp_path / "site")
     with open(site / "var/lib/systemimager/images/img/big", "wb") as big:
-        big.truncate(4 << 30)  # sparse; gzip'ing 4 GiB of zeros takes a while
-    out = tmp_path / "n1.cpio"
+        # sparse; gzip'ing 4 GiB of zeros takes a while, staging 1 GiB of them too
+        big.truncate((4 if fmt == "cpio" else 1) << 30)
+    out = tmp_path / f"n1.{fmt}"
+    extra = ["--kernel", "/etc/sysimage.conf"] if fmt == "raw" else []
     proc = start_interruptible([*ONESUITE, "export", "--root", str(site), "n1", "--format",
-                                "cpio", str(out)])
+                                fmt, *extra, str(out)])
     try:
-        while proc.poll() is None and not any(p.name.startswith(".n1.cpio.onesuite-partial")
+        while proc.poll() is None and not any(p.name.startswith(f".n1.{fmt}.onesuite-partial")
                                               for p in tmp_path.iterdir()):
             time.sleep(0.01)
         assert proc.poll() is None, "the export finished before it could be interrupted"
@@ -196,4 +232,4 @@ def test_an_interrupted_export_leaves_no_finished_output(tmp_path, how):
     assert proc.returncode == 128 + how, errors
     assert b"Traceback" not in errors and errors.startswith(b"onesuite: "), errors
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".n1.cpio")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".n1.{fmt}")]

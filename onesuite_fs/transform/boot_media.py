@@ -55,24 +55,51 @@ def fat_tools() -> tuple[str, str, str]:
 
 def command_line(*parts: str) -> str:
     """The kernel arguments: the parts joined, checked to be one line of printable ASCII
-    that fits the kernel's limit. Every bootloader configuration is written from this, so a
-    newline or control character (which would add lines to isolinux.cfg or syslinux.cfg)
-    never reaches one."""
+    that fits the kernel's limit and that every bootloader passes on unchanged. A newline or
+    control character would add lines to isolinux.cfg or syslinux.cfg; GRUB passes a single
+    quote or backslash to the kernel escaped (lib/cmdline.c), so neither is accepted; double
+    quotes group words as the kernel reads them, so they must pair up."""
     line = " ".join(p.strip() for p in parts if p.strip())
-    bad = [c for c in line if not " " <= c <= "~"]
+    bad = [c for c in line if not " " <= c <= "~" or c in "'\\"]
     if bad:
-        raise ConfigError(f"kernel arguments may hold printable ASCII only, not {bad[0]!r}",
-                          hint="pass --append as one line, e.g. --append 'console=ttyS0'")
+        raise ConfigError(f"kernel arguments must be printable ASCII without ' or \\, "
+                          f"not {bad[0]!r}",
+                          hint="pass --append as one line, e.g. --append 'console=ttyS0'; "
+                               "group words with double quotes: opt=\"a b\"")
+    if line.count('"') % 2:
+        raise ConfigError("kernel arguments have an unpaired double quote",
+                          hint='close it: opt="a b"')
     if len(line) > MAX_COMMAND_LINE:
         raise ConfigError(f"kernel arguments are {len(line)} bytes; the kernel takes at most "
                           f"{MAX_COMMAND_LINE}", hint="shorten --append")
     return line
 
 
+def kernel_params(line: str) -> list[str]:
+    """The arguments of a checked command line as the kernel splits them (at spaces outside
+    double quotes), without the quotes: GRUB quotes an argument with spaces again when it
+    builds the kernel's command line."""
+    params: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif char == " " and not quoted:
+            if current:
+                params.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if current:
+        params.append("".join(current))
+    return params
+
+
 def grub_word(word: str) -> str:
     """A word quoted for GRUB's script parser: nothing in it is expanded or splits the line
-    ($, ;, quotes and backslashes stay literal)."""
-    return "'" + word.replace("'", "'\\''") + "'"
+    ($, ;, spaces and double quotes stay literal; the command line holds no single quote)."""
+    return "'" + word + "'"
 
 
 def new_marker() -> str:
@@ -83,7 +110,7 @@ def new_marker() -> str:
 
 def grub_efi_config(marker: str, kernel: str, initrd: str | None, args: str) -> str:
     lines = [f"search --no-floppy --file --set=root {marker}",
-             " ".join(["linux", kernel, *(grub_word(a) for a in args.split())])]
+             " ".join(["linux", kernel, *(grub_word(a) for a in kernel_params(args))])]
     if initrd is not None:
         lines.append(f"initrd {initrd}")
     lines.append("boot")
