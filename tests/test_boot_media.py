@@ -129,3 +129,12 @@ def test_disk_image_boots_to_the_nodes_root(fmt, fw, images, tmp_path):
     assert node.get("PID") == "1", tail
     assert node.get("ROOT") == "/dev/vda2 ext4", tail  # the node's root on the disk
     assert LITERAL in node.get("CMDLINE", "").split(), tail
+
+
+def test_bootable_images_are_readable_by_their_owner_only(images):
+    """An image holds the node's secrets (/etc/shadow, host keys) whatever their modes in
+    the root: no other user of the server may read it."""
+    for fmt, image in images.items():
+        assert image.stat().st_mode & 0o777 == 0o600, fmt
+    assert sorted(p.name for p in images["iso"].parent.iterdir()) == [
+        "n2.iso", "n2.qcow2", "n2.raw", "site"]  # no staging left behind

@@ -17,7 +17,9 @@ image file, mkfs.fat (--offset) and mtools the FAT partition, syslinux (--offset
 sector, and mke2fs (-E offset) the ext4 partition, populated from a directory (-d). The
 mke2fs of Debian 12 (e2fsprogs 1.47.0) reads only a directory, so the root is first written
 to a staging directory next to the output (as root: owners, modes, device nodes, extended
-attributes, hard links), which is removed afterwards, whatever happens. qcow2 is the raw
+attributes, hard links; inside a directory of mode 0700, so no user of the server can reach
+the node's setuid programs or devices), which is removed afterwards, whatever happens. The
+image is readable by its owner only: it holds the node's secrets. qcow2 is the raw
 image converted by qemu-img. Memory stays flat: each tool reads one file at a time.
 """
 
@@ -153,14 +155,20 @@ def space_needed(layout: Layout, fmt: str) -> int:
 def write_disk(root: Root, boot: DiskBoot, out: Path, fmt: str, layout: Layout,
                progress: Progress, *, append: str = "",
                on_skip: Callable[[str, str], None] | None = None) -> int:
-    """Write the disk image to `out` (a temporary name the caller renames); the number of
-    entries of the root."""
+    """Write the disk image to `out` (a temporary name the caller renames), readable by its
+    owner only; the number of entries of the root.
+
+    Everything is built in a private directory next to `out` (mode 0700): the staged root
+    holds the node's setuid programs and device nodes with the node's owners, which no user
+    of the server may reach, and the image holds the node's secrets."""
     found = tools(fmt)
     check_privileges(fmt)
     part_uuid = str(uuid.uuid4())
     args = boot_media.command_line(f"root=PARTUUID={part_uuid}", "ro", append)
-    stage = out.with_name(out.name + ".root")
-    raw = out if fmt == "raw" else out.with_name(out.name + ".raw")
+    work = out.with_name(out.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o700)
+    stage, raw = work / "root", work / "disk.raw"
     try:
         writer = _Stager(progress, spill_dir=out.parent, on_skip=on_skip)
         try:
@@ -170,21 +178,23 @@ def write_disk(root: Root, boot: DiskBoot, out: Path, fmt: str, layout: Layout,
         with open(raw, "wb") as f:
             f.truncate(layout.total)
         _partition(found, raw, layout, part_uuid)
-        _write_esp(found, root, boot, raw, layout, args, out.with_name(out.name + ".esp"))
+        _write_esp(found, root, boot, raw, layout, args, work / "esp")
         _run([found.mke2fs, "-q", "-F", "-t", "ext4", "-b", str(BLOCK), "-L", ROOT_LABEL,
               "-N", str(layout.inodes), "-d", str(stage),
               "-E", f"offset={layout.root_start},lazy_itable_init=1,lazy_journal_init=1,"
                     "nodiscard", str(raw), f"{layout.root_size // 1024}k"], "mke2fs")
         _set_root(found, root, raw, layout)
+        image = raw
         if fmt == "qcow2":
             assert found.qemu_img is not None
+            image = work / "disk.qcow2"
             _run([found.qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw),
-                  str(out)], "qemu-img convert")
+                  str(image)], "qemu-img convert")
+        os.chmod(image, 0o600)
+        os.replace(image, out)
         return writer.entries
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        if raw != out and os.path.lexists(raw):
-            os.unlink(raw)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 class _Stager(Writer):

@@ -11,11 +11,13 @@ from a disk: the same FAT image is also a GPT partition of type EFI System
 ISO and loads the same kernel and initramfs ISOLINUX does (see boot_media.py).
 
 The ISO is assembled by xorriso from a staging directory next to the output (kernel, initrd,
-ISOLINUX files, the EFI image), which is removed afterwards.
+ISOLINUX files, the EFI image; mode 0700), which is removed afterwards. The ISO is readable
+by its owner only: it holds the node's secrets.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -147,8 +149,10 @@ def write_iso(root: Root, kernel: Item, out: Path, progress: Progress, *, append
     args = boot_media.command_line(f"rdinit={init}" if init else "", append)
     stage = out.with_name(out.name + ".stage")
     shutil.rmtree(stage, ignore_errors=True)
+    # Private while it is built: the initramfs and the ISO hold the node's secrets.
+    stage.mkdir(mode=0o700)
     try:
-        (stage / "boot").mkdir(parents=True)
+        (stage / "boot").mkdir()
         (stage / "isolinux").mkdir()
         shutil.copy(isolinux_bin, stage / "isolinux/isolinux.bin")
         shutil.copy(ldlinux, stage / "isolinux/ldlinux.c32")
@@ -164,16 +168,19 @@ def write_iso(root: Root, kernel: Item, out: Path, progress: Progress, *, append
             written = write_initramfs(root, f, progress, on_skip=on_skip,
                                       spill_dir=out.parent)
         label = re.sub(r"[^A-Z0-9_]", "_", root.entry.name.upper())[:32] or "NODE"
+        image = stage / "image.iso"
         done = subprocess.run(
-            [xorriso, "-as", "mkisofs", "-quiet", "-o", str(out), "-V", label, "-r", "-J",
+            [xorriso, "-as", "mkisofs", "-quiet", "-o", str(image), "-V", label, "-r", "-J",
              "-isohybrid-mbr", isohybrid_mbr,
              "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot",
              "-boot-load-size", "4", "-boot-info-table",
              "-eltorito-alt-boot", "-e", "boot/efi.img", "-no-emul-boot",
-             "-isohybrid-gpt-basdat", str(stage)],
+             "-isohybrid-gpt-basdat", "-m", "image.iso", str(stage)],
             capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise OSError(f"xorriso failed ({done.returncode}): {done.stderr.strip()}")
+        os.chmod(image, 0o600)
+        os.replace(image, out)
         return written
     finally:
         shutil.rmtree(stage, ignore_errors=True)
