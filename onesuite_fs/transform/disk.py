@@ -205,6 +205,11 @@ class _Stager(Writer):
                  on_skip: Callable[[str, str], None] | None) -> None:
         super().__init__(progress, spill_dir=spill_dir)
         self.on_skip = on_skip
+        self.bar = progress
+
+    def entry(self, root: Root, item: Item, dest: Path, *, directory_meta: bool = True) -> None:
+        super().entry(root, item, dest, directory_meta=directory_meta)
+        self.bar.entry()  # Writer counts the bytes
 
     def set_meta(self, root: Root, item: Item, dest: Path) -> None:
         super().set_meta(root, item, dest)
