@@ -4,6 +4,7 @@ is written, and an interrupted export never leaves a finished-looking file."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tarfile
@@ -185,6 +186,25 @@ def test_kernel_arguments_cannot_add_bootloader_lines(tmp_path, fmt):
         assert done.returncode == 2, done.stderr
         assert "kernel arguments" in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_disk_image_of_a_root_over_512_mib(tmp_path):
+    """Past 512 MiB of disk the EFI partition is still FAT of its own size (mkfs.fat on the
+    whole disk with --offset would pick FAT32 from the disk's size, then fail), and holds
+    what the bootloaders read; the file's zeros stay holes in the image."""
+    require("mke2fs", "sfdisk", "mkfs.fat", "mcopy", "mdir", "syslinux", "grub-mkimage")
+    site = onesis_site(tmp_path / "site")
+    image = site / "var/lib/systemimager/images/img"
+    with open(image / "big", "wb") as big:
+        big.truncate(600 << 20)
+    (image / "vmlinuz").write_bytes(b"not really a kernel\n" * 1000)
+    out = tmp_path / "n1.raw"
+    export(site, "n1", "raw", out)
+    assert out.stat().st_size > 600 << 20 and out.stat().st_blocks * 512 < 200 << 20
+    table = json.loads(run("sfdisk", "--json", out))["partitiontable"]
+    esp = table["partitions"][0]["start"] * 512
+    listing = run("mdir", "-i", f"{out}@@{esp}", "-b", "::/").decode()
+    assert {"::/vmlinuz", "::/syslinux.cfg", "::/EFI/"} <= set(listing.split()), listing
 
 
 def test_not_enough_space_is_refused_before_writing(tmp_path):

@@ -147,28 +147,35 @@ def _run(argv: list[str], what: str) -> None:
                       f"{(done.stdout + done.stderr).strip()}")
 
 
-def write_fat(image: Path, size: int, files: Mapping[str, Path], *, offset: int = 0,
+def write_fat(image: Path, size: int, files: Mapping[str, Path], *,
               label: str = "ONESUITE") -> None:
-    """A FAT file system of `size` bytes at byte `offset` of `image` (which exists when
-    `offset` is set), holding `files` (path on the FAT, like EFI/BOOT/BOOTX64.EFI -> source
-    file). mkfs.fat and mtools write the file directly: nothing is mounted."""
+    """A new file `image`: a FAT file system of `size` bytes holding `files` (path on the
+    FAT, like EFI/BOOT/BOOTX64.EFI -> source file). mkfs.fat and mtools write the file
+    directly: nothing is mounted. (A file of its own, not a partition written in place with
+    mkfs.fat --offset: mkfs.fat 4.2 then picks the FAT type from the whole disk's size.)"""
     mkfs, mmd, mcopy = fat_tools()
-    kib = size // 1024
-    if offset:
-        _run([mkfs, "--offset", str(offset // SECTOR), "-n", label, str(image), str(kib)],
-             "mkfs.fat")
-    else:
-        _run([mkfs, "-C", "-n", label, str(image), str(kib)], "mkfs.fat")
-    target = f"{image}@@{offset}"
+    _run([mkfs, "-C", "-n", label, str(image), str(size // 1024)], "mkfs.fat")
     made: set[str] = set()
     for dest in sorted(files):
         parts = dest.strip("/").split("/")
         for depth in range(1, len(parts)):
             directory = "/".join(parts[:depth])
             if directory not in made:
-                _run([mmd, "-i", target, f"::/{directory}"], "mmd")
+                _run([mmd, "-i", str(image), f"::/{directory}"], "mmd")
                 made.add(directory)
-        _run([mcopy, "-i", target, str(files[dest]), f"::/{'/'.join(parts)}"], "mcopy")
+        _run([mcopy, "-i", str(image), str(files[dest]), f"::/{'/'.join(parts)}"], "mcopy")
+
+
+def copy_into(source: Path, image: Path, offset: int) -> None:
+    """Write `source` into `image` at byte `offset`, a MiB at a time; runs of zeros are
+    skipped, so a sparse image stays sparse."""
+    with open(source, "rb") as src, open(image, "r+b") as out:
+        position = offset
+        while chunk := src.read(MIB):
+            if chunk.count(0) != len(chunk):
+                out.seek(position)
+                out.write(chunk)
+            position += len(chunk)
 
 
 def fat_size(payload: int) -> int:

@@ -13,14 +13,15 @@ Both bootloaders start the kernel with ``root=PARTUUID=<the root partition> ro``
 the kernel, or the root's initrd (/boot/initrd.img-<version> next to the kernel), mounts it.
 
 Nothing is mounted and no loop device is used: sfdisk writes the partition table into the
-image file, mkfs.fat (--offset) and mtools the FAT partition, syslinux (--offset) its boot
-sector, and mke2fs (-E offset) the ext4 partition, populated from a directory (-d). The
-mke2fs of Debian 12 (e2fsprogs 1.47.0) reads only a directory, so the root is first written
-to a staging directory next to the output (as root: owners, modes, device nodes, extended
-attributes, hard links; inside a directory of mode 0700, so no user of the server can reach
-the node's setuid programs or devices), which is removed afterwards, whatever happens. The
-image is readable by its owner only: it holds the node's secrets. qcow2 is the raw
-image converted by qemu-img. Memory stays flat: each tool reads one file at a time.
+image file, mkfs.fat and mtools the FAT partition (as a file of its own, then copied in),
+syslinux its boot sector, and mke2fs (-E offset) the ext4 partition, populated from a
+directory (-d). The mke2fs of Debian 12 (e2fsprogs 1.47.0) reads only a directory, so the
+root is first written to a staging directory next to the output (as root: owners, modes,
+device nodes, extended attributes, hard links; inside a directory of mode 0700, so no user
+of the server can reach the node's setuid programs or devices), which is removed afterwards,
+whatever happens. The image is readable by its owner only: it holds the node's secrets.
+qcow2 is the raw image converted by qemu-img. Memory stays flat: each tool reads one file at
+a time.
 """
 
 from __future__ import annotations
@@ -284,10 +285,10 @@ def _write_esp(found: Tools, root: Root, boot: DiskBoot, raw: Path, layout: Layo
             boot_media.grub_efi_config(marker, "/vmlinuz",
                                        "/initrd.img" if boot.initrd is not None else None,
                                        args), ("fat",))
-        boot_media.write_fat(raw, layout.esp_size, files, offset=layout.esp_start,
-                             label=ESP_LABEL)
-        _run([found.syslinux, "--offset", str(layout.esp_start), "--install", str(raw)],
-             "syslinux")
+        esp = work / "esp.img"
+        boot_media.write_fat(esp, layout.esp_size, files, label=ESP_LABEL)
+        _run([found.syslinux, "--install", str(esp)], "syslinux")
+        boot_media.copy_into(esp, raw, layout.esp_start)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
