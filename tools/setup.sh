@@ -3,7 +3,10 @@
 #
 # Debian packages: libfuse3 (mount + pyfuse3 build), rsync (the SystemImager oracle in tests),
 # attr (getfattr), nfs-ganesha + libnfs (NFS export and its tests), qemu-system-x86 + cpio +
-# debootstrap (the diskless-boot test: guest initramfs, golden image from the apt mirror).
+# debootstrap (the diskless-boot test: guest initramfs, golden image from the apt mirror),
+# squashfs-tools + xorriso + isolinux + syslinux-common (export formats), grub-efi-amd64-bin
+# + grub-common + mtools + dosfstools + syslinux + fdisk + qemu-utils (UEFI boot of the ISO,
+# the raw and qcow2 disk images), ovmf (the UEFI firmware the boot tests run).
 # A virtualenv in .venv built from Debian's python3 (the interpreter a fresh Debian 12 machine
 # has), with onesuite-fs installed in editable mode. Re-running does nothing unless something
 # is missing or pyproject.toml changed.
@@ -12,7 +15,9 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr rsync
               nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev
-              qemu-system-x86 cpio debootstrap squashfs-tools xorriso isolinux syslinux-common)
+              qemu-system-x86 cpio debootstrap squashfs-tools xorriso isolinux syslinux-common
+              grub-efi-amd64-bin grub-common mtools dosfstools syslinux fdisk e2fsprogs
+              qemu-utils ovmf)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -21,9 +21,18 @@ OUT in one of these formats:
              times; the root directory's extended attributes are not stored
   cpio       a gzip'd cpio newc archive, usable as a Linux initramfs (Warewulf style):
              whole-second times, no extended attributes
-  iso        a live ISO (ISOLINUX + xorriso) booting the kernel the root carries
-             (/vmlinuz or the newest /boot/vmlinuz-*) with the whole root as its initramfs,
-             running rdinit=/sbin/init unless --append names another
+  iso        a live ISO booting the kernel the root carries (/vmlinuz or the newest
+             /boot/vmlinuz-*) with the whole root as its initramfs, running
+             rdinit=/sbin/init unless --append names another. One hybrid image boots from
+             a CD and from a USB stick or disk (dd it), with BIOS (ISOLINUX) and UEFI
+             (GRUB)
+  raw        a VM disk image (GPT: an EFI System partition with the root's kernel and
+             initrd, SYSLINUX for BIOS and GRUB for UEFI; an ext4 partition with the
+             root), booting with root=PARTUUID=<root partition> ro. The root's initrd
+             (/boot/initrd.img-<version> next to the kernel, or --initrd) must be able to
+             mount it; the root's /etc/fstab is used as it is. Needs root (the root is
+             staged in a directory next to OUT, with its owners, for mke2fs -d)
+  qcow2      the raw image converted to qcow2 (qemu-img)
 
 The root is read as it is written (memory stays flat); OUT appears only when it is complete
 (it is written under a hidden temporary name next to it). Sockets cannot be stored in tar or
@@ -33,11 +42,13 @@ attributes (user.onesuite.*, trusted.onesuite.*) are never exported.
 
 EXPORT_EPILOG = """\
 errors (exit 2, nothing written): an unknown node, an existing OUT without --force, a missing
-tool, an ISO of a root without a kernel or init, not enough space for the uncompressed root.
+tool, an ISO or disk image of a root without a kernel, an ISO of a root without an init,
+kernel arguments that are not one line of printable ASCII, not enough space.
 examples:
   onesuite export --root /srv/si node001 --format tar node001.tar
   onesuite export --root /srv/si node001 --format cpio /tftpboot/node001.img
   onesuite export --root /srv/si node001 --format iso --append 'console=ttyS0' node001.iso
+  onesuite export --root /srv/si node001 --format qcow2 --append 'console=ttyS0' node001.qcow2
 """
 
 
@@ -50,21 +61,26 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     export = commands.add_parser(
-        "export", parents=[common], help="write a node's root as tar, squashfs, cpio or ISO",
+        "export", parents=[common],
+        help="write a node's root as tar, squashfs, cpio, ISO or VM disk image",
         description=EXPORT_DESCRIPTION, epilog=EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("node", metavar="NODE", help="the node (cluster.xml host name)")
     export.add_argument("out", type=Path, metavar="OUT", help="the file to write")
-    export.add_argument("--format", required=True, choices=("tar", "squashfs", "cpio", "iso"),
+    export.add_argument("--format", required=True,
+                        choices=("tar", "squashfs", "cpio", "iso", "raw", "qcow2"),
                         help="what to write (see above)")
     export.add_argument("--force", action="store_true",
                         help="replace OUT if it exists (only once the new one is complete)")
     export.add_argument("--kernel", metavar="PATH",
-                        help="iso: the kernel inside the root (default: /vmlinuz, else the "
-                             "newest /boot/vmlinuz-*)")
+                        help="iso, raw, qcow2: the kernel inside the root (default: /vmlinuz, "
+                             "else the newest /boot/vmlinuz-*)")
+    export.add_argument("--initrd", metavar="PATH",
+                        help="raw, qcow2: the initrd inside the root (default: the one next "
+                             "to the kernel, /boot/initrd.img-<version> or /initrd.img)")
     export.add_argument("--append", default="", metavar="ARGS",
-                        help="iso: more kernel arguments, e.g. 'console=ttyS0' or "
-                             "'rdinit=/usr/local/sbin/boot-me'")
+                        help="iso, raw, qcow2: more kernel arguments, e.g. 'console=ttyS0' "
+                             "or (iso) 'rdinit=/usr/local/sbin/boot-me'")
     add_progress_options(export)
     export.set_defaults(func=cmd_export)
     register_convert(commands, common)
@@ -78,8 +94,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     report_warnings(site, settings.override_order)
     tree = build_view(settings, site, one_pass=True)
     result = export_node(tree, args.node, args.format, args.out, force=args.force,
-                         progress=args.progress, kernel=args.kernel, append=args.append)
+                         progress=args.progress, kernel=args.kernel, initrd=args.initrd,
+                         append=args.append)
     summarize_skips(result.skipped)
+    for note in result.notes:
+        print(f"onesuite: note: {note}", file=sys.stderr)
     print(f"onesuite: wrote {args.out} ({args.format}): {result.entries:,} entries, "
           f"{human(result.bytes)} of file content")
     return EXIT_OK
