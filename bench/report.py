@@ -120,7 +120,7 @@ def targets(s: Samples) -> list[tuple[str, str, str]]:
 # but the bounded caches filling up. A reader holds the listing of each directory on its
 # current path, so the synthetic image caps its directories (bench/transform.py).
 FLAT_RSS = 1.25
-TRANSFORM_JOBS = ("export tar", "export cpio", "export squashfs", "to-onesis",
+TRANSFORM_JOBS = ("export tar", "export cpio", "export squashfs", "export raw", "to-onesis",
                   "to-systemimager", "preview --json", "preview", "diff --json")
 
 

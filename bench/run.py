@@ -19,7 +19,7 @@ families (each figure is the median of --runs runs, min and max shown):
   nfs      nfs-ganesha (NFSv4, in a network namespace): first and second full listing
            (nfs-ls -R) and the boot set read (libnfs), serving onesuite-fs (`onesuite serve`)
            vs serving the materialized root
-  transform  `onesuite export` (tar, cpio, squashfs) of one node, `convert to-onesis` of 4
+  transform  `onesuite export` (tar, cpio, squashfs, raw) of one node, `convert to-onesis` of 4
            nodes and `convert to-systemimager` of that image back, for roots of 5,000, 50,000
            and 200,000 entries: wall time and the command's maximum RSS (memory must not grow
            with the root)

@@ -4,6 +4,7 @@ is written, and an interrupted export never leaves a finished-looking file."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tarfile
@@ -18,8 +19,9 @@ from transformtools import OURS, extract, normalize, require, run, start_interru
 
 pytestmark = [needs_root_fuse(), pytest.mark.mount]
 
-FORMATS = ("tar", "cpio", "squashfs")
-TOOLS = {"tar": ("tar",), "cpio": ("cpio", "gzip"), "squashfs": ("mksquashfs", "unsquashfs")}
+FORMATS = ("tar", "cpio", "squashfs", "raw")
+TOOLS = {"tar": ("tar",), "cpio": ("cpio", "gzip"), "squashfs": ("mksquashfs", "unsquashfs"),
+         "raw": ("mke2fs", "sfdisk", "mkfs.fat", "mcopy", "syslinux", "grub-mkimage")}
 
 
 def export(site, host, fmt, out, *extra):
@@ -33,7 +35,11 @@ def check_formats(tmp_path, site, mount, hosts, synthetic=()):
         mounted = oracle.snapshot(mount.node(host), ignore_xattr_prefixes=OURS)
         for fmt in FORMATS:
             out = tmp_path / f"{host}.{fmt}"
-            export(site, host, fmt, out)
+            # A disk image needs a kernel to boot; any file of the root stands in for one
+            # here (it is copied to the EFI partition, the root partition is compared).
+            extra = (("--kernel", next(path for path, entry in sorted(mounted.items())
+                                       if entry.kind == "file")) if fmt == "raw" else ())
+            export(site, host, fmt, out, *extra)
             back = oracle.snapshot(extract(fmt, out, tmp_path / f"x-{host}-{fmt}"))
             differences = oracle.compare(normalize(mounted, fmt, synthetic),
                                          normalize(back, fmt, synthetic))
@@ -70,14 +76,15 @@ def test_hard_links_stay_links(tmp_path):
     assert not any(key.startswith(("SCHILY.xattr.user.onesuite", "SCHILY.xattr.trusted"))
                    for m in members.values() for key in m.pax_headers)
     for fmt in FORMATS:
-        dest = extract(fmt, export_to(site, "n1", fmt, tmp_path), tmp_path / f"x-{fmt}")
+        kernel = ("--kernel", "/usr/bin/gzip") if fmt == "raw" else ()  # any file will do
+        dest = extract(fmt, export_to(site, "n1", fmt, tmp_path, *kernel), tmp_path / f"x-{fmt}")
         assert os.stat(dest / "usr/bin/gzip").st_ino == os.stat(dest / "usr/bin/gunzip").st_ino
         assert (dest / "usr/bin/gzip").read_bytes() == b"#!/bin/sh\n" * 100
 
 
-def export_to(site, host, fmt, tmp_path):
+def export_to(site, host, fmt, tmp_path, *extra):
     out = tmp_path / f"{host}.{fmt}"
-    export(site, host, fmt, out, "--force")
+    export(site, host, fmt, out, "--force", *extra)
     return out
 
 
@@ -101,8 +108,9 @@ def test_squashfs_listing_has_numeric_owners(tmp_path):
 
 def test_times_every_format_holds_and_those_it_cannot(tmp_path):
     """Whole-second times (most files of a real distro) in every format (mksquashfs 4.5.1
-    refuses a whole-second pax record); times outside what squashfs and cpio hold (unsigned
-    32-bit seconds) clamped and reported, never wrapped into another century."""
+    refuses a whole-second pax record); times outside what squashfs and cpio (unsigned 32-bit
+    seconds) and a disk image's ext4 (signed) hold clamped and reported, never wrapped into
+    another century."""
     site = onesis_site(tmp_path / "site")
     etc = site / "var/lib/systemimager/images/img/etc"
     times = {"whole": 1_600_000_000 * 10**9, "old": -1_500_000_000,
@@ -113,17 +121,20 @@ def test_times_every_format_holds_and_those_it_cannot(tmp_path):
     limit = 2**32 - 1
     shown = {"tar": times,
              "squashfs": {"whole": times["whole"], "old": 0, "late": limit * 10**9},
-             "cpio": {"whole": times["whole"], "old": 0, "late": limit * 10**9}}
+             "cpio": {"whole": times["whole"], "old": 0, "late": limit * 10**9},
+             # ext4 as mke2fs 1.47.0 -d writes it: signed 32-bit whole seconds, rounded down
+             "raw": {"whole": times["whole"], "old": -2 * 10**9, "late": (2**31 - 1) * 10**9}}
     for fmt in FORMATS:
         out = tmp_path / f"n1.{fmt}"
-        done = export(site, "n1", fmt, out)
+        done = export(site, "n1", fmt, out, *(("--kernel", "/etc/whole") if fmt == "raw" else ()))
         dest = extract(fmt, out, tmp_path / f"x-{fmt}")
         got = {name: (dest / "etc" / name).stat().st_mtime_ns for name in times}
         assert got == shown[fmt], fmt
         clamped = "cannot be stored: clamped" in done.stderr
         assert clamped == (fmt != "tar"), done.stderr
         if clamped:
-            assert "/etc/old" in done.stderr and "/etc/late" in done.stderr
+            assert ("/etc/old" in done.stderr) == (fmt != "raw"), done.stderr
+            assert "/etc/late" in done.stderr
 
 
 # ----- bad input ------------------------------------------------------------------------------
@@ -138,6 +149,14 @@ def test_bad_input_fails_cleanly(tmp_path):
     iso = run_onesuite("export", "--root", site, "n1", "--format", "iso", tmp_path / "n1.iso",
                        check=False)
     assert iso.returncode == 2 and "carries no kernel" in iso.stderr
+    for fmt in ("raw", "qcow2"):
+        image = run_onesuite("export", "--root", site, "n1", "--format", fmt,
+                             tmp_path / f"n1.{fmt}", check=False)
+        assert image.returncode == 2 and "carries no kernel" in image.stderr, image.stderr
+    # Boot options on a format that does not boot: a mistake, said so.
+    misplaced = run_onesuite("export", "--root", site, "n1", "--format", "tar", "--append",
+                             "console=ttyS0", out, check=False)
+    assert misplaced.returncode == 2 and "bootable formats" in misplaced.stderr
     out.write_text("keep me")
     exists = run_onesuite("export", "--root", site, "n1", "--format", "tar", out, check=False)
     assert exists.returncode == 2 and "--force" in exists.stderr
@@ -145,6 +164,47 @@ def test_bad_input_fails_cleanly(tmp_path):
     export(site, "n1", "tar", out, "--force")
     assert tarfile.is_tarfile(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tar", "site"]
+
+
+@pytest.mark.parametrize("fmt", ["iso", "raw"])
+def test_kernel_arguments_cannot_add_bootloader_lines(tmp_path, fmt):
+    """--append goes into isolinux.cfg and syslinux.cfg lines: a newline (or any control
+    character) would add bootloader commands of its own; GRUB would pass ' and \\ on
+    escaped, and an unpaired double quote swallows the arguments after it. Refused before
+    anything is written."""
+    require("xorriso", "mke2fs", "sfdisk", "mkfs.fat", "mcopy", "syslinux", "grub-mkimage")
+    site = onesis_site(tmp_path / "site")
+    image = site / "var/lib/systemimager/images/img"
+    (image / "boot").mkdir(exist_ok=True)
+    (image / "boot/vmlinuz-1").write_bytes(b"not really a kernel")
+    (image / "sbin").mkdir(exist_ok=True)
+    (image / "sbin/init").write_text("#!/bin/sh\n")
+    for append in ("quiet\n  KERNEL /boot/evil", "a\rb", "x\tLABEL", "caf\u00e9", "a" * 3000,
+                   "it's", "a\\b", 'opt="a b'):
+        done = run_onesuite("export", "--root", site, "n1", "--format", fmt, "--append",
+                            append, tmp_path / f"n1.{fmt}", check=False)
+        assert done.returncode == 2, done.stderr
+        assert "kernel arguments" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_disk_image_of_a_root_over_512_mib(tmp_path):
+    """Past 512 MiB of disk the EFI partition is still FAT of its own size (mkfs.fat on the
+    whole disk with --offset would pick FAT32 from the disk's size, then fail), and holds
+    what the bootloaders read; the file's zeros stay holes in the image."""
+    require("mke2fs", "sfdisk", "mkfs.fat", "mcopy", "mdir", "syslinux", "grub-mkimage")
+    site = onesis_site(tmp_path / "site")
+    image = site / "var/lib/systemimager/images/img"
+    with open(image / "big", "wb") as big:
+        big.truncate(600 << 20)
+    (image / "vmlinuz").write_bytes(b"not really a kernel\n" * 1000)
+    out = tmp_path / "n1.raw"
+    export(site, "n1", "raw", out)
+    assert out.stat().st_size > 600 << 20 and out.stat().st_blocks * 512 < 200 << 20
+    table = json.loads(run("sfdisk", "--json", out))["partitiontable"]
+    esp = table["partitions"][0]["start"] * 512
+    listing = run("mdir", "-i", f"{out}@@{esp}", "-b", "::/").decode()
+    assert {"::/vmlinuz", "::/syslinux.cfg", "::/EFI/"} <= set(listing.split()), listing
 
 
 def test_not_enough_space_is_refused_before_writing(tmp_path):
@@ -163,17 +223,23 @@ def test_not_enough_space_is_refused_before_writing(tmp_path):
         run("umount", small)
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_export_leaves_no_finished_output(tmp_path, how):
-    """Ctrl-C or kill: the partial file is removed, the exit status says which signal."""
+@pytest.mark.parametrize("fmt,how", [("cpio", signal.SIGINT), ("cpio", signal.SIGTERM),
+                                     ("raw", signal.SIGTERM)])
+def test_an_interrupted_export_leaves_no_finished_output(tmp_path, fmt, how):
+    """Ctrl-C or kill: the partial file (and a disk image's staged root) is removed, the exit
+    status says which signal."""
+    if fmt == "raw":
+        require("mke2fs", "sfdisk", "mkfs.fat", "mcopy", "syslinux", "grub-mkimage")
     site = onesis_site(tmp_path / "site")
     with open(site / "var/lib/systemimager/images/img/big", "wb") as big:
-        big.truncate(4 << 30)  # sparse; gzip'ing 4 GiB of zeros takes a while
-    out = tmp_path / "n1.cpio"
+        # sparse; gzip'ing 4 GiB of zeros takes a while, staging 1 GiB of them too
+        big.truncate((4 if fmt == "cpio" else 1) << 30)
+    out = tmp_path / f"n1.{fmt}"
+    extra = ["--kernel", "/etc/sysimage.conf"] if fmt == "raw" else []
     proc = start_interruptible([*ONESUITE, "export", "--root", str(site), "n1", "--format",
-                                "cpio", str(out)])
+                                fmt, *extra, str(out)])
     try:
-        while proc.poll() is None and not any(p.name.startswith(".n1.cpio.onesuite-partial")
+        while proc.poll() is None and not any(p.name.startswith(f".n1.{fmt}.onesuite-partial")
                                               for p in tmp_path.iterdir()):
             time.sleep(0.01)
         assert proc.poll() is None, "the export finished before it could be interrupted"
@@ -186,4 +252,4 @@ def test_an_interrupted_export_leaves_no_finished_output(tmp_path, how):
     assert proc.returncode == 128 + how, errors
     assert b"Traceback" not in errors and errors.startswith(b"onesuite: "), errors
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".n1.cpio")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".n1.{fmt}")]

@@ -124,7 +124,8 @@ def stack_rows(stages: Stages, order: str, style: Style) -> list[str]:
     rows = []
     for number, layer in enumerate(stack_json(stages), 1):
         state = "" if layer["present"] else "  (missing: skipped)"
-        stage = f"[stage {layer['stage']}] " if order == "pushoverrides" else ""
+        stage = f"[stage {layer['stage']}] " if order in ("pushoverrides", "warewulf") \
+            else ""
         label = f"{layer['kind']}:{layer['name']}"
         text = f"{layer['kind']:8s} {layer['name']:24s}"
         rows.append(f"  {number:2d}. {stage}{style.layer(label, text)} {layer['role']}{state}")

@@ -21,9 +21,18 @@ OUT in one of these formats:
              times; the root directory's extended attributes are not stored
   cpio       a gzip'd cpio newc archive, usable as a Linux initramfs (Warewulf style):
              whole-second times, no extended attributes
-  iso        a live ISO (ISOLINUX + xorriso) booting the kernel the root carries
-             (/vmlinuz or the newest /boot/vmlinuz-*) with the whole root as its initramfs,
-             running rdinit=/sbin/init unless --append names another
+  iso        a live ISO booting the kernel the root carries (/vmlinuz or the newest
+             /boot/vmlinuz-*) with the whole root as its initramfs, running
+             rdinit=/sbin/init unless --append names another. One hybrid image boots from
+             a CD and from a USB stick or disk (dd it), with BIOS (ISOLINUX) and UEFI
+             (GRUB)
+  raw        a VM disk image (GPT: an EFI System partition with the root's kernel and
+             initrd, SYSLINUX for BIOS and GRUB for UEFI; an ext4 partition with the
+             root), booting with root=PARTUUID=<root partition> ro. The root's initrd
+             (/boot/initrd.img-<version> next to the kernel, or --initrd) must be able to
+             mount it; the root's /etc/fstab is used as it is. Needs root (the root is
+             staged in a directory next to OUT, with its owners, for mke2fs -d)
+  qcow2      the raw image converted to qcow2 (qemu-img)
 
 The root is read as it is written (memory stays flat); OUT appears only when it is complete
 (it is written under a hidden temporary name next to it). Sockets cannot be stored in tar or
@@ -33,11 +42,13 @@ attributes (user.onesuite.*, trusted.onesuite.*) are never exported.
 
 EXPORT_EPILOG = """\
 errors (exit 2, nothing written): an unknown node, an existing OUT without --force, a missing
-tool, an ISO of a root without a kernel or init, not enough space for the uncompressed root.
+tool, an ISO or disk image of a root without a kernel, an ISO of a root without an init,
+kernel arguments that are not one line of printable ASCII, not enough space.
 examples:
   onesuite export --root /srv/si node001 --format tar node001.tar
   onesuite export --root /srv/si node001 --format cpio /tftpboot/node001.img
   onesuite export --root /srv/si node001 --format iso --append 'console=ttyS0' node001.iso
+  onesuite export --root /srv/si node001 --format qcow2 --append 'console=ttyS0' node001.qcow2
 """
 
 
@@ -50,21 +61,26 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     export = commands.add_parser(
-        "export", parents=[common], help="write a node's root as tar, squashfs, cpio or ISO",
+        "export", parents=[common],
+        help="write a node's root as tar, squashfs, cpio, ISO or VM disk image",
         description=EXPORT_DESCRIPTION, epilog=EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("node", metavar="NODE", help="the node (cluster.xml host name)")
     export.add_argument("out", type=Path, metavar="OUT", help="the file to write")
-    export.add_argument("--format", required=True, choices=("tar", "squashfs", "cpio", "iso"),
+    export.add_argument("--format", required=True,
+                        choices=("tar", "squashfs", "cpio", "iso", "raw", "qcow2"),
                         help="what to write (see above)")
     export.add_argument("--force", action="store_true",
                         help="replace OUT if it exists (only once the new one is complete)")
     export.add_argument("--kernel", metavar="PATH",
-                        help="iso: the kernel inside the root (default: /vmlinuz, else the "
-                             "newest /boot/vmlinuz-*)")
+                        help="iso, raw, qcow2: the kernel inside the root (default: /vmlinuz, "
+                             "else the newest /boot/vmlinuz-*)")
+    export.add_argument("--initrd", metavar="PATH",
+                        help="raw, qcow2: the initrd inside the root (default: the one next "
+                             "to the kernel, /boot/initrd.img-<version> or /initrd.img)")
     export.add_argument("--append", default="", metavar="ARGS",
-                        help="iso: more kernel arguments, e.g. 'console=ttyS0' or "
-                             "'rdinit=/usr/local/sbin/boot-me'")
+                        help="iso, raw, qcow2: more kernel arguments, e.g. 'console=ttyS0' "
+                             "or (iso) 'rdinit=/usr/local/sbin/boot-me'")
     add_progress_options(export)
     export.set_defaults(func=cmd_export)
     register_convert(commands, common)
@@ -78,8 +94,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     report_warnings(site, settings.override_order)
     tree = build_view(settings, site, one_pass=True)
     result = export_node(tree, args.node, args.format, args.out, force=args.force,
-                         progress=args.progress, kernel=args.kernel, append=args.append)
+                         progress=args.progress, kernel=args.kernel, initrd=args.initrd,
+                         append=args.append)
     summarize_skips(result.skipped)
+    for note in result.notes:
+        print(f"onesuite: note: {note}", file=sys.stderr)
     print(f"onesuite: wrote {args.out} ({args.format}): {result.entries:,} entries, "
           f"{human(result.bytes)} of file content")
     return EXIT_OK
@@ -126,6 +145,7 @@ def register_convert(commands: Any, common: argparse.ArgumentParser) -> None:
     add_progress_options(to_onesis)
     to_onesis.set_defaults(func=cmd_to_onesis)
     register_to_systemimager(jobs)
+    register_warewulf(jobs, common)
 
 
 def cmd_to_onesis(args: argparse.Namespace) -> int:
@@ -259,4 +279,132 @@ def cmd_to_systemimager(args: argparse.Namespace) -> int:
     print(f"onesuite: wrote the SystemImager site {args.out}: image {image}, "
           f"{len(layout.classes)} class override(s), {hosted} host override(s) for "
           f"{len(hosts)} nodes, {done.entries:,} entries, {human(done.bytes)} of file content")
+    return EXIT_OK
+
+
+TO_WAREWULF_DESCRIPTION = """\
+Write a Warewulf 4 site under OUT_PREFIX that gives every node using the SystemImager image
+IMG the root onesuite-fs serves it (overrides and oneSIS rules applied), entry for entry:
+
+  OUT_PREFIX/var/lib/warewulf/chroots/IMG/rootfs/    the image: what every node has
+  OUT_PREFIX/var/lib/warewulf/overlays/GROUP/rootfs/ per group (a node's most important
+                                                     SystemImager group): what its nodes
+                                                     share beyond the image
+  OUT_PREFIX/var/lib/warewulf/overlays/HOST/rootfs/  per node, only where needed: the rest
+  OUT_PREFIX/etc/warewulf/nodes.conf                 a profile per group (image name, its
+                                                     overlay), every node with its profile
+                                                     and its own overlay
+
+The roots are split as 'convert to-systemimager' splits them (see its --help): the nodes'
+roots are walked together and written as they are read. Serve the result with
+'onesuite mount --warewulf-root OUT_PREFIX'; wwctl reads it as well (overlays are system
+overlays; no templates).
+"""
+
+FROM_WAREWULF_DESCRIPTION = """\
+Write a SystemImager image server tree under OUT_PREFIX that gives every node of the
+Warewulf site (--warewulf-root) using the image IMG the root onesuite-fs serves it (image,
+overlays in Warewulf's order, templates rendered), entry for entry: the golden image IMG,
+an override and a group per combination of profiles, host overrides where needed,
+cluster.xml (as 'convert to-systemimager' writes them; see its --help).
+"""
+
+
+def register_warewulf(jobs: Any, common: argparse.ArgumentParser) -> None:
+    for name, description, helptext, func in (
+            ("to-warewulf", TO_WAREWULF_DESCRIPTION,
+             "SystemImager image + overrides -> Warewulf 4 site", cmd_to_warewulf),
+            ("from-warewulf", FROM_WAREWULF_DESCRIPTION,
+             "Warewulf 4 site -> SystemImager golden image + overrides", cmd_from_warewulf)):
+        job = jobs.add_parser(
+            name, parents=[common], help=helptext, description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="errors (exit 2, OUT_PREFIX left as it was): an unknown image, a non-empty "
+                   "OUT_PREFIX without --force,\nnot enough space for one node's root, a name "
+                   "the other system cannot use.\nexamples:\n"
+                   "  onesuite convert to-warewulf --root /srv/si --image rhel9 /srv/ww\n"
+                   "  onesuite convert from-warewulf --warewulf-root / --image rocky9 /srv/si\n")
+        job.add_argument("--image", metavar="IMG",
+                         help="the image whose nodes to convert (default: the only one)")
+        job.add_argument("out", type=Path, metavar="OUT_PREFIX",
+                         help="where to write the site (absent or empty)")
+        job.add_argument("--force", action="store_true",
+                         help="replace OUT_PREFIX if it is not empty (once the new one is "
+                              "complete)")
+        add_progress_options(job)
+        job.set_defaults(func=func)
+
+
+def _convert_setup(args: argparse.Namespace, what: str) -> tuple[Any, str, list[str], Any]:
+    from ..core.errors import ConfigError
+    from ..progress import Progress
+    from ..settings import Settings, load_settings
+    from ..transform.output import check_space, check_target
+    from ..transform.to_onesis import image_hosts
+    from ..transform.walk import measure, named_root
+
+    configured = load_settings(args.config) if args.config else Settings()
+    if what == "from-warewulf" and args.warewulf_root is None and \
+            configured.warewulf_root is None:
+        raise ConfigError("convert from-warewulf reads a Warewulf site",
+                          hint="name it with --warewulf-root PREFIX or [warewulf] root")
+    settings, site = load(args)
+    report_warnings(site, settings.override_order)
+    if what == "from-warewulf" and site.warewulf is None:
+        raise ConfigError("convert from-warewulf reads a Warewulf site",
+                          hint="name it with --warewulf-root PREFIX or [warewulf] root")
+    if what == "to-warewulf" and site.warewulf is not None:
+        raise ConfigError("convert to-warewulf reads a SystemImager site",
+                          hint="drop --warewulf-root; name the site with --root")
+    tree = build_view(settings, site, one_pass=True)
+    image = args.image
+    if image is None:
+        used = sorted({n.image for n in site.nodes.values()})
+        if len(used) != 1:
+            raise ConfigError(f"the nodes use {len(used)} images: {', '.join(used)}",
+                              hint="name one with --image IMG")
+        image = used[0]
+    hosts = image_hosts(tree, image)
+    check_target(args.out, force=args.force, directory=True)
+    totals = measure(named_root(tree, hosts[0]))
+    check_space(args.out, totals.bytes + 1024 * totals.entries, "the converted site")
+    bar = Progress(what, totals.entries, 0, enabled=args.progress)
+    return tree, image, hosts, (bar, totals)
+
+
+def cmd_to_warewulf(args: argparse.Namespace) -> int:
+    from ..progress import human
+    from ..transform.output import atomic_output
+    from ..transform.warewulf import convert_to_warewulf
+
+    tree, image, hosts, (bar, totals) = _convert_setup(args, "to-warewulf")
+    try:
+        with atomic_output(args.out, directory=True) as temp:
+            done, layout = convert_to_warewulf(tree, image, hosts, temp, bar, totals.links)
+    finally:
+        bar.close()
+    print(f"onesuite: wrote the Warewulf site {args.out}: image {image}, "
+          f"{len(layout.classes)} profile(s) with an overlay each, {len(done.host_paths)} "
+          f"node overlay(s) for {len(hosts)} nodes, {done.entries:,} entries, "
+          f"{human(done.bytes)} of file content")
+    return EXIT_OK
+
+
+def cmd_from_warewulf(args: argparse.Namespace) -> int:
+    from ..progress import human
+    from ..transform.output import atomic_output
+    from ..transform.warewulf import convert_from_warewulf
+
+    tree, image, hosts, (bar, totals) = _convert_setup(args, "from-warewulf")
+    try:
+        with atomic_output(args.out, directory=True) as temp:
+            done, layout = convert_from_warewulf(tree, image, hosts, temp, bar,
+                                                 str(tree.site.warewulf.site.nodes_conf),
+                                                 totals.links)
+    finally:
+        bar.close()
+    print(f"onesuite: wrote the SystemImager site {args.out}: image {image}, "
+          f"{len(layout.classes)} group override(s), {len(done.host_paths)} host override(s) "
+          f"for {len(hosts)} nodes, {done.entries:,} entries, {human(done.bytes)} of file "
+          "content")
     return EXIT_OK
