@@ -243,6 +243,10 @@ class Generations:
         self.tree = new
         self.number = report.generation
         self.loaded_at = report.loaded_at
+
+    def completed(self, report: ReloadReport) -> None:
+        """The switch is done and the kernel told what changed: `onesuite reload` (which
+        waits for this count to move) may return, and a stat after it sees the new answer."""
         self.last = report
         self.reloads += 1
 

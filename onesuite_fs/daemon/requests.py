@@ -97,6 +97,7 @@ class Requests:
                                   "generation %d failed; they expire after %s s",
                                   report.generation, self.cache_timeout)
                     self.stats["invalidate_failures"] += 1
+            self.generations.completed(report)
         self.stats["invalidated_entries"] += report.invalidated_entries
         self.stats["invalidated_inodes"] += report.invalidated_inodes
         return report
