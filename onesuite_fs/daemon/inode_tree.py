@@ -62,6 +62,7 @@ class InodeTree:
         self.create_state = create_state
         self._dirs: dict[int, DirRef] = {}
         self._dir_inos: dict[tuple[str, str], int] = {}  # (entry key, path) -> _dirs' key
+        self._file_inos: dict[tuple[int, int], int] = {}  # backing (dev, ino) -> _files' key
         self._files: dict[int, FileRef] = {}
         self._private: dict[int, PrivateRef] = {}
         self._state: dict[int, StateRef] = {}
@@ -136,11 +137,15 @@ class InodeTree:
         return ino
 
     def _file_ref(self, ref: FileRef) -> int:
-        return self._register(
+        backing = (ref.meta.dev, ref.meta.ino)
+        known = self._file_inos.get(backing)
+        if known is not None:
+            return known  # what _register finds, without hashing again
+        ino = self._file_inos[backing] = self._register(
             self._files,
             lambda probe: self.numbering.backed_ino(ref.meta.dev, ref.meta.ino, probe),
-            lambda known: (known.meta.dev, known.meta.ino) == (ref.meta.dev, ref.meta.ino),
-            ref)
+            lambda known: (known.meta.dev, known.meta.ino) == backing, ref)
+        return ino
 
     def _private_ref(self, ref: PrivateRef) -> int:
         ino = self._register(
