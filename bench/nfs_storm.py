@@ -35,6 +35,7 @@ from .common import boot_set, drop_caches, materialize, node_layers, overlay, wa
 from .nfs import CLIENT
 
 SERVERS = ("onesuite", "materialized", "overlayfs")
+CLIENT_TIMEOUT = 300.0  # seconds for all clients of one storm
 
 
 def node_address(node: str) -> str:
@@ -103,18 +104,25 @@ def onesuite_serve(ns: Netns, prefix: Path, work: Path) -> Iterator[list[int]]:
             server.cleanup()
 
 
-def storm(ns: Netns, nodes: list[str], list_file: Path, pids: list[int]) -> dict[str, object]:
+def storm(ns: Netns, nodes: list[str], lists: dict[str, Path],
+          pids: list[int]) -> dict[str, object]:
     """Every node's client at once; per-client results, wall time and server CPU."""
     drop_caches()
     cpu = _cpu_seconds(pids)
     began = time.perf_counter()
     procs = [subprocess.Popen(
         [*ns.prefix, sys.executable, str(CLIENT),
-         f"nfs://{node_address(node)}/nodes/{node}?version=4", str(list_file)],
+         f"nfs://{node_address(node)}/nodes/{node}?version=4", str(lists[node])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in nodes]
     results, failures = [], []
     for proc in procs:
-        out, err = proc.communicate(timeout=1800)
+        try:
+            out, err = proc.communicate(timeout=max(1.0, CLIENT_TIMEOUT - (
+                time.perf_counter() - began)))
+        except subprocess.TimeoutExpired:  # a hung client is a failure, never a hung bench
+            proc.kill()
+            out, err = proc.communicate()
+            err += f"\nnfs_storm: client killed after {CLIENT_TIMEOUT} s"
         finished = time.perf_counter() - began
         if proc.returncode != 0:
             failures.append(err[-2000:])
@@ -125,13 +133,13 @@ def storm(ns: Netns, nodes: list[str], list_file: Path, pids: list[int]) -> dict
             failures.append(err[-2000:])
         results.append(result)
     wall = time.perf_counter() - began
-    files = len(list_file.read_text().split())
+    files = sum(len(lists[node].read_text().split()) for node in nodes)
     seconds = sorted(float(r["seconds"]) for r in results)
     return {
         "clients": len(nodes), "wall": wall, "files": files,
         # a client that could not even start counts as one error
         "errors": sum(int(r["errors"]) for r in results) + len(procs) - len(results),
-        "files_per_s": len(results) * files / wall,
+        "files_per_s": files / wall,
         "bytes": sum(int(r["bytes"]) for r in results),
         "mb_per_s": sum(int(r["bytes"]) for r in results) / wall / 1e6,
         "p50": statistics.median(seconds) if seconds else None,
@@ -153,23 +161,19 @@ def measure(image: str, clients: list[int], runs: int, servers: list[str],
             for node in nodes:
                 ns.local_source(node_address(node))
             roots: dict[str, Path] = {}
-            if "materialized" in servers:
-                for node in nodes:
-                    say(f"nfs_storm: materializing {node}")
-                    roots[node] = work / "local" / node
-                    materialize(spec, node, roots[node])
-            list_file = work / "bootset.txt"
-            sample = roots.get(nodes[0])
-            if sample is None:
-                sample = work / "sample"
-                materialize(spec, nodes[0], sample)
-            list_file.write_text("\n".join(boot_set(sample)) + "\n")
+            lists: dict[str, Path] = {}
+            for node in nodes:  # each node's own boot set: host overrides differ
+                say(f"nfs_storm: materializing {node}")
+                roots[node] = work / "local" / node
+                materialize(spec, node, roots[node])
+                lists[node] = work / f"bootset-{node}.txt"
+                lists[node].write_text("\n".join(boot_set(roots[node])) + "\n")
             for number in range(runs):
                 for k in clients:
                     for server in servers:
                         say(f"nfs_storm: run {number + 1}/{runs}, K={k}, {server}")
                         row = run_one(server, ns, prefix, spec, work, nodes[:k], roots,
-                                      list_file)
+                                      lists)
                         if row is not None:
                             rows.append({"run": number, "server": server, **row,
                                          "load": os.getloadavg()[0]})
@@ -180,13 +184,13 @@ def measure(image: str, clients: list[int], runs: int, servers: list[str],
 
 def run_one(server: str, ns: Netns, prefix: Path, spec, work: Path,  # type: ignore[no-untyped-def]
             nodes: list[str], roots: dict[str, Path],
-            list_file: Path) -> dict[str, object] | None:
+            lists: dict[str, Path]) -> dict[str, object] | None:
     if server == "onesuite":
         with onesuite_serve(ns, prefix, work) as pids:
-            return storm(ns, nodes, list_file, pids)
+            return storm(ns, nodes, lists, pids)
     if server == "materialized":
         with ganesha_over(ns, {n: roots[n] for n in nodes}, work / "g-state") as pids:
-            return storm(ns, nodes, list_file, pids)
+            return storm(ns, nodes, lists, pids)
     with contextlib.ExitStack() as stack:
         mounted = {}
         for node in nodes:
@@ -194,7 +198,7 @@ def run_one(server: str, ns: Netns, prefix: Path, spec, work: Path,  # type: ign
                                                         work / "ovl" / node))
         try:
             with ganesha_over(ns, mounted, work / "o-state") as pids:
-                return storm(ns, nodes, list_file, pids)
+                return storm(ns, nodes, lists, pids)
         except RuntimeError as exc:  # ganesha cannot export this overlayfs (no handles)
             return {"clients": len(nodes), "unsupported": str(exc)}
 

@@ -33,7 +33,7 @@ The file can name every path and policy explicitly (example in docs/configuratio
     bind = "10.1.0.254"               # NFS server address (default: every address)
     port = 2049
     protocols = "3,4"                 # or "4" (no rpcbind needed)
-    attr_expiration = 2               # seconds ganesha caches attributes (docs/nfs.md)
+    attr_expiration = 10              # seconds ganesha caches attributes (docs/nfs.md)
     privileged_ports = true           # refuse requests from source ports >= 1024
     state_dir = "/var/lib/onesuite-fs/nfs"
 

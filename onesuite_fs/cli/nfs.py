@@ -85,7 +85,7 @@ def _attr_expiration(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}",
                           file=settings.config_file if source.startswith("[") else None,
-                          hint="e.g. 2; 0 turns ganesha's attribute cache off") from None
+                          hint="e.g. 10; 0 turns ganesha's attribute cache off") from None
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

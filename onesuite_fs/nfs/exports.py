@@ -29,7 +29,7 @@ PROTOCOL_CHOICES = ("3,4", "4", "3")
 # directory's mtime) from its cache: the bound on what a client sees stale after a reload,
 # and what spares ganesha re-opening every object it touches (bench/notes.md, "Attribute
 # caching"). 0 re-fetches every time.
-DEFAULT_ATTR_EXPIRATION = 2
+DEFAULT_ATTR_EXPIRATION = 10
 MAX_ATTR_EXPIRATION = 3600
 
 # Names written into ganesha.conf strings and /etc/exports paths unescaped. Host names never
