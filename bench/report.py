@@ -121,7 +121,7 @@ def targets(s: Samples) -> list[tuple[str, str, str]]:
 # current path, so the synthetic image caps its directories (bench/transform.py).
 FLAT_RSS = 1.25
 TRANSFORM_JOBS = ("export tar", "export cpio", "export squashfs", "to-onesis",
-                  "to-systemimager")
+                  "to-systemimager", "preview --json", "preview", "diff --json")
 
 
 def transform_sizes(s: Samples) -> list[int]:

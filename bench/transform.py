@@ -65,7 +65,7 @@ def high_water_mib(pid: int) -> float | None:
     return None  # a zombie has no memory left to report
 
 
-def run_measured(argv: list[str]) -> tuple[float, float]:
+def run_measured(argv: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
     """(wall seconds, peak RSS in MiB) of one command, which must succeed.
 
     The peak is the command's own VmHWM, read until it exits: getrusage's ru_maxrss would
@@ -84,9 +84,21 @@ def run_measured(argv: list[str]) -> tuple[float, float]:
         elapsed = time.perf_counter() - start
         stderr.seek(0)
         errors = stderr.read().decode(errors="replace")
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {errors[-2000:]}")
     return elapsed, peak
+
+
+def inspect_commands(prefix: os.PathLike[str], params: ScaleParams
+                     ) -> list[tuple[str, list[str]]]:
+    """preview of a whole root (--json and the terminal table) and diff of two roots: they
+    read the View by path like export, so their memory must not grow with the root either.
+    diff compares a node with a host override against one without (the overrides differ)."""
+    with_host, plain = host_override_nodes(params)[0], hosts(params.nodes)[-1]
+    root = ["--root", str(prefix)]
+    return [("preview --json", ["preview", *root, with_host, "/", "--json"]),
+            ("preview", ["preview", *root, with_host, "/"]),
+            ("diff --json", ["diff", *root, f"node:{with_host}", f"node:{plain}", "--json"])]
 
 
 def run(config: Config, rec: Recorder) -> None:
@@ -112,6 +124,12 @@ def run(config: Config, rec: Recorder) -> None:
                     rec.add(FAMILY, f"export {fmt} {case}", "seconds", seconds, number,
                             bytes=size)
                     rec.add(FAMILY, f"export {fmt} {case}", "max_rss_mib", rss, number)
+                for label, argv in inspect_commands(prefix, params):
+                    rec.say(f"transform: {case} {label} run {number + 1}/{config.runs}")
+                    # diff's exit status 1 says the roots differ
+                    seconds, rss = run_measured([*ONESUITE, *argv], ok=(0, 1))
+                    rec.add(FAMILY, f"{label} {case}", "seconds", seconds, number)
+                    rec.add(FAMILY, f"{label} {case}", "max_rss_mib", rss, number)
                 rec.say(f"transform: {case} to-onesis run {number + 1}/{config.runs}")
                 out = work / "onesis"
                 seconds, rss = run_measured([

@@ -40,6 +40,10 @@ The file can name every path and policy explicitly (example in docs/configuratio
     [nfs.addresses]                   # node -> address, over cluster.xml and hosts files
     node001 = "10.1.1.1"
 
+    [warewulf]                        # serve a Warewulf 4 site instead (docs/warewulf.md)
+    root = "/"                        # its tree: etc/warewulf, var/lib/warewulf, usr/share
+    render_cache = "/var/cache/onesuite-fs/warewulf"   # rendered templates, by content
+
     [limits]                          # refuse inputs past these (docs/configuration.md)
     max_nodes = 1000000               # host names after expanding ranges
     max_config_lines = 100000         # sysimage.conf lines, INCLUDEs counted as read
@@ -69,6 +73,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                "state_dir": str},
     "nfs": {"bind": str, "port": int, "protocols": str, "state_dir": str, "addresses": dict,
             "privileged_ports": bool, "attr_expiration": int},
+    "warewulf": {"root": str, "render_cache": str},
     "limits": {"max_nodes": int, "max_config_lines": int, "regexp_timeout": (int, float)},
 }
 
@@ -101,6 +106,9 @@ class Settings:
     nfs_privileged_ports: bool = True  # exports refuse source ports >= 1024
     nfs_attr_expiration: int | None = None  # ganesha's Attr_Expiration_Time, seconds
     limits: Limits = DEFAULT_LIMITS
+    # [warewulf]: a Warewulf 4 site instead of a SystemImager one (sources/warewulf.py)
+    warewulf_root: Path | None = None
+    warewulf_render_cache: Path | None = None
     config_file: str | None = None  # the onesuite.toml these came from, for messages
     # --- layers outside their directories (issue 14, part "layers") -----------------------
     # Directories where an image or override may really be although it is not inside the
@@ -174,8 +182,8 @@ def load_settings(path: Path) -> Settings:
                                   f"({type(value).__name__})", file=filename)
             if section == "limits":
                 values.setdefault("limits", {})[key] = value
-            elif section in ("nfs", "onesis"):
-                is_path = key in ("state_dir", "config")
+            elif section in ("nfs", "onesis", "warewulf"):
+                is_path = key in ("state_dir", "config", "root", "render_cache")
                 values[f"{section}_{key}"] = _under(base, value) if is_path else value
             else:
                 is_path = section == "paths" or key == "handle_key"

@@ -16,8 +16,8 @@ from sitetools import onesis_site
 
 from onesuite_fs.cli import main
 from onesuite_fs.inspect.explain import explain
-from onesuite_fs.inspect.progress import Progress
 from onesuite_fs.inspect.targets import resolve_target
+from onesuite_fs.progress import Progress
 
 SEEDS = range(4)
 
@@ -289,10 +289,10 @@ def test_progress_only_on_a_terminal():
 
     piped, terminal = io.StringIO(), Terminal()
     for stream in (piped, terminal):
-        progress = Progress("diff", stream)
+        progress = Progress("diff", stream=stream, transient=True)
         progress._next = 0  # as if the walk had been running for a while
         progress.tick(256)
-        progress.done()
+        progress.close()
     assert piped.getvalue() == ""
     assert "diff: 256 entries" in terminal.getvalue()
 

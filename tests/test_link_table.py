@@ -15,12 +15,12 @@ from sitetools import onesis_site
 
 from onesuite_fs.core.onesis_config import OnesisSource
 from onesuite_fs.core.view import View
+from onesuite_fs.progress import Progress
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
 from onesuite_fs.transform.cpio import write_newc
 from onesuite_fs.transform.link_table import LinkTable
 from onesuite_fs.transform.materialize import Writer
-from onesuite_fs.transform.progress import Progress
 from onesuite_fs.transform.tar import write_tar
 from onesuite_fs.transform.walk import measure, named_root
 

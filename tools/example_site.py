@@ -6,7 +6,12 @@ fifos, extended attributes or empty directories; examples/site.fixups lists thos
 tool applies them to a fresh copy. Every mtime is then set to one fixed time so that the
 tree is the same on every machine.
 
-usage: example_site.py DEST        # DEST/etc/systemimager, DEST/var/lib/systemimager
+The same tree holds a small Warewulf 4 site (examples/warewulf): its image is a copy of the
+SystemImager image rocky9, its overlays are templates; serve it with
+``onesuite mount --warewulf-root DEST``.
+
+usage: example_site.py DEST        # DEST/etc/systemimager, DEST/var/lib/systemimager,
+                                   # DEST/etc/warewulf, DEST/var/lib/warewulf, DEST/usr/share
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = REPO / "examples" / "site"
 FIXUPS = REPO / "examples" / "site.fixups"
+WAREWULF = REPO / "examples" / "warewulf"
+WAREWULF_IMAGE = "var/lib/warewulf/chroots/rocky9/rootfs"
 FIXED_MTIME_NS = 1_700_000_000 * 10**9  # 2023-11-14, any fixed time will do
 
 
@@ -68,12 +76,29 @@ def set_fixed_times(dest: Path) -> None:
     os.utime(dest, ns=(FIXED_MTIME_NS, FIXED_MTIME_NS))
 
 
+def add_warewulf_site(dest: Path) -> None:
+    """The Warewulf site beside the SystemImager one: its files, and the image rocky9
+    copied with everything the fixups gave it (cp -a: owners, modes, links, xattrs)."""
+    shutil.copytree(WAREWULF, dest, symlinks=True, dirs_exist_ok=True)
+    os.chmod(dest / "root", 0o550)
+    os.chmod(dest / "root/.ssh", 0o700)
+    os.chmod(dest / "root/.ssh/authorized_keys", 0o600)
+    image = dest / WAREWULF_IMAGE
+    image.parent.mkdir(parents=True)
+    subprocess.run(["cp", "-a", "--", str(dest / "var/lib/systemimager/images/rocky9"),
+                    str(image)], check=True)
+    # A Warewulf image has no oneSIS configuration (its LINKBACK would pick /etc/issue).
+    for name in ("sysimage.conf", "issue.compute", "issue.default", "issue.login"):
+        (image / "etc" / name).unlink()
+
+
 def build(dest: Path) -> Path:
     """Write the example server tree to dest (replacing what was there); return dest."""
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(SITE, dest, symlinks=True)
     apply_fixups(dest)
+    add_warewulf_site(dest)
     set_fixed_times(dest)
     return dest
 

@@ -33,6 +33,6 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: installing onesuite-fs and its Python dependencies into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v 'is ignored' >&2 || true
-    .venv/bin/python -c 'import pyfuse3, trio, xattr, regex, pytest, hypothesis, libnfs' # fail here, not later
+    .venv/bin/python -c 'import pyfuse3, trio, xattr, regex, yaml, pytest, hypothesis, libnfs' # fail here, not later
     echo "$want" > "$stamp"
 fi

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from ..core.errors import ConfigError
 from ..core.inodes import Numbering
 from ..core.model import Site
 from ..core.onesis_config import OnesisSource
@@ -46,6 +48,11 @@ def site_options() -> argparse.ArgumentParser:
                             "the images/overrides directory; repeat per directory (replaces "
                             "allow_layers_outside of --config). Without it such layers are "
                             "refused")
+    group.add_argument("--warewulf-root", type=Path, metavar="PREFIX",
+                       help="serve a Warewulf 4 site instead: its tree is under PREFIX "
+                            "(PREFIX/etc/warewulf/nodes.conf and warewulf.conf, "
+                            "PREFIX/var/lib/warewulf, PREFIX/usr/share/warewulf); profiles "
+                            "are the groups, overlays the layers (docs/warewulf.md)")
     onesis = common.add_argument_group("oneSIS rules")
     onesis.add_argument("--onesis-config", type=Path, metavar="FILE",
                         help="one sysimage.conf for every node (default: each node's own "
@@ -77,6 +84,20 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
         settings = settings.with_options(
             allow_layers_outside=tuple(p.absolute() for p in args.allow_layers_outside),
             allow_layers_outside_source="--allow-layers-outside")
+    settings = settings.with_options(warewulf_root=getattr(args, "warewulf_root", None))
+    if settings.warewulf_root is not None:
+        from ..sources.warewulf import load_warewulf
+        from ..sources.warewulf_build import DEFAULT_RENDER_CACHE, to_site
+
+        if args.override_order is not None:
+            raise ConfigError("--override-order chooses a SystemImager tool's layering; a "
+                              "Warewulf site is layered as Warewulf does",
+                              hint="drop --override-order (docs/warewulf.md)")
+        # The Tree's order names the layering for explain and preview (docs/json.md).
+        settings = replace(settings, override_order="warewulf")
+        warewulf = load_warewulf(settings.warewulf_root, settings.limits)
+        return settings, to_site(warewulf, settings.warewulf_render_cache
+                                 or DEFAULT_RENDER_CACHE)
     site = load_site(settings)
     return settings, site
 
@@ -176,4 +197,6 @@ def watch_paths(settings: Settings, site: Site) -> tuple[Path, ...]:
              *(image.path for image in site.images.values())]
     if settings.onesis_config is not None:
         paths.append(settings.onesis_config.parent)
+    if site.warewulf is not None:  # every overlay, distribution ones too (templates)
+        paths += site.warewulf.site.overlays.values()  # type: ignore[attr-defined]
     return tuple(dict.fromkeys(p for p in paths if p.is_dir()))

@@ -9,11 +9,12 @@ documented in docs/json.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..core.errors import ConfigError
@@ -28,9 +29,9 @@ from ..inspect.explain import (
     explanation_json,
     nearby,
 )
-from ..inspect.progress import Progress
 from ..inspect.targets import Target, normalize_path, resolve_target
 from ..inspect.walk import Record, RecordSource, TreeView, make_view, record_json, walk
+from ..progress import Progress
 from .common import EXIT_FAILURE, EXIT_OK, build_view, load, report_warnings
 from .core import stack_json
 
@@ -123,16 +124,29 @@ def stack_rows(stages: Stages, order: str, style: Style) -> list[str]:
     rows = []
     for number, layer in enumerate(stack_json(stages), 1):
         state = "" if layer["present"] else "  (missing: skipped)"
-        stage = f"[stage {layer['stage']}] " if order == "pushoverrides" else ""
+        stage = f"[stage {layer['stage']}] " if order in ("pushoverrides", "warewulf") \
+            else ""
         label = f"{layer['kind']}:{layer['name']}"
         text = f"{layer['kind']:8s} {layer['name']:24s}"
         rows.append(f"  {number:2d}. {stage}{style.layer(label, text)} {layer['role']}{state}")
     return rows
 
 
+_WIDTH_SAMPLE = 4096  # entries that decide preview's name column width
+
 def _emit_json(value: dict[str, Any]) -> None:
     json.dump(value, sys.stdout, indent=2)
     print()
+
+
+def _emit_json_stream(head: dict[str, Any], key: str, items: Iterator[Any]) -> None:
+    """`head` with `key` as a list of `items`, written one item at a time (the list of a
+    200,000-entry root is never held)."""
+    text = json.dumps(head, indent=2)
+    sys.stdout.write(text[:-2] + f",\n  {json.dumps(key)}: [")
+    for number, item in enumerate(items):
+        sys.stdout.write(("," if number else "") + "\n    " + json.dumps(item))
+    sys.stdout.write("\n  ]\n}\n")
 
 
 def _target_json(target: Target) -> dict[str, str]:
@@ -258,26 +272,31 @@ def cmd_preview(args: argparse.Namespace) -> int:
     top = view.stat(path)
     if top is None:
         raise _missing(tree, target, path)
-    progress = Progress(f"preview {target.spec}")
+    # Progress only while rows go elsewhere: on a terminal the rows themselves show it.
+    progress = Progress(f"preview {target.spec}", transient=True,
+                        enabled=sys.stderr.isatty() and not sys.stdout.isatty())
     try:
-        records = list(walk(view, top, args.depth, progress.tick))
+        records = walk(view, top, args.depth, progress.tick)
+        assert target.entry is not None
+        if args.json:
+            _emit_json_stream({"target": _target_json(target), "override_order": tree.order,
+                               "path": path, "depth": args.depth,
+                               "layers": stack_json(target.entry.stages)},
+                              "entries", (record_json(view, r) for r in records))
+            return EXIT_OK
+        style = Style(f"{e.layer.kind}:{e.layer.name}" for s in target.entry.stages for e in s)
+        depth = "" if args.depth is None else f" (depth {args.depth})"
+        print(style.bold(_header(target, tree, f"{path}{depth}")))
+        for row in stack_rows(target.entry.stages, tree.order, style):
+            print(row)
+        # The name column is as wide as the first entries need: the rest streams, so a root
+        # of any size is shown in the memory of one directory listing per level.
+        first = list(itertools.islice(records, _WIDTH_SAMPLE))
+        width = min(48, max(len(_shown_name(view, r)) for r in first))
+        for record in itertools.chain(first, records):
+            print(_entry_row(view, record, width, style))
     finally:
-        progress.done()
-    assert target.entry is not None
-    if args.json:
-        _emit_json({"target": _target_json(target), "override_order": tree.order,
-                    "path": path, "depth": args.depth,
-                    "layers": stack_json(target.entry.stages),
-                    "entries": [record_json(view, r) for r in records]})
-        return EXIT_OK
-    style = Style(f"{e.layer.kind}:{e.layer.name}" for s in target.entry.stages for e in s)
-    depth = "" if args.depth is None else f" (depth {args.depth})"
-    print(style.bold(_header(target, tree, f"{path}{depth}")))
-    for row in stack_rows(target.entry.stages, tree.order, style):
-        print(row)
-    width = min(48, max(len(_shown_name(view, r)) for r in records))
-    for record in records:
-        print(_entry_row(view, record, width, style))
+        progress.close()
     return EXIT_OK
 
 
@@ -365,11 +384,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     b = resolve_target(tree, args.b, allow_dir=True)
     path = normalize_path(args.path)
     views = make_view(tree, a), make_view(tree, b)
-    progress = Progress(f"diff {a.spec} {b.spec}")
+    progress = Progress(f"diff {a.spec} {b.spec}", transient=True)
     try:
         found = diff(*views, path, progress.tick)
     finally:
-        progress.done()
+        progress.close()
     if found is None:
         entry_side = a if a.entry is not None else b
         if entry_side.entry is not None:

@@ -71,8 +71,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..progress import human
     from ..transform.export import export_node, summarize_skips
-    from ..transform.output import human
 
     settings, site = load(args)
     report_warnings(site, settings.override_order)
@@ -126,11 +126,12 @@ def register_convert(commands: Any, common: argparse.ArgumentParser) -> None:
     add_progress_options(to_onesis)
     to_onesis.set_defaults(func=cmd_to_onesis)
     register_to_systemimager(jobs)
+    register_warewulf(jobs, common)
 
 
 def cmd_to_onesis(args: argparse.Namespace) -> int:
-    from ..transform.output import atomic_output, check_space, check_target, human
-    from ..transform.progress import Progress
+    from ..progress import Progress, human
+    from ..transform.output import atomic_output, check_space, check_target
     from ..transform.to_onesis import convert_to_onesis, image_hosts
     from ..transform.walk import measure, named_root
 
@@ -226,8 +227,8 @@ def register_to_systemimager(jobs: Any) -> None:
 
 
 def cmd_to_systemimager(args: argparse.Namespace) -> int:
-    from ..transform.output import atomic_output, check_space, check_target, human
-    from ..transform.progress import Progress
+    from ..progress import Progress, human
+    from ..transform.output import atomic_output, check_space, check_target
     from ..transform.to_systemimager import (
         Layout,
         check_image_name,
@@ -259,4 +260,132 @@ def cmd_to_systemimager(args: argparse.Namespace) -> int:
     print(f"onesuite: wrote the SystemImager site {args.out}: image {image}, "
           f"{len(layout.classes)} class override(s), {hosted} host override(s) for "
           f"{len(hosts)} nodes, {done.entries:,} entries, {human(done.bytes)} of file content")
+    return EXIT_OK
+
+
+TO_WAREWULF_DESCRIPTION = """\
+Write a Warewulf 4 site under OUT_PREFIX that gives every node using the SystemImager image
+IMG the root onesuite-fs serves it (overrides and oneSIS rules applied), entry for entry:
+
+  OUT_PREFIX/var/lib/warewulf/chroots/IMG/rootfs/    the image: what every node has
+  OUT_PREFIX/var/lib/warewulf/overlays/GROUP/rootfs/ per group (a node's most important
+                                                     SystemImager group): what its nodes
+                                                     share beyond the image
+  OUT_PREFIX/var/lib/warewulf/overlays/HOST/rootfs/  per node, only where needed: the rest
+  OUT_PREFIX/etc/warewulf/nodes.conf                 a profile per group (image name, its
+                                                     overlay), every node with its profile
+                                                     and its own overlay
+
+The roots are split as 'convert to-systemimager' splits them (see its --help): the nodes'
+roots are walked together and written as they are read. Serve the result with
+'onesuite mount --warewulf-root OUT_PREFIX'; wwctl reads it as well (overlays are system
+overlays; no templates).
+"""
+
+FROM_WAREWULF_DESCRIPTION = """\
+Write a SystemImager image server tree under OUT_PREFIX that gives every node of the
+Warewulf site (--warewulf-root) using the image IMG the root onesuite-fs serves it (image,
+overlays in Warewulf's order, templates rendered), entry for entry: the golden image IMG,
+an override and a group per combination of profiles, host overrides where needed,
+cluster.xml (as 'convert to-systemimager' writes them; see its --help).
+"""
+
+
+def register_warewulf(jobs: Any, common: argparse.ArgumentParser) -> None:
+    for name, description, helptext, func in (
+            ("to-warewulf", TO_WAREWULF_DESCRIPTION,
+             "SystemImager image + overrides -> Warewulf 4 site", cmd_to_warewulf),
+            ("from-warewulf", FROM_WAREWULF_DESCRIPTION,
+             "Warewulf 4 site -> SystemImager golden image + overrides", cmd_from_warewulf)):
+        job = jobs.add_parser(
+            name, parents=[common], help=helptext, description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="errors (exit 2, OUT_PREFIX left as it was): an unknown image, a non-empty "
+                   "OUT_PREFIX without --force,\nnot enough space for one node's root, a name "
+                   "the other system cannot use.\nexamples:\n"
+                   "  onesuite convert to-warewulf --root /srv/si --image rhel9 /srv/ww\n"
+                   "  onesuite convert from-warewulf --warewulf-root / --image rocky9 /srv/si\n")
+        job.add_argument("--image", metavar="IMG",
+                         help="the image whose nodes to convert (default: the only one)")
+        job.add_argument("out", type=Path, metavar="OUT_PREFIX",
+                         help="where to write the site (absent or empty)")
+        job.add_argument("--force", action="store_true",
+                         help="replace OUT_PREFIX if it is not empty (once the new one is "
+                              "complete)")
+        add_progress_options(job)
+        job.set_defaults(func=func)
+
+
+def _convert_setup(args: argparse.Namespace, what: str) -> tuple[Any, str, list[str], Any]:
+    from ..core.errors import ConfigError
+    from ..progress import Progress
+    from ..settings import Settings, load_settings
+    from ..transform.output import check_space, check_target
+    from ..transform.to_onesis import image_hosts
+    from ..transform.walk import measure, named_root
+
+    configured = load_settings(args.config) if args.config else Settings()
+    if what == "from-warewulf" and args.warewulf_root is None and \
+            configured.warewulf_root is None:
+        raise ConfigError("convert from-warewulf reads a Warewulf site",
+                          hint="name it with --warewulf-root PREFIX or [warewulf] root")
+    settings, site = load(args)
+    report_warnings(site, settings.override_order)
+    if what == "from-warewulf" and site.warewulf is None:
+        raise ConfigError("convert from-warewulf reads a Warewulf site",
+                          hint="name it with --warewulf-root PREFIX or [warewulf] root")
+    if what == "to-warewulf" and site.warewulf is not None:
+        raise ConfigError("convert to-warewulf reads a SystemImager site",
+                          hint="drop --warewulf-root; name the site with --root")
+    tree = build_view(settings, site, one_pass=True)
+    image = args.image
+    if image is None:
+        used = sorted({n.image for n in site.nodes.values()})
+        if len(used) != 1:
+            raise ConfigError(f"the nodes use {len(used)} images: {', '.join(used)}",
+                              hint="name one with --image IMG")
+        image = used[0]
+    hosts = image_hosts(tree, image)
+    check_target(args.out, force=args.force, directory=True)
+    totals = measure(named_root(tree, hosts[0]))
+    check_space(args.out, totals.bytes + 1024 * totals.entries, "the converted site")
+    bar = Progress(what, totals.entries, 0, enabled=args.progress)
+    return tree, image, hosts, (bar, totals)
+
+
+def cmd_to_warewulf(args: argparse.Namespace) -> int:
+    from ..progress import human
+    from ..transform.output import atomic_output
+    from ..transform.warewulf import convert_to_warewulf
+
+    tree, image, hosts, (bar, totals) = _convert_setup(args, "to-warewulf")
+    try:
+        with atomic_output(args.out, directory=True) as temp:
+            done, layout = convert_to_warewulf(tree, image, hosts, temp, bar, totals.links)
+    finally:
+        bar.close()
+    print(f"onesuite: wrote the Warewulf site {args.out}: image {image}, "
+          f"{len(layout.classes)} profile(s) with an overlay each, {len(done.host_paths)} "
+          f"node overlay(s) for {len(hosts)} nodes, {done.entries:,} entries, "
+          f"{human(done.bytes)} of file content")
+    return EXIT_OK
+
+
+def cmd_from_warewulf(args: argparse.Namespace) -> int:
+    from ..progress import human
+    from ..transform.output import atomic_output
+    from ..transform.warewulf import convert_from_warewulf
+
+    tree, image, hosts, (bar, totals) = _convert_setup(args, "from-warewulf")
+    try:
+        with atomic_output(args.out, directory=True) as temp:
+            done, layout = convert_from_warewulf(tree, image, hosts, temp, bar,
+                                                 str(tree.site.warewulf.site.nodes_conf),
+                                                 totals.links)
+    finally:
+        bar.close()
+    print(f"onesuite: wrote the SystemImager site {args.out}: image {image}, "
+          f"{len(layout.classes)} group override(s), {len(done.host_paths)} host override(s) "
+          f"for {len(hosts)} nodes, {done.entries:,} entries, {human(done.bytes)} of file "
+          "content")
     return EXIT_OK

@@ -92,6 +92,9 @@ class Layer:
     # opened by `path` as given.
     real: Path | None = None
     allowed_by: Path | None = None  # the allow_layers_outside entry when elsewhere
+    # Non-directories whose names end so are not part of the tree (a Warewulf overlay's
+    # .ww templates: their rendered output is another layer).
+    hidden_suffix: str = ""
 
     @property
     def label(self) -> str:
@@ -162,7 +165,12 @@ class LayerStore:
     def _scan(self, layer_id: int, relpath: str) -> dict[str, Meta] | None:
         try:
             with self.open_dir(layer_id, relpath) as fd:
-                return scan_dir(fd)
+                found = scan_dir(fd)
+            hidden = self.layers[layer_id].hidden_suffix
+            if hidden:
+                found = {name: meta for name, meta in found.items()
+                         if meta.is_dir or not name.endswith(hidden)}
+            return found
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:

@@ -104,6 +104,9 @@ class Site:
     # overrides elsewhere (name -> (real path, allow_layers_outside entry)).
     overrides_real_dir: Path | None = None
     overrides_elsewhere: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    # A Warewulf site's stacks (sources/warewulf_build.WarewulfStacks): stack.py asks it for
+    # each view's stages instead of laying SystemImager overrides. None for SystemImager.
+    warewulf: object | None = None
 
     def override_path(self, name: str) -> Path:
         return self.layout.overrides_dir / name

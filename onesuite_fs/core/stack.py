@@ -102,12 +102,16 @@ def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
 
 
 def node_stages(site: Site, host: str, order: str, memo: Memo | None = None) -> Stages:
+    if site.warewulf is not None:  # image, then overlays in Warewulf's order (warewulf.md)
+        return site.warewulf.node_stages[host]  # type: ignore[attr-defined,no-any-return]
     node = site.nodes[host]
     return build_stages(site, image=node.image, groups=site.cluster.groups_of(host), host=host,
                         order=order, memo=memo)
 
 
 def group_stages(site: Site, group: Group, order: str, memo: Memo | None = None) -> Stages:
+    if site.warewulf is not None:
+        return site.warewulf.group_stages.get(group.name, ())  # type: ignore[attr-defined]
     return build_stages(site, image=group.image, groups=(group,), host=None, order=order,
                         memo=memo)
 

@@ -10,7 +10,7 @@ most once. Directories' mtimes and extended attributes are not compared.
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .walk import Record, RecordSource, walk
@@ -83,11 +83,17 @@ class Comparer:
         return count
 
     def compare(self, x: Record | None, y: Record | None) -> list[Difference]:
-        """Every difference at and below the pair (one of them may be None), in path order."""
+        """Every difference at and below the pair (one of them may be None), in path order.
+        Both sides' children come in name order and are paired as they come: what is held
+        is one pair per level, not the listings."""
         found: list[Difference] = []
-        pending = [(x, y)]
-        while pending:
-            x, y = pending.pop()
+        levels: list[Iterator[tuple[Record | None, Record | None]]] = [iter([(x, y)])]
+        while levels:
+            pair = next(levels[-1], None)
+            if pair is None:
+                levels.pop()
+                continue
+            x, y = pair
             self._count()
             if x is None:
                 assert y is not None
@@ -100,14 +106,28 @@ class Comparer:
             if x.is_dir and y.is_dir:
                 if fields:
                     found.append(Difference(x.path, "changed", fields, x, y))
-                left = {r.name: r for r in self.a.children(x)}
-                right = {r.name: r for r in self.b.children(y)}
-                pending += [(left.get(n), right.get(n))
-                            for n in sorted(left.keys() | right.keys(), reverse=True)]
+                levels.append(_paired(self.a.children(x), self.b.children(y)))
             elif fields:
                 below = self._below(self.a, x) + self._below(self.b, y)
                 found.append(Difference(x.path, "changed", fields, x, y, below))
         return found
+
+
+def _paired(lefts: Iterable[Record], rights: Iterable[Record]
+            ) -> Iterator[tuple[Record | None, Record | None]]:
+    """Two name-ordered listings as (left, right) pairs by name, None where one lacks it."""
+    left, right = iter(lefts), iter(rights)
+    a, b = next(left, None), next(right, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a.name < b.name):
+            yield a, None
+            a = next(left, None)
+        elif a is None or b.name < a.name:
+            yield None, b
+            b = next(right, None)
+        else:
+            yield a, b
+            a, b = next(left, None), next(right, None)
 
 
 def diff(a: RecordSource, b: RecordSource, path: str,

@@ -32,6 +32,10 @@ ORDER_POLICIES = {
     "pushoverrides": "pushoverrides (si_pushoverrides): the image, then one rsync of every "
                      "override (host, groups by priority, global): the first source wins, "
                      "but a directory beats a non-directory",
+    "warewulf": "warewulf (a Warewulf 4 node: its image, then its system and runtime "
+                "overlays in nodes.conf order, each unpacked over the last; within one "
+                "overlay its rendered templates win over its own files): the last overlay "
+                "applied wins",
 }
 
 # What applying a layer did to the path (LayerFact.step); documented in docs/json.md.

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..core.errors import ConfigError
 from ..core.view import Entry, View
 
-KINDS = {"node": "nodes", "group": "groups", "image": "images"}
+NAMESPACE_OF_KIND = {"node": "nodes", "group": "groups", "image": "images"}
 BARE_ORDER = ("node", "group", "image")  # a bare name is looked for in this order
 
 
@@ -33,7 +33,7 @@ def resolve_target(tree: View, spec: str, *, allow_dir: bool = False) -> Target:
     """`kind:name` or a bare name (a node, else a group, else an image). Raises ConfigError
     naming close matches when nothing has that name."""
     kind, sep, name = spec.partition(":")
-    if not sep or (kind not in KINDS and kind != "dir"):
+    if not sep or (kind not in NAMESPACE_OF_KIND and kind != "dir"):
         kind, name = "", spec
     if kind == "dir":
         if not allow_dir:
@@ -43,7 +43,7 @@ def resolve_target(tree: View, spec: str, *, allow_dir: bool = False) -> Target:
             raise ConfigError(f"{spec}: not a directory")
         return Target("dir", str(path), directory=path)
     for candidate in [kind] if kind else BARE_ORDER:
-        entry = tree.entries[KINDS[candidate]].get(name)
+        entry = tree.entries[NAMESPACE_OF_KIND[candidate]].get(name)
         if entry is not None:
             return Target(candidate, name, entry)
     raise _unknown(tree, kind, name)
@@ -56,7 +56,7 @@ def _unknown(tree: View, kind: str, name: str) -> ConfigError:
                            hint="it names no image and none of its override directories "
                                 "exists")
     known = [f"{k}:{n}" for k in ([kind] if kind else BARE_ORDER)
-             for n in tree.entries[KINDS[k]]]
+             for n in tree.entries[NAMESPACE_OF_KIND[k]]]
     # Match on the bare names too, so "node01" finds "node:node001".
     by_name = {entry.partition(":")[2]: entry for entry in known}
     close = close_matches(name, list(by_name))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,7 +61,7 @@ class RecordSource(Protocol):
     label: str
 
     def stat(self, path: str) -> Record | None: ...
-    def children(self, record: Record) -> list[Record]: ...
+    def children(self, record: Record) -> Iterable[Record]: ...
     def target(self, record: Record) -> str: ...
     def digest(self, record: Record) -> bytes: ...
     def identity(self, record: Record) -> object: ...
@@ -85,8 +85,9 @@ class TreeView:
         item = self.root.lookup("/".join(path_parts(path)))
         return None if item is None else self._record(item)
 
-    def children(self, record: Record) -> list[Record]:
-        return [self._record(item) for item in self.root.children(self._item(record))]
+    def children(self, record: Record) -> Iterator[Record]:
+        """Made one at a time: a walk holds one entry per level, not each listing twice."""
+        return (self._record(item) for item in self.root.children(self._item(record)))
 
     @staticmethod
     def _item(record: Record) -> Item:
@@ -97,15 +98,11 @@ class TreeView:
         return os.fsdecode(self.root.readlink(self._item(record)))
 
     def digest(self, record: Record) -> bytes:
-        sha = hashlib.sha256()
-        for chunk in self.root.chunks(self._item(record)):
-            sha.update(chunk)
-        return sha.digest()
+        return self.root.digest(self._item(record))
 
     def identity(self, record: Record) -> object:
         """The backing file: two entries with the same identity have the same content."""
-        found = record.provenance
-        return ("layer", found.layer, found.source) if found.source is not None else None
+        return ("backing", self._item(record).link_key)
 
 
 class DirView:
@@ -128,7 +125,7 @@ class DirView:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def children(self, record: Record) -> list[Record]:
+    def children(self, record: Record) -> Iterable[Record]:
         with os.scandir(record.handle) as entries:
             names = sorted(entry.name for entry in entries)
         return [self._record(child_path(record.path, n), os.path.join(str(record.handle), n))

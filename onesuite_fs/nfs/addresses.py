@@ -6,7 +6,8 @@ Sources, the first that names a node wins:
 2. cluster.xml ``<ip-range>``/``<domain>`` of the node's groups, most important group first,
    paired the way ``si_clusterconfig``'s ``add_hosts_entries`` pairs them: the group's host
    names sorted as strings, its addresses sorted numerically, matched one to one (a count
-   mismatch is an error there too);
+   mismatch is an error there too); for a Warewulf site, the address of each node's
+   primary network device in nodes.conf (docs/warewulf.md);
 3. ``scripts/hosts``, the copy of the server's /etc/hosts that ``si_clusterconfig`` leaves for
    the clients;
 4. ``PREFIX/etc/hosts``.
@@ -146,6 +147,8 @@ def node_addresses(site: Site, configured: Mapping[str, object] | None = None,
     for group in site.cluster.groups:  # most important group first
         for node, addr in from_ip_range(group).items():
             found.setdefault(node, addr)
+    for node, addr in from_warewulf(site).items():
+        found.setdefault(node, addr)
     for path in (site.layout.scripts_dir / "hosts", site.layout.root / "etc/hosts"):
         for node, addr in from_hosts_file(path, nodes).items():
             found.setdefault(node, addr)
@@ -153,6 +156,22 @@ def node_addresses(site: Site, configured: Mapping[str, object] | None = None,
     missing = tuple(sorted(nodes - found.keys()))
     return AddressBook(found={n: found[n] for n in sorted(found)}, missing=missing,
                        warnings=tuple(warnings))
+
+
+def from_warewulf(site: Site) -> dict[str, NodeAddress]:
+    """A Warewulf site: each node's primary network device address in nodes.conf."""
+    if site.warewulf is None:
+        return {}
+    from ..sources.warewulf import primary_address
+
+    ww = site.warewulf.site  # type: ignore[attr-defined]
+    found = {}
+    for name, node in ww.nodes.items():
+        text = primary_address(node)
+        addr = _parse_address(text) if text else None
+        if addr is not None and _usable(addr):
+            found[name] = NodeAddress(name, str(addr), f"{ww.nodes_conf}:{node.line}")
+    return found
 
 
 def check_collisions(found: Mapping[str, NodeAddress]) -> None:

@@ -78,7 +78,7 @@ _NOT_NODE_RULES = frozenset({"INCLUDE", "NODECLASS_MAP", "NODECLASS_REGEXP", "NO
                              "PROPERTY"})
 
 # "/etc/inittab, /boot/grub/menu.lst, and /etc/sysimage.conf" cannot be linkbacks (B.2.3, node46).
-_NOT_LINKBACKS = frozenset({"/etc/inittab", "/boot/grub/menu.lst", "/etc/sysimage.conf"})
+NOT_LINKBACKS = frozenset({"/etc/inittab", "/boot/grub/menu.lst", "/etc/sysimage.conf"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -869,7 +869,7 @@ def _service(d: Directive, line: _Line, policy: Policy, limits: Limits) -> Servi
 
 def _linkback(d: Directive, line: _Line, policy: Policy, limits: Limits) -> LinkBack:
     path = _absolute_path(d.args[0], line)
-    if path in _NOT_LINKBACKS:
+    if path in NOT_LINKBACKS:
         raise line.error(f"{path} cannot be a linkback", at=d.args[0],
                          hint="oneSIS refuses /etc/inittab, /boot/grub/menu.lst and "
                               "/etc/sysimage.conf (manual node46)")

@@ -37,10 +37,7 @@ class Comparer:
     def content(self, root: Root, item: Item) -> bytes:
         digest = self._content.get(item.link_key)
         if digest is None:
-            sha = hashlib.sha256()
-            for chunk in root.chunks(item):
-                sha.update(chunk)
-            digest = self._content[item.link_key] = sha.digest()
+            digest = self._content[item.link_key] = root.digest(item)
         return digest
 
     def same_files(self, roots: list[Root], items: list[Item]) -> bool:

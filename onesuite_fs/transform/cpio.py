@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from ..progress import Progress
 from .link_table import LinkTable
-from .progress import Progress
 from .walk import Item, Root, clamped_seconds
 
 TRAILER = b"TRAILER!!!"

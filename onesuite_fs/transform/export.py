@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..core.view import View
+from ..progress import Progress
 from . import cpio, iso, squashfs, tar
 from .output import atomic_output, check_space, check_target
-from .progress import Progress
 from .walk import measure, named_root
 
 FORMATS = ("tar", "squashfs", "cpio", "iso")

@@ -15,8 +15,8 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..progress import Progress
 from .link_table import LinkTable
-from .progress import Progress
 from .walk import Item, Root, merged_children
 
 

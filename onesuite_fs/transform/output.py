@@ -12,18 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import ConfigError
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def human(size: float) -> str:
-    return _human(size)
+from ..progress import human
 
 
 def check_target(path: Path, *, force: bool, directory: bool) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from .progress import Progress
+from ..progress import Progress
 from .tar import write_tar
 from .walk import Root
 

@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..core.onesis_config import SYSIMAGE_CONF
 from ..core.view import View
+from ..progress import Progress
+from ..sources.onesis import NOT_LINKBACKS
 from .compare import Comparer
 from .materialize import Writer
-from .progress import Progress
 from .walk import HardLinks, Item, Root, merged_children, named_root
 
-SYSIMAGE_CONF = "etc/sysimage.conf"
 # Directories whose files software picks up by pattern (network scripts read ifcfg-*, run-parts
 # and the *.d conventions read every file): variants there are hidden (.name.variant) so that
 # name.default or name.node001 is not read as one more configuration file.
@@ -45,7 +46,6 @@ GLOB_READ_DIRS = (re.compile(r".*\.d"), re.compile(r"etc/sysconfig/network-scrip
                                                                    r"weekly|monthly)"),
                   re.compile(r"etc/network/if-[a-z-]+\.d"), re.compile(r"etc/init\.d"))
 _REPRESENTABLE = re.compile(r"[^\s#\x00]+")  # sysimage.conf splits on spaces, '#' comments
-_NOT_LINKBACKS = frozenset({"etc/inittab", "boot/grub/menu.lst", SYSIMAGE_CONF})
 
 
 @dataclass
@@ -158,7 +158,7 @@ class _Planner:
     def variants(self, path: str, items: dict[int, Item], directory: Path,
                  parents: list[Item]) -> None:
         parent, _, name = path.rpartition("/")
-        if not _REPRESENTABLE.fullmatch(path) or path in _NOT_LINKBACKS:
+        if not _REPRESENTABLE.fullmatch(path) or "/" + path in NOT_LINKBACKS:
             raise ConfigError(f"/{path} differs between nodes but cannot be a LINKBACK "
                               "(white space or '#' in its name, or a path oneSIS refuses)",
                               hint="make it the same on every node of the image")

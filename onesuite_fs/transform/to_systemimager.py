@@ -41,12 +41,12 @@ from ..core.model import Cluster, Group, Image, Node, Site, SiteLayout
 from ..core.names import check_name
 from ..core.onesis_config import SYSIMAGE_CONF, OnesisSource
 from ..core.view import View
+from ..progress import Progress
 from ..sources.cluster_txt import render_cluster_txt
 from ..sources.hostrange import expand_item, expand_range_list
 from ..sources.systemimager import RESERVED_MODULES
 from .compare import Comparer
 from .materialize import Writer
-from .progress import Progress
 from .walk import HardLinks, Item, Root, merged_children, named_root
 
 IMAGES_DIR = "var/lib/systemimager/images"
