@@ -194,8 +194,8 @@ def run_one(server: str, ns: Netns, prefix: Path, spec, work: Path,  # type: ign
     with contextlib.ExitStack() as stack:
         mounted = {}
         for node in nodes:
-            mounted[node] = stack.enter_context(overlay(node_layers(spec, node),
-                                                        work / "ovl" / node))
+            mounted[node] = stack.enter_context(overlay(
+                node_layers(spec, node), work / "ovl" / node, ",nfs_export=on"))
         try:
             with ganesha_over(ns, mounted, work / "o-state") as pids:
                 return storm(ns, nodes, lists, pids)
