@@ -194,14 +194,15 @@ def node_layers(spec: SiteSpec, host: str) -> list[Path]:
 
 
 @contextlib.contextmanager
-def overlay(layers: list[Path], mountpoint: Path) -> Iterator[Path]:
+def overlay(layers: list[Path], mountpoint: Path, options: str = "") -> Iterator[Path]:
     """A read-only overlayfs of `layers` (lowest first). Read-only needs two lowerdirs;
-    a node with only its image gets an empty second one."""
+    a node with only its image gets an empty second one. `options`: more mount options
+    (",nfs_export=on" for an NFS server: without it overlayfs gives no file handles)."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     empty = Path(tempfile.mkdtemp(prefix="ovl-empty-", dir=WORK))
     lower = [str(p) for p in reversed(layers)] + ([str(empty)] if len(layers) < 2 else [])
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={':'.join(lower)}", str(mountpoint)], check=True)
+                    f"lowerdir={':'.join(lower)}{options}", str(mountpoint)], check=True)
     try:
         yield mountpoint
     finally:

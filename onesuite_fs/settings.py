@@ -33,6 +33,7 @@ The file can name every path and policy explicitly (example in docs/configuratio
     bind = "10.1.0.254"               # NFS server address (default: every address)
     port = 2049
     protocols = "3,4"                 # or "4" (no rpcbind needed)
+    attr_expiration = 10              # seconds ganesha caches attributes (docs/nfs.md)
     privileged_ports = true           # refuse requests from source ports >= 1024
     state_dir = "/var/lib/onesuite-fs/nfs"
 
@@ -71,7 +72,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "onesis": {"enabled": bool, "config": str, "link_policy": str, "ram_prefix": str,
                "state_dir": str},
     "nfs": {"bind": str, "port": int, "protocols": str, "state_dir": str, "addresses": dict,
-            "privileged_ports": bool},
+            "privileged_ports": bool, "attr_expiration": int},
     "warewulf": {"root": str, "render_cache": str},
     "limits": {"max_nodes": int, "max_config_lines": int, "regexp_timeout": (int, float)},
 }
@@ -103,6 +104,7 @@ class Settings:
     nfs_state_dir: Path | None = None
     nfs_addresses: dict[str, object] = field(default_factory=dict)
     nfs_privileged_ports: bool = True  # exports refuse source ports >= 1024
+    nfs_attr_expiration: int | None = None  # ganesha's Attr_Expiration_Time, seconds
     limits: Limits = DEFAULT_LIMITS
     # [warewulf]: a Warewulf 4 site instead of a SystemImager one (sources/warewulf.py)
     warewulf_root: Path | None = None

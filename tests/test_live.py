@@ -226,3 +226,38 @@ def test_a_half_copied_override_is_never_visible(example_site, mount_site):
     complete = [f"ifcfg-ib{n}" for n in range(5)]
     assert all(listing in ([], complete) for listing in seen), "a half-copied override"
     assert seen[0] == [] and seen[-1] == complete
+
+
+def test_a_directory_whose_names_change_reports_a_later_mtime(example_site, mount_site):
+    """node001's /etc takes its attributes from an override; a name added to (or removed
+    from) the image's /etc changes the listing only. An NFS server that caches listings
+    (ganesha) re-reads one only when the directory's mtime moves, so it must move."""
+    image_etc = example_site / "var/lib/systemimager/images/rocky9/etc"
+    os.utime(image_etc, ns=(1_600_000_000 * 10**9,) * 2)  # told apart from the overrides'
+    mount = mount_site(example_site, "--no-watch")
+    etc = mount.mountpoint / "nodes/node001/etc"
+    assert "added.conf" not in os.listdir(etc)  # listed: someone may hold this listing
+    first = os.stat(etc)
+    assert first.st_mtime_ns == os.stat(example_site / OVERRIDES / "node001/etc").st_mtime_ns
+    (image_etc / "added.conf").write_text("new\n")
+    run_onesuite("reload", mount.mountpoint)
+    second = os.stat(etc)
+    assert "added.conf" in os.listdir(etc)
+    assert second.st_mtime_ns > first.st_mtime_ns and second.st_ctime_ns > first.st_ctime_ns
+    assert second.st_ino == first.st_ino
+    # Later reloads keep the date (a diff against it finds nothing new), and a removal
+    # dates it again.
+    run_onesuite("reload", mount.mountpoint)
+    assert os.stat(etc).st_mtime_ns == second.st_mtime_ns
+    (image_etc / "added.conf").unlink()
+    report = json.loads(run_onesuite("reload", mount.mountpoint, "--json").stdout)
+    assert report["last_reload"]["paths_changed"] == ["nodes/node001/etc/added.conf"]
+    assert os.stat(etc).st_mtime_ns > second.st_mtime_ns
+    # A file rewritten in place names the same object: its directory keeps its date.
+    third = os.stat(etc).st_mtime_ns
+    with open(example_site / OVERRIDES / "all/etc/motd", "a") as f:
+        f.write("more\n")
+    run_onesuite("reload", mount.mountpoint)
+    assert os.stat(etc).st_mtime_ns == third
+    # Other nodes' /etc did not change names: untouched.
+    assert os.stat(mount.mountpoint / "nodes/login01/etc").st_mtime_ns != third

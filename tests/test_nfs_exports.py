@@ -11,7 +11,12 @@ from sitetools import make_site
 
 from onesuite_fs.core.errors import ConfigError
 from onesuite_fs.nfs.addresses import node_addresses
-from onesuite_fs.nfs.exports import export_ids, kernel_fsid, plan_exports
+from onesuite_fs.nfs.exports import (
+    DEFAULT_ATTR_EXPIRATION,
+    export_ids,
+    kernel_fsid,
+    plan_exports,
+)
 from onesuite_fs.settings import Settings, load_settings
 from onesuite_fs.sources.systemimager import load_site
 
@@ -109,7 +114,7 @@ def test_exports_json_ganesha_and_kernel_formats(tmp_path):
     block = text[text.index(f'Path = "{mnt}/nodes/node002"'):].split("}\n", 2)
     assert "Clients = 10.0.0.2; Access_Type = RO" in "".join(block[:2])
     assert text.count("Access_Type = None;") == 10  # nobody else, never "*"
-    assert text.count("Attr_Expiration_Time = 0;") == 10
+    assert text.count(f"Attr_Expiration_Time = {DEFAULT_ATTR_EXPIRATION};") == 10
     assert "Squash = No_Root_Squash;" in text
     ids = [e["export_id"] for e in data["exports"]]
     assert len(set(ids)) == 10 and all(1 <= i <= 65535 for i in ids)
@@ -144,3 +149,40 @@ def test_plan_reports_names_that_cannot_be_written_unescaped(tmp_path):
     plan = plan_exports(book, tmp_path)
     assert "o'q" not in [e.node for e in plan.exports]
     assert [n for n, _ in plan.unexported if n == "o'q"]
+
+
+def test_attr_expiration_from_option_or_settings_and_bounded(tmp_path):
+    root, _ = site_at(tmp_path)
+    mnt = tmp_path / "mnt"
+    done = run_onesuite("exports", "--root", root, "--attr-expiration", "0", mnt)
+    assert done.stdout.count("Attr_Expiration_Time = 0;") == 10
+    config = tmp_path / "onesuite.toml"
+    config.write_text("[nfs]\nattr_expiration = 7\n")
+    done = run_onesuite("exports", "--root", root, "--config", config, mnt)
+    assert done.stdout.count("Attr_Expiration_Time = 7;") == 10
+    assert "at most 8 s longer" in done.stdout  # the bound it states
+    done = run_onesuite("exports", "--root", root, "--config", config, "--attr-expiration",
+                        "1", mnt)
+    assert done.stdout.count("Attr_Expiration_Time = 1;") == 10  # the option wins
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "99999999999", "2.5", "2;Path=/"])
+def test_attr_expiration_refuses_what_ganesha_must_not_read(tmp_path, value):
+    root, _ = site_at(tmp_path)
+    done = run_onesuite("exports", "--root", root, "--attr-expiration", value, tmp_path / "m",
+                        check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "Attr_Expiration_Time" not in done.stdout
+
+
+@pytest.mark.parametrize("toml", ["attr_expiration = -5", "attr_expiration = 4000",
+                                  'attr_expiration = "2; FSAL { Name = MEM; }"',
+                                  "attr_expiration = true"])
+def test_attr_expiration_setting_refused_with_its_file(tmp_path, toml):
+    root, _ = site_at(tmp_path)
+    config = tmp_path / "onesuite.toml"
+    config.write_text(f"[nfs]\n{toml}\n")
+    done = run_onesuite("exports", "--root", root, "--config", config, tmp_path / "m",
+                        check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert str(config) in done.stderr and "attr_expiration" in done.stderr

@@ -11,6 +11,7 @@ from typing import Any
 from ..core.errors import ConfigError
 from ..core.model import Site
 from ..core.view import View
+from ..nfs.exports import DEFAULT_ATTR_EXPIRATION, MAX_ATTR_EXPIRATION, check_attr_expiration
 from ..settings import Settings
 from .common import (
     EXIT_FAILURE,
@@ -62,6 +63,31 @@ def add_port_option(parser: argparse.ArgumentParser) -> None:
                              "privileged_ports = false does the same)")
 
 
+def add_attr_expiration_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--attr-expiration", type=int, metavar="SECONDS",
+                        help="how long ganesha answers attributes and listings from its "
+                             f"cache (Attr_Expiration_Time, 0-{MAX_ATTR_EXPIRATION}; default "
+                             f"{DEFAULT_ATTR_EXPIRATION}, or [nfs] attr_expiration): after a "
+                             "reload, clients see a changed file or directory at most this "
+                             "long plus 1 s late; 0 re-reads attributes on every request, "
+                             "several times slower (docs/nfs.md)")
+
+
+def _attr_expiration(args: argparse.Namespace, settings: Settings) -> int:
+    value = args.attr_expiration
+    source = "--attr-expiration"
+    if value is None:
+        value, source = settings.nfs_attr_expiration, "[nfs] attr_expiration"
+    if value is None:
+        return DEFAULT_ATTR_EXPIRATION
+    try:
+        return check_attr_expiration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}",
+                          file=settings.config_file if source.startswith("[") else None,
+                          hint="e.g. 10; 0 turns ganesha's attribute cache off") from None
+
+
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     exports = commands.add_parser(
         "exports", parents=[common], help="print the NFS exports of every node's root",
@@ -69,9 +95,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                     "node's address only, from privileged source ports only: read-only (read-"
                     "write for a node with persistent writable paths; the mount refuses every "
                     "other write), no root squash, a stable Export_Id "
-                    "(ganesha) or fsid= (kernel server) per node, and for ganesha no "
-                    "attribute caching (Attr_Expiration_Time = 0), so a changed file is never "
-                    "read with a stale size. The output drops into ganesha.conf (%%include) "
+                    "(ganesha) or fsid= (kernel server) per node, and for ganesha a short "
+                    "attribute cache (--attr-expiration): after a reload a changed file or "
+                    "listing is served stale for at most that long plus a second. The output "
+                    "drops into ganesha.conf (%%include) "
                     "or /etc/exports. MOUNTPOINT is where 'onesuite mount' mounts (or has "
                     "mounted) the roots.",
         epilog=EXPORTS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,6 +109,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     exports.add_argument("--protocols", choices=("3,4", "4", "3"), metavar="VERSIONS",
                          help="NFS versions in ganesha EXPORT blocks: 3,4 (default), 4 or 3")
     add_port_option(exports)
+    add_attr_expiration_option(exports)
     exports.add_argument("--json", action="store_true",
                          help="machine-readable: exports, unexported nodes and the rendered "
                               "configuration")
@@ -116,6 +144,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--ganesha", default="ganesha.nfsd", metavar="PROGRAM",
                        help="the ganesha.nfsd program (default: from PATH)")
     add_port_option(serve)
+    add_attr_expiration_option(serve)
     add_serving_options(serve)
     serve.add_argument("--json", action="store_true",
                        help="print one JSON status line on stdout once serving")
@@ -154,7 +183,7 @@ def cmd_exports(args: argparse.Namespace) -> int:
     plan = _plan(settings, site, args.mountpoint.absolute(), args, build_view(settings, site))
     protocols = _protocols(args, settings)
     text = (render_exports(plan) if args.format == "exports"
-            else render_ganesha_exports(plan, protocols))
+            else render_ganesha_exports(plan, protocols, _attr_expiration(args, settings)))
     if args.json:
         json.dump({**plan_json(plan), "format": args.format, "config": text}, sys.stdout,
                   indent=2)
@@ -180,7 +209,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = GaneshaOptions(bind=args.bind or settings.nfs_bind,
                              port=args.port or settings.nfs_port or 2049,
                              mount_port=args.mount_port,
-                             protocols=_protocols(args, settings), binary=args.ganesha)
+                             protocols=_protocols(args, settings), binary=args.ganesha,
+                             attr_expiration=_attr_expiration(args, settings))
     state_dir = (args.nfs_state_dir or settings.nfs_state_dir or DEFAULT_STATE_DIR).absolute()
     try:
         return serve(settings, tree, plan, options, state_dir,

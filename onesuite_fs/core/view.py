@@ -110,6 +110,8 @@ class StateRef(NamedTuple):
 
 # The `layer` of a DirRef no layer has: /ram, an unused persistent directory (always empty).
 SYNTHETIC_LAYER = -1
+# Keyed-hash generations a serving view keeps (about 300 bytes each); emptied when full.
+GENERATION_MEMO = 16384
 # What such a directory's origin says (for an unused persistent directory too, as before).
 RAM_MOUNT_POINT = Provenance.synthetic("mount point of the /ram tmpfs", None, is_dir=True)
 Ref = DirRef | FileRef | PrivateRef | StateRef
@@ -184,6 +186,8 @@ class View:
         # an entry must not read the directory again. (entry key, path) -> (readers, items)
         self._reading: dict[tuple[str, str], tuple[int, dict[str, Item]]] = {}
         self._births: dict[tuple[int, int], bytes] = {}  # (dev, ino) -> birth time
+        self._generations: dict[tuple[str, str, str], int] = {}  # serving views only
+        self._file_generations: dict[tuple[int, bytes], int] = {}  # serving views only
         self.prescanned = False  # every layer directory read (a complete snapshot)
         self._build_entries()
         if onesis is not None:
@@ -278,8 +282,7 @@ class View:
                 return self.fixed_attr(ino)
             return self.attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
         if isinstance(ref, FileRef):
-            return self.attr_from(ino, self.numbering.file_generation(ino, self._birth(ref)),
-                                  ref.meta, is_dir=False)
+            return self.attr_from(ino, self._file_generation(ino, ref), ref.meta, is_dir=False)
         return self.attr_from(ino, self._generation(ref), ref.meta, is_dir=False)
 
     def _birth(self, ref: FileRef) -> bytes:
@@ -301,8 +304,28 @@ class View:
             self._births[key] = found
         return found
 
+    def _file_generation(self, ino: int, ref: FileRef) -> int:
+        birth = self._birth(ref)
+        if not self.births:
+            return self.numbering.file_generation(ino, birth)
+        found = self._file_generations.get((ino, birth))
+        if found is None:
+            if len(self._file_generations) >= GENERATION_MEMO:
+                self._file_generations.clear()  # bounded: a walk must not grow it
+            found = self._file_generations[(ino, birth)] = self.numbering.file_generation(
+                ino, birth)
+        return found
+
     def _generation(self, ref: DirRef | PrivateRef) -> int:
-        return self.numbering.view_generation(ref.entry.key, ref.path, ref.source)
+        if not self.births:  # not serving: no request asks twice, keep nothing
+            return self.numbering.view_generation(ref.entry.key, ref.path, ref.source)
+        key = (ref.entry.key, ref.path, ref.source)
+        found = self._generations.get(key)
+        if found is None:  # a keyed hash: worth keeping, every attribute reply needs it
+            if len(self._generations) >= GENERATION_MEMO:
+                self._generations.clear()  # bounded: a recovery walk must not grow it
+            found = self._generations[key] = self.numbering.view_generation(*key)
+        return found
 
     def state_attr(self, ref: StateRef) -> Attr:
         """A persistent entry's attributes; its number and generation come from the store's

@@ -39,6 +39,7 @@ from ..core.view import (
     View,
     child_path,
 )
+from .listing_dates import ListingDates
 from .persistent_paths import make_persistent_path
 
 R = TypeVar("R")
@@ -47,6 +48,9 @@ MKNOD_TYPES = (stat.S_IFREG, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IF
 # The kernel serves user.* extended attributes only on regular files and directories, so the
 # origin is also under trusted.* (root only), which the kernel allows on every file type.
 ORIGIN_XATTRS = ("user.onesuite.origin", "trusted.onesuite.origin")
+# The mount root and the namespace directories are numbered 1 to here (excluded).
+_FIRST_VIEW_INO = inodes.FIRST_NAMESPACE_INO + len(NAMESPACES)
+assert inodes.ROOT_INO == inodes.FIRST_NAMESPACE_INO - 1
 
 
 class InodeTree:
@@ -57,6 +61,8 @@ class InodeTree:
         # Only a serving mount makes a node's persistent paths; an inspection never writes.
         self.create_state = create_state
         self._dirs: dict[int, DirRef] = {}
+        self._dir_inos: dict[tuple[str, str], int] = {}  # (entry key, path) -> _dirs' key
+        self._file_inos: dict[tuple[int, int], int] = {}  # backing (dev, ino) -> _files' key
         self._files: dict[int, FileRef] = {}
         self._private: dict[int, PrivateRef] = {}
         self._state: dict[int, StateRef] = {}
@@ -74,6 +80,8 @@ class InodeTree:
         # Nodes whose persistent paths `recover` has walked (everything there registered).
         self._walked: set[str] = set()
         self._lock = threading.Lock()
+        # Directories a reload changed the listing of report a later mtime (listing_dates.py).
+        self.listing_dates = ListingDates()
 
     # What the rest of the daemon reads of the view it serves.
     @property
@@ -116,20 +124,28 @@ class InodeTree:
             probe += 1  # a hash clash; the generation keeps old handles from crossing over
 
     def _dir_ref(self, ref: DirRef) -> int:
+        known = self._dir_inos.get((ref.entry.key, ref.path))
+        if known is not None and self._dirs[known].entry is ref.entry:
+            return known  # what _register finds, without hashing the path again
         ino = self._register(
             self._dirs,
             lambda probe: self.numbering.dir_ino(ref.entry.slot, ref.path, probe),
             lambda known: known.entry is ref.entry and known.path == ref.path, ref)
         if ref.layer == SYNTHETIC_LAYER:
             self._synthetic_dirs.add(ino)
+        self._dir_inos[(ref.entry.key, ref.path)] = ino
         return ino
 
     def _file_ref(self, ref: FileRef) -> int:
-        return self._register(
+        backing = (ref.meta.dev, ref.meta.ino)
+        known = self._file_inos.get(backing)
+        if known is not None:
+            return known  # what _register finds, without hashing again
+        ino = self._file_inos[backing] = self._register(
             self._files,
             lambda probe: self.numbering.backed_ino(ref.meta.dev, ref.meta.ino, probe),
-            lambda known: (known.meta.dev, known.meta.ino) == (ref.meta.dev, ref.meta.ino),
-            ref)
+            lambda known: (known.meta.dev, known.meta.ino) == backing, ref)
+        return ino
 
     def _private_ref(self, ref: PrivateRef) -> int:
         ino = self._register(
@@ -147,7 +163,7 @@ class InodeTree:
             self._state[attr.ino] = ref  # renames move it: the newest name is the one that is
             return attr
         if isinstance(ref, DirRef):
-            return self.view.attr_of(ref, self._dir_ref(ref))
+            return self.listing_dates.applied(self.view.attr_of(ref, self._dir_ref(ref)))
         if isinstance(ref, FileRef):
             return self.view.attr_of(ref, self._file_ref(ref))
         return self.view.attr_of(ref, self._private_ref(ref))
@@ -164,13 +180,13 @@ class InodeTree:
         return NAMESPACES[index] if 0 <= index < len(NAMESPACES) else None
 
     def _is_fixed_dir(self, ino: int) -> bool:
-        return ino == inodes.ROOT_INO or self._namespace_of(ino) is not None
+        return 0 < ino < _FIRST_VIEW_INO  # the root or a namespace
 
     def serves_a_node(self, ino: int) -> bool:
         """Whether `ino` may be inside a node's root: not the mount root, a namespace
         directory, or anything of a group's or an image's view (what an NFS server thread
         may touch, docs/nfs.md). Layer files are shared by views and keyed, so they count."""
-        if self._is_fixed_dir(ino):
+        if 0 < ino < _FIRST_VIEW_INO:  # the mount root and the namespaces (inlined: hot)
             return False
         if inodes.is_view_keyed(ino):
             entry = self.view.slots.get(inodes.slot_of(ino))
@@ -187,13 +203,14 @@ class InodeTree:
     # ----- attributes -----------------------------------------------------------------
     def attr(self, ino: int) -> Attr:
         if self._is_fixed_dir(ino) or ino in self._synthetic_dirs:
-            return self.view.fixed_attr(ino)
+            return self.listing_dates.applied(self.view.fixed_attr(ino))
         ref = self._registered(ino)
         if ref is None:
             raise TreeError(errno.ESTALE)
         if isinstance(ref, StateRef):
             return self.view.state_attr(ref)
-        return self.view.attr_of(ref, ino)
+        attr = self.view.attr_of(ref, ino)
+        return self.listing_dates.applied(attr) if isinstance(ref, DirRef) else attr
 
     # ----- persistent, writable paths ---------------------------------------------------
     def _item_ref(self, directory: DirRef, item: object) -> Ref | None:
@@ -223,7 +240,10 @@ class InodeTree:
     def _dir_items(self, ref: DirRef) -> dict[str, object]:
         first = self.create_state and not self.view.has_items(ref)
         items = self.view.dir_items(ref)
-        if first:
+        # Only a listing the node's rules patched (kept by the view from then on) can hold
+        # writable items: a plain merged listing is never scanned (it was, at every lookup
+        # of a serving mount: O(directory size) per request).
+        if first and self.view.has_items(ref):
             writable = {n for n, item in items.items() if isinstance(item, Writable)}
             if writable:
                 self._unmade[(ref.entry.key, ref.path)] = writable  # until each is made
@@ -356,7 +376,7 @@ class InodeTree:
 
     def listdir(self, ino: int) -> list[tuple[str, Attr]]:
         if ino == inodes.ROOT_INO:
-            return [(ns, self.view.fixed_attr(self._namespace_ino(ns))) for ns in NAMESPACES]
+            return [(ns, self.attr(self._namespace_ino(ns))) for ns in NAMESPACES]
         namespace = self._namespace_of(ino)
         if namespace is not None:
             return [(name, self.attr(self.entry_root_ino(entry)))

@@ -49,6 +49,9 @@ class Invalidations:
     paths: list[str] = field(default_factory=list)  # "nodes/n1/etc/motd", for the status
     compared: set[int] = field(default_factory=set)  # the old generation's dirs diffed
     marks: tuple[int, int] = (0, 0)  # old.merge_marks() before they were listed
+    # Directories (new numbers) whose names appeared, vanished or name another object now:
+    # they report a later mtime from the switch on (listing_dates.py).
+    listings: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -137,6 +140,10 @@ def _compare(old: InodeTree, new: InodeTree, ino: int, new_ino: int, label: str,
         before, after = old_listing.get(name), new_listing.get(name)
         if before is not None and after is not None and _same(before, after):
             continue
+        renamed = before is None or after is None or before.ino != after.ino
+        if renamed and new_ino not in changes.listings:
+            changes.listings.add(new_ino)
+            changes.inodes.append(ino)  # the kernel must fetch its new mtime too
         changes.entries.append((ino, name))
         if before is not None:
             changes.inodes.append(before.ino)
@@ -187,6 +194,7 @@ class Generations:
                 return None, None, self._report(started, error="this mount cannot reload")
             try:
                 new = self.rebuild()
+                new.listing_dates = self.tree.listing_dates.carried()  # diffed with them
                 new.prescan()  # the whole site as it is now: one consistent reading
                 changes = diff_trees(self.tree, new)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old generation
@@ -216,8 +224,15 @@ class Generations:
     def _report(self, started: float, error: str | None = None) -> ReloadReport:
         return ReloadReport(self.number, time.time(), time.monotonic() - started, error)
 
-    def switch(self, new: InodeTree, report: ReloadReport) -> None:
+    def switch(self, new: InodeTree, report: ReloadReport,
+               changes: Invalidations | None = None) -> None:
         """Serve `new` from now on (call in the FUSE thread: no handler runs meanwhile)."""
+        now = time.time_ns()
+        for ino in sorted(changes.listings if changes else ()):
+            try:
+                new.listing_dates.mark(new.attr(ino), now)
+            except TreeError:
+                continue  # gone meanwhile: its parent's listing says so
         if len(self.retired) == self.retired.maxlen:
             oldest = self.retired.pop()
             try:
@@ -228,6 +243,10 @@ class Generations:
         self.tree = new
         self.number = report.generation
         self.loaded_at = report.loaded_at
+
+    def completed(self, report: ReloadReport) -> None:
+        """The switch is done and the kernel told what changed: `onesuite reload` (which
+        waits for this count to move) may return, and a stat after it sees the new answer."""
         self.last = report
         self.reloads += 1
 

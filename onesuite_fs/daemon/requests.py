@@ -87,7 +87,7 @@ class Requests:
                 if not self.generations.catch_up(new, changes, report):  # a few: inline
                     self.generations.failed(report)
                     return report
-            self.generations.switch(new, report)
+            self.generations.switch(new, report, changes)
             self.on_switch()
             if self.invalidate is not None:
                 try:
@@ -97,6 +97,7 @@ class Requests:
                                   "generation %d failed; they expire after %s s",
                                   report.generation, self.cache_timeout)
                     self.stats["invalidate_failures"] += 1
+            self.generations.completed(report)
         self.stats["invalidated_entries"] += report.invalidated_entries
         self.stats["invalidated_inodes"] += report.invalidated_inodes
         return report
@@ -106,7 +107,11 @@ class Requests:
         """EACCES for an NFS server's client thread (`requester`: the request's thread id)
         asking about anything above or beside the node roots (docs/nfs.md, "Isolation");
         everyone else is answered as usual."""
-        if all(self.tree.serves_a_node(ino) for ino in inodes):
+        serves_a_node = self.tree.serves_a_node
+        for ino in inodes:  # a loop, not all(genexpr): this runs for every request
+            if not serves_a_node(ino):
+                break
+        else:
             return
         if requester is None or not self.nfs_threads.serves_clients(requester):
             return

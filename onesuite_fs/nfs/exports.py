@@ -25,6 +25,12 @@ from .addresses import AddressBook
 
 MAX_EXPORT_ID = 65535  # ganesha's Export_Id is 16 bits; 0 is its pseudo-fs root
 PROTOCOL_CHOICES = ("3,4", "4", "3")
+# How long ganesha answers attributes (and so listings, whose validity it checks with the
+# directory's mtime) from its cache: the bound on what a client sees stale after a reload,
+# and what spares ganesha re-opening every object it touches (bench/notes.md, "Attribute
+# caching"). 0 re-fetches every time.
+DEFAULT_ATTR_EXPIRATION = 10
+MAX_ATTR_EXPIRATION = 3600
 
 # Names written into ganesha.conf strings and /etc/exports paths unescaped. Host names never
 # need more; anything else is reported, not exported.
@@ -49,6 +55,16 @@ class ExportPlan:
     exports: tuple[Export, ...]
     unexported: tuple[tuple[str, str], ...]  # (node, why)
     privileged_ports: bool = True  # refuse requests from source ports >= 1024
+
+
+def check_attr_expiration(seconds: int) -> int:
+    """A bounded whole number of seconds (ganesha reads an int32; more than an hour of stale
+    answers is never what an admin meant)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not (
+            0 <= seconds <= MAX_ATTR_EXPIRATION):
+        raise ValueError(f"attribute expiration must be a whole number of seconds from 0 to "
+                         f"{MAX_ATTR_EXPIRATION}, not {seconds!r}")
+    return seconds
 
 
 def _hash(text: str) -> int:
@@ -132,14 +148,18 @@ def render_exports(plan: ExportPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_ganesha_exports(plan: ExportPlan, protocols: str = "3,4") -> str:
+def render_ganesha_exports(plan: ExportPlan, protocols: str = "3,4",
+                           attr_expiration: int = DEFAULT_ATTR_EXPIRATION) -> str:
     """nfs-ganesha EXPORT blocks (FSAL_VFS) to include in ganesha.conf."""
+    check_attr_expiration(attr_expiration)
     proto = ", ".join(protocols.split(","))
     lines = _header(plan, "#")
     lines += ["# Clients mount <server>:/nodes/<host> (the Pseudo path; NFSv3 too when",
               "# NFS_CORE_PARAM has mount_path_pseudo = true, else the Path).",
-              "# Attr_Expiration_Time = 0: ganesha must not serve a cached size with new",
-              "# bytes after the mount invalidates a changed file (a torn read).",
+              f"# Attr_Expiration_Time = {attr_expiration}: ganesha answers from its cache "
+              "for that long; after a",
+              f"# reload it serves a changed file or listing at most {attr_expiration + 1} s "
+              "longer (docs/nfs.md).",
               "# PrivilegedPort: only root on a node can send requests (source port < 1024)."]
     privileged = "true" if plan.privileged_ports else "false"
     for e in plan.exports:
@@ -154,7 +174,7 @@ def render_ganesha_exports(plan: ExportPlan, protocols: str = "3,4") -> str:
             "    SecType = sys;",
             "    Access_Type = None;  # nobody but the CLIENT below",
             "    Squash = No_Root_Squash;",
-            "    Attr_Expiration_Time = 0;",
+            f"    Attr_Expiration_Time = {attr_expiration};",
             f"    PrivilegedPort = {privileged};",
             f"    CLIENT {{ Clients = {e.address}; Access_Type = {access}; "
             "Squash = No_Root_Squash; }",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..daemon.process import pid_alive
-from .exports import ExportPlan, render_ganesha_exports
+from .exports import DEFAULT_ATTR_EXPIRATION, ExportPlan, render_ganesha_exports
 
 READY_LINE = "NFS SERVER INITIALIZED"
 RPCBIND_SOCKET = Path("/run/rpcbind.sock")
@@ -36,6 +36,7 @@ class GaneshaOptions:
     mount_port: int = 20048
     protocols: str = "3,4"
     binary: str = "ganesha.nfsd"
+    attr_expiration: int = DEFAULT_ATTR_EXPIRATION  # seconds (exports.py)
 
 
 def render_config(plan: ExportPlan, options: GaneshaOptions, recovery_dir: Path) -> str:
@@ -64,7 +65,7 @@ def render_config(plan: ExportPlan, options: GaneshaOptions, recovery_dir: Path)
         "NFS_KRB5 { Active_krb5 = false; }\n"
         "MDCACHE { Entries_HWMark = 100000; }\n"
         "LOG { Default_Log_Level = EVENT; }\n"
-        + render_ganesha_exports(plan, options.protocols)
+        + render_ganesha_exports(plan, options.protocols, options.attr_expiration)
     )
 
 
