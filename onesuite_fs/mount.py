@@ -183,6 +183,7 @@ def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: floa
     if foreground:
         ops = _run_session(tree, mountpoint, cache_timeout, debug, live)
         log.info("mounted %s", mountpoint)
+        _log_broken(tree)
         _loop(ops, live)
         return 0
     read_end, write_end = os.pipe()
@@ -206,6 +207,7 @@ def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: floa
         os.write(write_end, f"mounting {mountpoint} failed: {exc}".encode())
         os._exit(1)
     _detach_stdio(log_file)
+    _log_broken(tree)
     os.write(write_end, b"ready")
     os.close(write_end)
     try:
@@ -214,6 +216,11 @@ def mount(tree: Tree, mountpoint: Path, *, foreground: bool, cache_timeout: floa
         log.exception("daemon failed")
         os._exit(1)
     os._exit(0)
+
+
+def _log_broken(tree: Tree) -> None:
+    for name, error in sorted(tree.site.broken.items()):
+        log.error("node %s not served: %s", name, str(error).replace("\n", " "))
 
 
 def _detach_stdio(log_file: Path | None) -> None:

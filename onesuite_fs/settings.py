@@ -17,6 +17,7 @@ The file can name every path and policy explicitly (example in docs/configuratio
     [policy]
     override_order = "autoinstall"    # or "updateclient", "pushoverrides"
     allow_dynamic_nodes = false
+    strict = false                    # one node that cannot be served refuses the site
 
     [mount]
     cache_timeout = 300.0             # kernel entry/attr cache, seconds
@@ -62,7 +63,7 @@ _PATH_KEYS = ("root", "cluster_xml", "images_dir", "overrides_dir", "scripts_dir
               "rsync_stubs_dir")
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paths": {key: str for key in _PATH_KEYS},
-    "policy": {"override_order": str, "allow_dynamic_nodes": bool},
+    "policy": {"override_order": str, "allow_dynamic_nodes": bool, "strict": bool},
     "mount": {"cache_timeout": (int, float), "handle_key": str},
     "onesis": {"enabled": bool, "config": str, "link_policy": str, "ram_prefix": str,
                "state_dir": str},
@@ -83,6 +84,9 @@ class Settings:
     images: dict[str, Path] = field(default_factory=dict)
     override_order: str = "autoinstall"
     allow_dynamic_nodes: bool = False
+    # Refuse the whole site for one node that cannot be served (CI checks); by default only
+    # that node is left out (model.Site.broken).
+    strict: bool = False
     cache_timeout: float = 300.0
     handle_key: Path | None = None  # None: handle_key.DEFAULT_HANDLE_KEY
     # [onesis]

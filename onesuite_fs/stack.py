@@ -108,7 +108,10 @@ def node_stages(site: Site, host: str, order: str, memo: Memo | None = None) -> 
 
 
 def group_stages(site: Site, group: Group, order: str, memo: Memo | None = None) -> Stages:
-    return build_stages(site, image=group.image, groups=(group,), host=None, order=order,
+    # An image that does not exist breaks the group's nodes (Site.broken); the group's view
+    # is then its overrides alone, as for a group that names no image.
+    image = group.image if group.image in site.images else None
+    return build_stages(site, image=image, groups=(group,), host=None, order=order,
                         memo=memo)
 
 

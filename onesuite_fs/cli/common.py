@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..state import prepare_store
 from ..tree import Tree
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("onesuite.site")
 DEFAULT_STATE_DIR = Path("/var/lib/onesuite-fs/state")
 
 
@@ -39,6 +41,11 @@ def site_options() -> argparse.ArgumentParser:
     group.add_argument("--allow-dynamic-nodes", action="store_true", default=None,
                        help="run cluster.xml <dynamic_node> commands (off by default: "
                             "they are shell commands)")
+    group.add_argument("--strict", action="store_true", default=None,
+                       help="refuse the whole site when one node cannot be served (a "
+                            "missing image, a group defined twice, a failing "
+                            "<dynamic_node>); by default only that node is left out and "
+                            "listed by 'onesuite nodes' (exit status 1) and 'status'")
     group.add_argument("--allow-layers-outside", action="append", type=Path, metavar="DIR",
                        help="an image or override may really be in DIR (another "
                             "filesystem, a symlinked directory) although it is not inside "
@@ -66,6 +73,7 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
     settings = load_settings(args.config) if args.config else Settings()
     settings = settings.with_options(root=args.root, override_order=args.override_order,
                                      allow_dynamic_nodes=args.allow_dynamic_nodes,
+                                     strict=args.strict,
                                      cache_timeout=getattr(args, "cache_timeout", None),
                                      handle_key=getattr(args, "handle_key", None),
                                      onesis_config=args.onesis_config,
@@ -115,6 +123,8 @@ def report_warnings(site: Site, order: str) -> None:
     seen: set[str] = set()
     for warning in site.warnings:
         print(f"onesuite: warning: {warning}", file=sys.stderr)
+    for line in broken_lines(site):
+        print(f"onesuite: error: {line}", file=sys.stderr)
     # Only overrides cluster.xml names explicitly: most nodes have no host override and the
     # image-named one is implicit, so those are shown by `onesuite nodes`, not warned about.
     for host in site.nodes:
@@ -126,6 +136,12 @@ def report_warnings(site: Site, order: str) -> None:
                       "SystemImager does", file=sys.stderr)
 
 
+
+
+def broken_lines(site: Site) -> list[str]:
+    """One line per node that is not served, with its file:line and reason."""
+    return [f"node {name} not served: {error}".replace("\n", " ")
+            for name, error in sorted(site.broken.items())]
 
 
 def add_serving_options(parser: argparse.ArgumentParser) -> None:
@@ -154,6 +170,8 @@ def live_options(args: argparse.Namespace, settings: Settings, site: Site,
 
     def rebuild() -> Tree:
         new_settings, new_site = load(args)
+        for line in broken_lines(new_site):
+            log.error("reload: %s", line)
         return build_tree(new_settings, new_site, serving=True, reloading=True,
                           numbering=tree.numbering)
 

@@ -69,7 +69,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     nodes = commands.add_parser(
         "nodes", parents=[common], help="list nodes with their groups, image and layers",
         description="Every node with its groups (most important first), its image and its "
-                    "layer stack, lowest first (the last layer wins).")
+                    "layer stack, lowest first (the last layer wins). Nodes that cannot be "
+                    "served (no image, a group defined twice, a failing <dynamic_node>) are "
+                    "listed last with their file:line and reason, and the exit status is "
+                    "then 1 (with --strict the whole site is refused instead).")
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
     nodes.set_defaults(func=cmd_nodes)
 
@@ -93,10 +96,12 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         onesis = tree.onesis.describe(tree, entry) if tree.onesis and entry else None
         rows.append({"name": host, "groups": list(node.groups), "image": node.image,
                      "layers": stack_json(node_stages(site, host, order)), "onesis": onesis})
+    status = EXIT_FAILURE if site.broken else EXIT_OK
     if args.json:
-        json.dump({"override_order": order, "nodes": rows}, sys.stdout, indent=2)
+        json.dump({"override_order": order, "nodes": rows,
+                   "broken": site.broken_report()}, sys.stdout, indent=2)
         print()
-        return EXIT_OK
+        return status
     for row in rows:
         print(f"{row['name']}  image {row['image']}  groups {', '.join(row['groups'])}")
         if row["onesis"] is not None:
@@ -113,7 +118,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             if layer["allowed_by"] is not None:
                 print(f"        really at {layer['real_path']} (outside its directory, "
                       f"allowed by allow_layers_outside {layer['allowed_by']})")
-    return EXIT_OK
+    for name, error in sorted(site.broken.items()):
+        print(f"{name}  NOT SERVED: {error.location()}: {error.message}")
+    return status
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -156,6 +163,9 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
                 print(f"  changed: {path}")
             if len(last["paths_changed"]) > 20:
                 print(f"  ... and {len(last['paths_changed']) - 20} more")
+    for broken in status.get("broken_nodes", []):
+        where = f"{broken['file']}:{broken['line']}" if broken["line"] else broken["file"]
+        print(f"node {broken['name']} not served: {where}: {broken['error']}")
     for layer in status.get("layers_elsewhere", []):
         print(f"{layer['kind']} {layer['name']} really at {layer['real_path']} (outside its "
               f"directory, allowed by allow_layers_outside {layer['allowed_by']})")
