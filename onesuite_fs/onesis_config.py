@@ -185,21 +185,43 @@ class OnesisSource:
         is_dir = rule.kind in ("RAMDIR", "LINKDIR")
         base_path = f"{item.base_parent}/{base.name}" if base and item.base_parent else (
             base.name if base else "")
+        copies = self.copies_base(item)
         if is_dir:
-            if rule.duplicate and base is not None and base.contribution is not None:
+            if copies:
+                assert base is not None
                 self._copy_dir(tree, base, base_path, built)
             else:
                 os.mkdir(built, DIR_MODE)
-        elif rule.duplicate and base is not None and stat.S_ISREG(base.meta.mode):
+        elif copies:
+            assert base is not None
             self._copy_file(tree, base.layer, base_path, built)
         else:
             os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        write_node_attrs(built, self.writable_attrs(tree, entry, item))
+
+    def writable_attrs(self, tree: Tree, entry: Entry, item: Writable) -> NodeAttrs:
+        """What a persistent path shows once made (B.2.2): a directory for RAMDIR/LINKDIR,
+        else a regular file; mode and owner from -m/-u/-g, else the tree's entry's, else
+        0755/0644 root. The mount makes it with these; preview shows them before."""
+        rule, base = item.rule, item.base
+        is_dir = rule.kind in ("RAMDIR", "LINKDIR")
         uid, gid = self._owner(tree, entry, rule, base)
         default_mode = 0o755 if is_dir else 0o644
         mode = rule.mode if rule.mode is not None else (
             stat.S_IMODE(base.meta.mode) if base is not None else default_mode)
         kind = stat.S_IFDIR if is_dir else stat.S_IFREG
-        write_node_attrs(built, NodeAttrs(kind | stat.S_IMODE(mode), uid, gid))
+        return NodeAttrs(kind | stat.S_IMODE(mode), uid, gid)
+
+    @staticmethod
+    def copies_base(item: Writable) -> bool:
+        """Whether the path starts as a copy of the tree's entry (-d over a directory for a
+        directory rule, over a regular file for a file rule), else empty."""
+        base = item.base
+        if not item.rule.duplicate or base is None:
+            return False
+        if item.rule.kind in ("RAMDIR", "LINKDIR"):
+            return base.contribution is not None
+        return stat.S_ISREG(base.meta.mode)
 
     def _owner(self, tree: Tree, entry: Entry, rule: Any, base: Child | None) -> tuple[int, int]:
         uid = base.meta.uid if base is not None else 0

@@ -35,7 +35,8 @@ from .layers import LayerStore, Meta
 from .model import Site
 from .onesis_config import OnesisSource
 from .onesis_view import Item, Linked, NodeOnesis, Synthetic, Writable, synthetic_mode
-from .provenance import Provenance
+from .pending_state import pending_copy_ref, pending_provenance, pending_ref
+from .provenance import Kind, Provenance
 from .resolve import Child, Contribution, MergedDir, Resolver
 from .sources.onesis import RamPath
 from .stack import Stages, group_stages, image_stages, node_stages
@@ -109,6 +110,9 @@ class DirRef(NamedTuple):
     layer: int  # metadata winner
     meta: Meta
     linkback: Linked | None = None  # the LINKBACK that shows this variant here, for provenance
+    # A persistent directory not made yet, as the mount would make it (a tree that makes no
+    # state: preview, explain): the rule that makes it. Its children are the copies -d makes.
+    pending: RamPath | None = None
 
 
 class FileRef(NamedTuple):
@@ -471,9 +475,10 @@ class Tree:
         return self._registered_attr(ref)
 
     def _item_ref(self, directory: DirRef, item: Item) -> Ref | None:
-        """What one item of a directory shows; None for nothing (a persistent path no one
-        has used yet, seen without making it)."""
+        """What one item of a directory shows."""
         entry, path = directory.entry, _child_path(directory.path, item.name)
+        if directory.pending is not None and isinstance(item, Child):
+            return pending_copy_ref(self, directory, path, item)
         if isinstance(item, Child):
             source = _child_path(directory.source, item.name)
             if item.contribution is not None:
@@ -525,15 +530,11 @@ class Tree:
                 self._unmade.pop(key, None)
         return StateRef(directory.entry, path, path, item.rule)
 
-    def _unmade_writable_ref(self, directory: DirRef, path: str, item: Writable) -> Ref | None:
-        """A persistent path no one has used yet, seen without making it: what it would
-        start from (the tree's entry with -d, an empty directory), else absent."""
-        if item.rule.duplicate and item.base is not None:
-            return self._item_ref(directory, item.base)
-        if item.rule.kind in ("RAMDIR", "LINKDIR"):
-            return self._synthetic_ref(directory.entry, path, Synthetic(
-                item.name, None, "", "persistent path, empty until first used"))
-        return None
+    def _unmade_writable_ref(self, directory: DirRef, path: str, item: Writable) -> Ref:
+        """A persistent path no one has used yet, seen without making it (preview): what the
+        mount would make of it, as the mount would show it (pending_state.py)."""
+        assert self.onesis is not None
+        return pending_ref(self, self.onesis, directory, path, item)
 
     # ----- directories ----------------------------------------------------------------
     def fixed_dirs(self) -> list[int]:
@@ -589,7 +590,7 @@ class Tree:
     def _dir_items(self, ref: DirRef) -> dict[str, Item]:
         mdir = self._merged(ref)
         onesis = self.node_onesis(ref.entry)
-        if onesis is None or not onesis.touches(ref.path):
+        if onesis is None or ref.pending is not None or not onesis.touches(ref.path):
             return mdir.children  # type: ignore[return-value]
         key = (ref.entry.key, ref.path)
         items = self._items.get(key)
@@ -801,6 +802,8 @@ class Tree:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise TreeError(errno.EROFS)
         backing = self._backing(ref)
+        if backing is None and stat.S_ISREG(ref.meta.mode):  # type: ignore[union-attr]
+            return os.open(os.devnull, os.O_RDONLY)  # a persistent file not made: empty
         if backing is None or not stat.S_ISREG(backing.meta.mode):
             raise TreeError(errno.EACCES)
         fd = self.store.open_file(backing.layer, backing.path)
@@ -902,6 +905,8 @@ class Tree:
             return Provenance.persistent(ref.entry.name, ref.path, rule.kind, rule.pattern,
                                          f"{rule.file}:{rule.line}")
         if isinstance(ref, DirRef):
+            if ref.pending is not None:
+                return pending_provenance(ref.entry, ref.path, ref.pending, is_dir=True)
             if ref.layer == SYNTHETIC_LAYER:
                 return RAM_MOUNT_POINT
             linkback = ref.linkback
@@ -943,9 +948,11 @@ class Tree:
         if isinstance(ref, StateRef):
             return self._node_state(ref.entry).xattrs(ref.path)
         if isinstance(ref, DirRef):
-            if ref.layer == SYNTHETIC_LAYER:
-                return {}
+            if ref.layer == SYNTHETIC_LAYER or ref.pending is not None:
+                return {}  # a persistent path is made without the layer's xattrs
             return self.store.xattrs(ref.layer, ref.source)
+        if isinstance(ref, PrivateRef) and ref.provenance.kind is Kind.PERSISTENT:
+            return {}
         backing = self._backing(ref)
         return {} if backing is None else self.store.xattrs(backing.layer, backing.path)
 
