@@ -34,7 +34,15 @@ from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
 from .layers import LayerStore, Meta
 from .model import Site
 from .onesis_config import OnesisSource
-from .onesis_view import Item, Linked, NodeOnesis, Synthetic, Writable, synthetic_mode
+from .onesis_view import (
+    Item,
+    Linked,
+    NodeOnesis,
+    Synthetic,
+    Writable,
+    chained_link_text,
+    synthetic_mode,
+)
 from .pending_state import pending_copy_ref, pending_provenance, pending_ref
 from .provenance import Kind, Provenance
 from .resolve import Child, Contribution, MergedDir, Resolver
@@ -113,6 +121,9 @@ class DirRef(NamedTuple):
     # A persistent directory not made yet, as the mount would make it (a tree that makes no
     # state: preview, explain): the rule that makes it. Its children are the copies -d makes.
     pending: RamPath | None = None
+    # Under a LINKBACK'd directory: that directory's view path (symlinks inside it that climb
+    # out of it resolve from the variant's place: onesis_view.chained_link_text).
+    link_root: str | None = None
 
 
 class FileRef(NamedTuple):
@@ -482,19 +493,47 @@ class Tree:
         if isinstance(item, Child):
             source = _child_path(directory.source, item.name)
             if item.contribution is not None:
-                return DirRef(entry, path, source, item.contribution, item.layer, item.meta)
+                return DirRef(entry, path, source, item.contribution, item.layer, item.meta,
+                              link_root=directory.link_root)
+            if directory.link_root is not None and stat.S_ISLNK(item.meta.mode):
+                depth = directory.path.count("/") - directory.link_root.count("/")
+                chained = self._chained_link(entry, path, item.layer, source, item.meta,
+                                             directory.path, directory.source, depth, None)
+                if chained is not None:
+                    return chained
             return FileRef(item.layer, source, item.meta)
         if isinstance(item, Linked):
             variant, source = item.variant, _child_path(item.variant_parent, item.variant.name)
             if variant.contribution is not None:
                 return DirRef(entry, path, source, variant.contribution, variant.layer,
-                              variant.meta, item)
+                              variant.meta, item, link_root=path)
             provenance = Provenance.of_layer(self.store.layer(variant.layer).label, source,
                                              is_dir=False, rule=item.rule, reason=item.reason)
+            if stat.S_ISLNK(variant.meta.mode):
+                chained = self._chained_link(entry, path, variant.layer, source, variant.meta,
+                                             directory.path, item.variant_parent, None,
+                                             provenance)
+                if chained is not None:
+                    return chained
             return PrivateRef(entry, path, variant.meta, variant.layer, source, provenance)
         if isinstance(item, Synthetic):
             return self._synthetic_ref(entry, path, item)
         return self._writable_ref(directory, path, item)
+
+    def _chained_link(self, entry: Entry, path: str, layer: int, source: str, meta: Meta,
+                      link_dir: str, layer_dir: str, depth: int | None,
+                      provenance: Provenance | None) -> PrivateRef | None:
+        """A symlink reached through a LINKBACK, with the text that resolves where oneSIS's
+        link chain resolves it; None when the layer's text already does."""
+        text = self.store.readlink(layer, source)
+        chained = chained_link_text(text, link_dir, layer_dir, depth)
+        if chained == text:
+            return None
+        if provenance is None:
+            provenance = Provenance.of_layer(self.store.layer(layer).label, source,
+                                             is_dir=False)
+        return PrivateRef(entry, path, meta._replace(size=len(chained)), None,
+                          chained.decode("utf-8", "surrogateescape"), provenance)
 
     def _synthetic_ref(self, entry: Entry, path: str, item: Synthetic) -> DirRef | PrivateRef:
         provenance = Provenance.synthetic(item.reason, item.rule, is_dir=False)
