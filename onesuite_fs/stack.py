@@ -76,8 +76,8 @@ def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
         return found  # type: ignore[return-value]
 
     stages: list[tuple[StackEntry, ...]] = []
-    if image is not None:
-        stages.append((intern(StackEntry(image_layer(site, image),
+    if image is not None:  # the image pass: without lost+found/ and /proc/* (layers.py)
+        stages.append((intern(StackEntry(image_layer(site, image, image_pass=True),
                                          "image", True)),))  # type: ignore[arg-type]
     roles = _group_override_roles(groups)
     global_roles = {name: "global" for name in site.cluster.global_overrides}
@@ -115,9 +115,10 @@ def group_stages(site: Site, group: Group, order: str, memo: Memo | None = None)
                         memo=memo)
 
 
-def image_layer(site: Site, image: str) -> Layer:
+def image_layer(site: Site, image: str, *, image_pass: bool = False) -> Layer:
+    """The image's layer; `image_pass`: as a node's install copies it (layers.py)."""
     found = site.images[image]
-    return Layer("image", image, found.path, found.real, found.allowed_by)
+    return Layer("image", image, found.path, found.real, found.allowed_by, image_pass)
 
 
 def image_stages(site: Site, image: str) -> Stages:

@@ -32,7 +32,8 @@ MAXINT = 2**32 - 1  # HostRange.pm: unpack("I", pack("I", -1))
 
 # -X is our addition: SystemImager 4.3 uses plain -av (and -aHS for the image), which drops
 # xattrs. onesuite-fs passes the winning entry's xattrs through, so the oracle carries them too.
-IMAGE_RSYNC = ("rsync", "-aHSX", "--numeric-ids")
+# The image pass excludes as autoinstall does (etc/autoinstallscript.template, v4.3.0, 292).
+IMAGE_RSYNC = ("rsync", "-aHSX", "--exclude=lost+found/", "--exclude=/proc/*", "--numeric-ids")
 OVERRIDE_RSYNC = ("rsync", "-avX", "--numeric-ids")
 
 # What rsync says when it refuses a type change without --force (exit code 23); anything else

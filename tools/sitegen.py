@@ -5,6 +5,7 @@ images, overrides) and returns a `SiteSpec` describing it. The trees are built t
 union rules: the same paths in several layers with different content, mode and owner, type
 conflicts planted on purpose, special files, xattrs and hard links. Every layer owns its own
 mtime window, so rsync's quick check (same size and same mtime -> skip) never hides a change.
+Every image also has the entries autoinstall's image pass leaves out (lost+found/, /proc/*).
 
 CLI: python tools/sitegen.py random PREFIX --seed N [--images K --groups G --nodes N ...]
 prints a JSON summary of the generated site.
@@ -692,11 +693,42 @@ def generate_random_site(
         spec.conflicts = planner.plant_conflicts(
             _conflict_pairs(rng, spec, image_layers, override_layers, host_overrides)
         )
+    for layer in image_layers:
+        _add_image_pass_excludes(layer)
+    if override_layers:
+        _add_fixed(next(iter(override_layers.values())), IN_OVERRIDE_LOST_FOUND)
     write_cluster_xml(spec, rng)
     write_rsync_stubs(spec)
     for layer in planner.layers:
         write_layer(layer.root, layer.entries)
     return spec
+
+
+# What autoinstall's image pass leaves out (rsync --exclude=lost+found/ --exclude=/proc/*),
+# next to what it copies: a file named lost+found, the /proc directory itself. Fixed
+# metadata, no random draw, so the random layers of a seed stay as they were.
+IMAGE_PASS_ENTRIES = {
+    "lost+found": "dir", "lost+found/#12345": "file", "usr/lost+found": "dir",
+    "var/lost+found": "file", "proc": "dir", "proc/cpuinfo": "file", "proc/sys": "dir",
+    "proc/sys/kernel": "file",
+}
+IN_OVERRIDE_LOST_FOUND = {"lost+found": "dir", "lost+found/from-override": "file"}
+
+
+def _add_fixed(layer: _Layer, entries: dict[str, str]) -> None:
+    for rel, kind in entries.items():
+        parent = rel.rpartition("/")[0]
+        if parent and parent not in layer.entries:
+            layer.entries[parent] = PlannedEntry("dir", 0o755, 0, 0, layer.first_ns)
+        if rel in layer.entries:
+            continue
+        mode = 0o700 if kind == "dir" else 0o444
+        layer.entries[rel] = PlannedEntry(kind, mode, 0, 0, layer.first_ns + 10**9,
+                                          data=f"{rel}\n".encode() if kind == "file" else b"")
+
+
+def _add_image_pass_excludes(layer: _Layer) -> None:
+    _add_fixed(layer, IMAGE_PASS_ENTRIES)
 
 
 def _override_names(spec: SiteSpec, host_overrides: list[str]) -> list[str]:
