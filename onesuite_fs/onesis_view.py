@@ -70,6 +70,8 @@ def chained_link_text(text: bytes, link_dir: str, layer_dir: str, depth: int | N
     base = [p.encode("utf-8", "surrogateescape") for p in layer_dir.split("/") if p]
     kept = base[:max(len(base) - climbs, 0)] + parts[climbs:]
     here = [p.encode("utf-8", "surrogateescape") for p in link_dir.split("/") if p]
+    if here[:max(len(here) - climbs, 0)] + parts[climbs:] == kept:
+        return text  # climbs out to the same place from both (usr.n1/x -> ../usr/y at /usr)
     common = 0
     while common < min(len(here), len(kept) - 1) and here[common] == kept[common]:
         common += 1

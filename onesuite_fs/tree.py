@@ -205,8 +205,12 @@ class Tree:
     def __init__(self, site: Site, order: str, onesis: OnesisSource | None = None,
                  state_dir: Path | None = None, *, create_state: bool = False,
                  bounded_caches: bool = False,
-                 numbering: inodes.Numbering | None = None) -> None:
+                 numbering: inodes.Numbering | None = None, fidelity: str = "intent") -> None:
         self.site = site
+        # "intent": an override's file shows its own bytes (what the admin meant);
+        # "install": what a 4.3 install leaves, rsync's quick check and no xattrs included
+        # (docs/semantics.md, "What an install really holds").
+        self.fidelity = fidelity
         # Keyed numbers (NFS handles are capabilities); a serving tree is given the site's
         # key, anything else numbers with a key of its own process.
         self.numbering = numbering or _process_numbering()
@@ -215,7 +219,8 @@ class Tree:
         # reader keeps only recent listings (docs/architecture.md, "One-pass readers").
         limit = DEFAULT_ENTRY_LIMIT if bounded_caches else None
         self.store = LayerStore(limit)
-        self.resolver = Resolver(self.store, limit)
+        self.resolver = Resolver(self.store, limit, quick_check=order == "autoinstall",
+                                 install=fidelity == "install")
         self.onesis = onesis
         self.state_dir = state_dir
         # Only a serving mount makes a node's persistent paths; an inspection never writes.
@@ -495,6 +500,11 @@ class Tree:
             if item.contribution is not None:
                 return DirRef(entry, path, source, item.contribution, item.layer, item.meta,
                               link_root=directory.link_root)
+            if self.resolver.install and self._kept_by_install(directory, item.name):
+                # Another layer's bytes under this entry's mode and owner: not the layer
+                # file's inode (its attributes differ), a number of this view's own.
+                return PrivateRef(entry, path, item.meta, item.layer, source, Provenance.of_layer(
+                    self.store.layer(item.layer).label, source, is_dir=False))
             if directory.link_root is not None and stat.S_ISLNK(item.meta.mode):
                 depth = directory.path.count("/") - directory.link_root.count("/")
                 chained = self._chained_link(entry, path, item.layer, source, item.meta,
@@ -519,6 +529,26 @@ class Tree:
         if isinstance(item, Synthetic):
             return self._synthetic_ref(entry, path, item)
         return self._writable_ref(directory, path, item)
+
+    def _kept_by_install(self, directory: DirRef, name: str) -> tuple[int, int] | None:
+        """(layer whose bytes an install keeps, layer whose entry came last) for a file of
+        `directory` that rsync's quick check would not copy (resolve.py); else None."""
+        if directory.pending is not None or directory.layer < 0:
+            return None
+        kept = self._merged(directory).kept
+        return None if kept is None else kept.get(name)
+
+    def install_keeps(self, parent: int, name: str) -> tuple[str, str] | None:
+        """For the entry `name` of the directory `parent` (an inode of this tree): the labels
+        of (the layer whose bytes an install keeps, the layer whose entry came last) when a
+        4.3 install would not copy the file (same size and mtime: rsync's quick check)."""
+        ref = self._dirs.get(parent)
+        if ref is None or not isinstance(self._dir_items(ref).get(name), Child):
+            return None
+        found = self._kept_by_install(ref, name)
+        if found is None:
+            return None
+        return self.store.layer(found[0]).label, self.store.layer(found[1]).label
 
     def _chained_link(self, entry: Entry, path: str, layer: int, source: str, meta: Meta,
                       link_dir: str, layer_dir: str, depth: int | None,
@@ -986,6 +1016,8 @@ class Tree:
     def _own_xattrs(self, ref: Ref) -> dict[str, bytes]:
         if isinstance(ref, StateRef):
             return self._node_state(ref.entry).xattrs(ref.path)
+        if self.fidelity == "install":
+            return {}  # SystemImager 4.3's rsync passes have no -X: no xattr is installed
         if isinstance(ref, DirRef):
             if ref.layer == SYNTHETIC_LAYER or ref.pending is not None:
                 return {}  # a persistent path is made without the layer's xattrs

@@ -30,11 +30,22 @@ OVERRIDES_DIR = Path("var/lib/systemimager/overrides")
 ORDERS = ("autoinstall", "updateclient", "pushoverrides")
 MAXINT = 2**32 - 1  # HostRange.pm: unpack("I", pack("I", -1))
 
-# -X is our addition: SystemImager 4.3 uses plain -av (and -aHS for the image), which drops
-# xattrs. onesuite-fs passes the winning entry's xattrs through, so the oracle carries them too.
-# The image pass excludes as autoinstall does (etc/autoinstallscript.template, v4.3.0, 292).
-IMAGE_RSYNC = ("rsync", "-aHSX", "--exclude=lost+found/", "--exclude=/proc/*", "--numeric-ids")
-OVERRIDE_RSYNC = ("rsync", "-avX", "--numeric-ids")
+# Two fidelities (docs/semantics.md). "intent", the default view: -X (SystemImager 4.3 passes
+# none; onesuite-fs keeps the winning entry's xattrs) and -I for the overrides (an override's
+# file shows its own bytes even when rsync's quick check would skip it). "install": exactly
+# the flags of SystemImager 4.3 (etc/autoinstallscript.template lines 292, 376/382 at v4.3.0;
+# si_updateclient -aIv for overrides; si_pcp -aHIS for si_pushoverrides).
+# Both image passes exclude as autoinstall does (template line 292).
+FIDELITIES = ("intent", "install")
+IMAGE_EXCLUDES = ("--exclude=lost+found/", "--exclude=/proc/*")
+IMAGE_RSYNC = ("rsync", "-aHSX", *IMAGE_EXCLUDES, "--numeric-ids")
+OVERRIDE_RSYNC = ("rsync", "-avXI", "--numeric-ids")
+INSTALL_IMAGE_RSYNC = ("rsync", "-aHS", *IMAGE_EXCLUDES, "--numeric-ids")
+INSTALL_OVERRIDE_RSYNC = {
+    "autoinstall": ("rsync", "-av", "--numeric-ids"),
+    "updateclient": ("rsync", "-aIv", "--numeric-ids"),
+    "pushoverrides": ("rsync", "-aHIS", "--numeric-ids"),
+}
 
 # What rsync says when it refuses a type change without --force (exit code 23); anything else
 # in stderr means the oracle itself went wrong.
@@ -159,24 +170,28 @@ def image_dir(spec: SiteSpec, image: str) -> Path:
     return spec.prefix / IMAGES_DIR / image
 
 
-def build_root_with_rsync(spec: SiteSpec, host: str, order: str, dest: Path) -> None:
+def build_root_with_rsync(spec: SiteSpec, host: str, order: str, dest: Path,
+                          fidelity: str = "intent") -> None:
     """Build `host`'s root in `dest` (absent or empty): the image, then its overrides as the
     tool named by `order` applies them. Missing override directories are skipped."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ValueError(f"{dest} is not empty")
-    _rsync([*IMAGE_RSYNC, f"{image_dir(spec, node_image(spec, host))}/", f"{dest}/"])
+    install = fidelity == "install"
+    image_rsync = INSTALL_IMAGE_RSYNC if install else IMAGE_RSYNC
+    override_rsync = INSTALL_OVERRIDE_RSYNC[order] if install else OVERRIDE_RSYNC
+    _rsync([*image_rsync, f"{image_dir(spec, node_image(spec, host))}/", f"{dest}/"])
     overrides_root = spec.prefix / OVERRIDES_DIR
     passes = override_sequence(spec, host, order)
     if order == "pushoverrides":
         sources = [f"{overrides_root / name}/" for name in passes[0]]
         if sources:  # si_pushoverrides: "no override found ... skipping"
-            _rsync([*OVERRIDE_RSYNC, *sources, f"{dest}/"])
+            _rsync([*override_rsync, *sources, f"{dest}/"])
         return
     for name in passes:
         if (overrides_root / name).is_dir():
-            _rsync([*OVERRIDE_RSYNC, f"{overrides_root / name}/", f"{dest}/"])
+            _rsync([*override_rsync, f"{overrides_root / name}/", f"{dest}/"])
 
 
 def _rsync(argv: list[str]) -> None:

@@ -139,3 +139,40 @@ def test_preview_through_the_real_cli(tmp_path, mount_site):
     assert preview_entries(document) == {
         path: entry for path, entry in mounted.items() if path.startswith("/etc")}
     assert "entries," not in done.stderr  # no progress line when stderr is not a terminal
+
+
+@pytest.mark.parametrize("fidelity", ["intent", "install"])
+def test_preview_flags_what_an_install_keeps_and_equals_the_mount(fidelity, tmp_path,
+                                                                   mount_site, capsys):
+    """Sites where an override's file has the size and mtime of the file below it: preview
+    --json and explain flag each such entry in both fidelities, and with --fidelity install
+    preview still equals the mount (which then shows the lower layer's bytes)."""
+    spec = sitegen.generate_random_site(tmp_path / "site", 1)
+    options = ("--fidelity", fidelity)
+    mount = mount_site(spec.prefix, *options)
+    hosts = spec.nodes()
+    assert_preview_matches_mount(capsys, spec.prefix, options,
+                                 [(f"node:{h}", mount.node(h)) for h in hosts])
+    assert_explain_names_the_mounts_winner(spec.prefix, options, mount, hosts)
+    flagged = 0
+    for host in hosts:
+        status, document = onesuite_json(capsys, "preview", "--root", spec.prefix, *options,
+                                         host, "/etc")
+        for entry in document["entries"]:
+            keeps = entry["install_keeps"]
+            if keeps is None:
+                continue
+            flagged += 1
+            assert entry["path"] in spec.quick_checks, (host, entry)
+            assert keeps["layer"].startswith("image:") or keeps["layer"].startswith("override:")
+            assert "same size and mtime" in keeps["why"]
+            shown = (mount.node(host) / entry["path"][1:]).read_bytes()
+            kept_layer = keeps["layer"]
+            assert (entry["layer"] == kept_layer) == (fidelity == "install"), entry
+            kind, _, name = kept_layer.partition(":")
+            kept_file = (spec.images[name] if kind == "image" else spec.override_dir(name)) \
+                / entry["path"][1:]
+            assert (shown == kept_file.read_bytes()) == (fidelity == "install"), entry
+    assert flagged >= len(hosts)  # every image's pair file, at least, on every node
+    done = run_onesuite("explain", "--root", spec.prefix, *options, hosts[0], "/etc/qc-chain")
+    assert "note: an install keeps image:" in done.stdout, done.stdout

@@ -143,6 +143,10 @@ class SiteSpec:
     images: dict[str, Path]  # image name -> image directory
     prefix: Path
     conflicts: list[ConflictSpec] = field(default_factory=list)
+    # Paths where an upper layer's file has the size and mtime (whole seconds) of the file
+    # below it but other bytes and mode: a 4.3 install keeps the lower bytes (rsync's quick
+    # check), the intent view shows the upper ones.
+    quick_checks: list[str] = field(default_factory=list)
 
     def nodes(self) -> list[str]:
         """All hosts named by any group, sorted and unique."""
@@ -690,9 +694,9 @@ def generate_random_site(
         for name in _override_names(spec, host_overrides)
     }
     if conflicts:
-        spec.conflicts = planner.plant_conflicts(
-            _conflict_pairs(rng, spec, image_layers, override_layers, host_overrides)
-        )
+        pairs = _conflict_pairs(rng, spec, image_layers, override_layers, host_overrides)
+        spec.conflicts = planner.plant_conflicts(pairs)
+        spec.quick_checks = _plant_quick_checks(pairs)
     for layer in image_layers:
         _add_image_pass_excludes(layer)
     if override_layers:
@@ -725,6 +729,31 @@ def _add_fixed(layer: _Layer, entries: dict[str, str]) -> None:
         mode = 0o700 if kind == "dir" else 0o444
         layer.entries[rel] = PlannedEntry(kind, mode, 0, 0, layer.first_ns + 10**9,
                                           data=f"{rel}\n".encode() if kind == "file" else b"")
+
+
+QUICK_CHECK_SIZE = 24
+
+
+def _plant_quick_checks(pairs: Sequence[tuple[_Layer, _Layer]]) -> list[str]:
+    """Files rsync's quick check skips (same size, same mtime second, other bytes and mode):
+    one per (lower, upper) pair, and one through a whole chain of pairs (image, global,
+    group or host: an install keeps the image's bytes through every pass). Fixed metadata,
+    no random draw."""
+    planted: list[str] = []
+    second = EPOCH * 10**9 - 10**9 * 1000  # a second no layer's own window uses
+    chain = list({id(layer): layer for layer in [pairs[0][0], *(u for _l, u in pairs)]}.values()
+                 ) if pairs else []
+    plans = [(f"etc/qc-pair-{n}", [lower, upper]) for n, (lower, upper) in enumerate(pairs)]
+    plans.append(("etc/qc-chain", chain))
+    for rel, layers in plans:
+        for step, layer in enumerate(layers):
+            data = f"{step} {rel} {layer.label}".encode()[:QUICK_CHECK_SIZE].ljust(QUICK_CHECK_SIZE)
+            if "etc" not in layer.entries:
+                layer.entries["etc"] = PlannedEntry("dir", 0o755, 0, 0, layer.first_ns)
+            layer.entries[rel] = PlannedEntry("file", (0o644, 0o600, 0o640, 0o400)[step % 4],
+                                              step, step, second + step * 1000, data)
+        planted.append(f"/{rel}")
+    return planted
 
 
 def _add_image_pass_excludes(layer: _Layer) -> None:

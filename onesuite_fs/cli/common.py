@@ -12,7 +12,7 @@ from ..inodes import Numbering
 from ..live import LiveOptions
 from ..model import Site
 from ..onesis_config import OnesisSource
-from ..settings import LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
+from ..settings import FIDELITIES, LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
 from ..sources.systemimager import load_site
 from ..stack import missing_overrides, node_stages
 from ..state import prepare_store
@@ -38,6 +38,13 @@ def site_options() -> argparse.ArgumentParser:
                             "autoinstall (4.3 installs; default), updateclient "
                             "(si_updateclient: no host or image-named override), "
                             "pushoverrides (si_pushoverrides: first source wins)")
+    group.add_argument("--fidelity", choices=FIDELITIES,
+                       help="intent (default): an override's file shows its own bytes, what "
+                            "the admin meant; install: exactly what a SystemImager 4.3 "
+                            "install leaves: a file rsync's quick check skips (same size and "
+                            "mtime as the one below) keeps the lower layer's bytes under "
+                            "the override's mode and owner, and no extended attribute is "
+                            "kept (4.3 passes no -X)")
     group.add_argument("--allow-dynamic-nodes", action="store_true", default=None,
                        help="run cluster.xml <dynamic_node> commands (off by default: "
                             "they are shell commands)")
@@ -73,7 +80,7 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
     settings = load_settings(args.config) if args.config else Settings()
     settings = settings.with_options(root=args.root, override_order=args.override_order,
                                      allow_dynamic_nodes=args.allow_dynamic_nodes,
-                                     strict=args.strict,
+                                     strict=args.strict, fidelity=args.fidelity,
                                      cache_timeout=getattr(args, "cache_timeout", None),
                                      handle_key=getattr(args, "handle_key", None),
                                      onesis_config=args.onesis_config,
@@ -105,7 +112,7 @@ def build_tree(settings: Settings, site: Site, *, serving: bool = False,
                               settings.onesis_ram_prefix, settings.limits)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
     tree = Tree(site, settings.override_order, onesis, state_dir, create_state=serving,
-                bounded_caches=one_pass, numbering=numbering)
+                bounded_caches=one_pass, numbering=numbering, fidelity=settings.fidelity)
     # After the tree: what building it refuses (an owner no node's passwd has) is refused
     # before the store is made or locked, so a refused mount writes nothing.
     if serving and not reloading and onesis is not None and onesis.policy == "persistent":

@@ -28,7 +28,15 @@ from ..inspect.explain import (
 )
 from ..inspect.progress import Progress
 from ..inspect.targets import Target, normalize_path, resolve_target
-from ..inspect.walk import Record, TreeView, View, make_view, record_json, walk
+from ..inspect.walk import (
+    Record,
+    TreeView,
+    View,
+    install_keeps_text,
+    make_view,
+    record_json,
+    walk,
+)
 from ..stack import Stages
 from ..tree import Tree
 from .common import EXIT_FAILURE, EXIT_OK, build_tree, load, report_warnings
@@ -336,6 +344,10 @@ def _explain_lines(result: Explanation, view: TreeView, style: Style) -> list[st
         who = "winner" if result.record is not None else "the layers' winner (not shown)"
         lines.append(f"  {who}: {style.layer(winner['layer'])} {winner['source']}: "
                      f"{winner['why']}")
+    if result.record is not None and result.record.install_keeps is not None:
+        shown = ("shown so (--fidelity install)" if view.tree.fidelity == "install" else
+                 "shown here: the override's bytes; --fidelity install shows the install's")
+        lines.append(f"  note: {install_keeps_text(result.record.install_keeps)}; {shown}")
     if result.record is not None:
         lines.append(_entry_row(view, result.record, len(result.record.path), style))
     else:

@@ -46,6 +46,8 @@ STEPS = {
     "beats-earlier-source": "a directory beats the non-directory of an earlier source",
     "beaten-by-directory": "not copied: a later source's directory beats it",
     "merges-into-earlier-source": "directory contents merged; metadata from the first source",
+    "quick-check-keeps": "not copied (--fidelity install): same size and mtime as the file "
+                         "below, so rsync -av only sets its mode and owner",
 }
 
 # The rule that decided the winner (winner["rule"]).

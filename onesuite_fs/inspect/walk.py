@@ -33,6 +33,9 @@ class Record:
     rdev: int
     provenance: Provenance  # where it comes from (a directory on disk: "dir:ROOT", path)
     handle: int | str  # the view's own reference: a Tree inode or a path on disk
+    # (layer whose bytes a 4.3 install keeps, layer whose entry came last): rsync's quick
+    # check skipped the file (same size and mtime); None when an install copies it.
+    install_keeps: tuple[str, str] | None = None
 
     @property
     def origin(self) -> str:
@@ -74,24 +77,29 @@ class TreeView:
         self.tree, self.subject, self.label = tree, target, target.spec
         self.root_ino = tree.entry_root_ino(target.entry)
 
-    def _record(self, path: str, attr) -> Record:  # type: ignore[no-untyped-def]
+    def _record(self, path: str, attr, parent: int | None = None  # type: ignore[no-untyped-def]
+                ) -> Record:
+        keeps = None if parent is None else self.tree.install_keeps(
+            parent, path.rpartition("/")[2])
         return Record(path, attr.mode, attr.uid, attr.gid, attr.size, attr.rdev,
-                      self.tree.provenance(attr.ino), attr.ino)
+                      self.tree.provenance(attr.ino), attr.ino, keeps)
 
     def stat(self, path: str) -> Record | None:
         attr = self.tree.attr(self.root_ino)
+        parent = None
         try:
             for part in path_parts(path):
-                attr = self.tree.lookup(attr.ino, part)
+                parent, attr = attr.ino, self.tree.lookup(attr.ino, part)
         except TreeError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 return None
             raise
-        return self._record(path, attr)
+        return self._record(path, attr, parent)
 
     def children(self, record: Record) -> list[Record]:
-        return [self._record(child_path(record.path, name), attr)
-                for name, attr in self.tree.listdir(int(record.handle))]
+        parent = int(record.handle)
+        return [self._record(child_path(record.path, name), attr, parent)
+                for name, attr in self.tree.listdir(parent)]
 
     def target(self, record: Record) -> str:
         return os.fsdecode(self.tree.readlink(int(record.handle)))
@@ -183,4 +191,14 @@ def record_json(view: View, record: Record) -> dict[str, object]:
         if record.kind in ("chr", "blk") else None,
         "target": view.target(record) if record.kind == "symlink" else None,
         **record.provenance.json_fields(),
+        "install_keeps": None if record.install_keeps is None else {
+            "layer": record.install_keeps[0], "under": record.install_keeps[1],
+            "why": install_keeps_text(record.install_keeps)},
     }
+
+
+def install_keeps_text(keeps: tuple[str, str]) -> str:
+    """The note preview and explain give a file a 4.3 install does not copy."""
+    kept, by = keeps
+    return (f"an install keeps {kept}'s bytes: same size and mtime as {by}'s file, which "
+            "rsync -av does not copy (it sets only its mode and owner)")
