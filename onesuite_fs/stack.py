@@ -8,8 +8,9 @@ Three SystemImager tools lay overrides differently; each is a policy here:
   Not de-duplicated, exactly as the tool runs them (the script override can appear twice).
 * ``updateclient``: image, global overrides reversed, then ``reverse(field 4)`` (not made
   unique: si_updateclient's Perl has no unique step); no script-named and no host override.
-* ``pushoverrides``: image, then ONE multi-source rsync of host, groups in sort_group order
-  (each group's overrides in XML order), global overrides in XML order; first source wins.
+* ``pushoverrides``: pushes onto an installed node, so the ``autoinstall`` stack first, then
+  ONE multi-source rsync of host, groups in sort_group order (each group's overrides in XML
+  order), global overrides in XML order; first source wins.
 
 A stack is a list of stages (see resolve.py); an override whose directory is missing is
 listed (so ``onesuite nodes`` can show it) but not laid, as SystemImager only warns.
@@ -82,22 +83,23 @@ def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
     roles = _group_override_roles(groups)
     global_roles = {name: "global" for name in site.cluster.global_overrides}
     field4 = [name for group in groups for name in group.overrides]
+    # si_pushoverrides pushes onto an installed node: the autoinstall passes come first.
+    installed = "autoinstall" if order == "pushoverrides" else order
+    sequence: list[StackEntry] = []
+    if installed == "autoinstall" and image is not None:
+        sequence.append(override(image, "script override"))
+    sequence += [override(n, "global") for n in reversed(site.cluster.global_overrides)]
+    # autoinstall's shell takes unique names (`unique`); si_updateclient's Perl does not.
+    group_sequence = _unique(field4) if installed == "autoinstall" else [n for n in field4 if n]
+    sequence += [override(n, roles[n]) for n in reversed(group_sequence)]
+    if installed == "autoinstall" and host is not None:
+        sequence.append(override(host, "host"))
+    stages += [(entry,) for entry in sequence]
     if order == "pushoverrides":
         # One rsync with many sources: a name given twice acts at its first position.
         names = _unique([host or "", *field4, *site.cluster.global_overrides])
         stages.append(tuple(override(n, "host" if n == host else roles.get(n) or global_roles[n])
                             for n in names))
-    else:
-        sequence: list[StackEntry] = []
-        if order == "autoinstall" and image is not None:
-            sequence.append(override(image, "script override"))
-        sequence += [override(n, "global") for n in reversed(site.cluster.global_overrides)]
-        # autoinstall's shell takes unique names (`unique`); si_updateclient's Perl does not.
-        group_sequence = _unique(field4) if order == "autoinstall" else [n for n in field4 if n]
-        sequence += [override(n, roles[n]) for n in reversed(group_sequence)]
-        if order == "autoinstall" and host is not None:
-            sequence.append(override(host, "host"))
-        stages += [(entry,) for entry in sequence]
     return intern(tuple(intern(stage) for stage in stages))  # type: ignore[return-value]
 
 

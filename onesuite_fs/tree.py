@@ -219,6 +219,8 @@ class Tree:
         # reader keeps only recent listings (docs/architecture.md, "One-pass readers").
         limit = DEFAULT_ENTRY_LIMIT if bounded_caches else None
         self.store = LayerStore(limit)
+        # Only autoinstall's passes are rsync -av without -I (pushoverrides' autoinstall
+        # passes are too, but its push re-copies with -I: not modelled, semantics.md).
         self.resolver = Resolver(self.store, limit, quick_check=order == "autoinstall",
                                  install=fidelity == "install")
         self.onesis = onesis

@@ -181,14 +181,16 @@ def build_root_with_rsync(spec: SiteSpec, host: str, order: str, dest: Path,
     install = fidelity == "install"
     image_rsync = INSTALL_IMAGE_RSYNC if install else IMAGE_RSYNC
     override_rsync = INSTALL_OVERRIDE_RSYNC[order] if install else OVERRIDE_RSYNC
-    _rsync([*image_rsync, f"{image_dir(spec, node_image(spec, host))}/", f"{dest}/"])
     overrides_root = spec.prefix / OVERRIDES_DIR
-    passes = override_sequence(spec, host, order)
     if order == "pushoverrides":
-        sources = [f"{overrides_root / name}/" for name in passes[0]]
+        # si_pushoverrides pushes onto an installed node: autoinstall first.
+        build_root_with_rsync(spec, host, "autoinstall", dest, fidelity)
+        sources = [f"{overrides_root / name}/" for name in override_sequence(spec, host, order)[0]]
         if sources:  # si_pushoverrides: "no override found ... skipping"
             _rsync([*override_rsync, *sources, f"{dest}/"])
         return
+    _rsync([*image_rsync, f"{image_dir(spec, node_image(spec, host))}/", f"{dest}/"])
+    passes = override_sequence(spec, host, order)
     for name in passes:
         if (overrides_root / name).is_dir():
             _rsync([*override_rsync, f"{overrides_root / name}/", f"{dest}/"])

@@ -37,7 +37,8 @@ def site_options() -> argparse.ArgumentParser:
                        help="which SystemImager tool's override order to reproduce: "
                             "autoinstall (4.3 installs; default), updateclient "
                             "(si_updateclient: no host or image-named override), "
-                            "pushoverrides (si_pushoverrides: first source wins)")
+                            "pushoverrides (si_pushoverrides onto an installed node: the "
+                            "autoinstall layers, then one copy where the first source wins)")
     group.add_argument("--fidelity", choices=FIDELITIES,
                        help="intent (default): an override's file shows its own bytes, what "
                             "the admin meant; install: exactly what a SystemImager 4.3 "

@@ -29,9 +29,9 @@ ORDER_POLICIES = {
                    "first, so the last layer applied wins",
     "updateclient": "updateclient (si_updateclient): one rsync per layer, lowest first, no "
                     "host or image-named override, so the last layer applied wins",
-    "pushoverrides": "pushoverrides (si_pushoverrides): the image, then one rsync of every "
-                     "override (host, groups by priority, global): the first source wins, "
-                     "but a directory beats a non-directory",
+    "pushoverrides": "pushoverrides (si_pushoverrides): the autoinstall passes, then one "
+                     "rsync of every override (host, groups by priority, global): the first "
+                     "source wins, but a directory beats a non-directory",
 }
 
 # What applying a layer did to the path (LayerFact.step); documented in docs/json.md.
