@@ -49,6 +49,7 @@ from .resolve import Child, Contribution, MergedDir, Resolver
 from .sources.onesis import RamPath
 from .stack import Stages, group_stages, image_stages, node_stages
 from .state import NodeAttrs, NodeState
+from .updateclient import Installed, installed_view, keep_excluded
 
 R = TypeVar("R")
 NAMESPACES = ("nodes", "groups", "images")
@@ -98,6 +99,9 @@ class Entry:
     stages: Stages  # for display and provenance
     contribution: Contribution  # the present layers by stage, as layer ids
     slot: int
+    # --override-order updateclient: the installed (autoinstall) stack and the exclusions
+    # whose paths keep its entries (updateclient.py).
+    installed: Installed | None = None
 
     @property
     def key(self) -> str:
@@ -257,6 +261,9 @@ class Tree:
         self._walked: set[str] = set()
         self._births: dict[tuple[int, int], bytes] = {}  # (dev, ino) -> birth time
         self.prescanned = False  # every layer directory read (a complete snapshot)
+        # --override-order updateclient: views whose installed root has no exclude list
+        # (si_updateclient stops there), shown as installed.
+        self.not_updated: list[str] = []
         self._lock = threading.Lock()
         self._build_entries()
         if onesis is not None:
@@ -274,14 +281,31 @@ class Tree:
         wanted += [("images", name, image_stages(site, name)) for name in site.images]
         slots = self.numbering.assign_slots([f"{ns}/{name}" for ns, name, _ in wanted])
         contributions: dict[object, Contribution] = {}
+
+        def ids_of(stages: Stages) -> Contribution:
+            found = contributions.get(id(stages))
+            if found is None:  # equal stacks are one object (memo): compute once
+                found = contributions[id(stages)] = stage_ids(self.store, stages)
+            return found
+
+        groups = {g.name: g for g in site.cluster.groups}
+        exclude_lists: dict[object, Installed | None] = {}
         for namespace, name, stages in wanted:
-            contribution = contributions.get(id(stages))
-            if contribution is None:  # equal stacks are one object (memo): compute once
-                contribution = contributions[id(stages)] = stage_ids(self.store, stages)
+            contribution = ids_of(stages)
+            installed = None
+            if self.order == "updateclient" and namespace != "images":
+                below = (node_stages(site, name, "autoinstall", memo) if namespace == "nodes"
+                         else group_stages(site, groups[name], "autoinstall", memo))
+                if id(below) not in exclude_lists:
+                    exclude_lists[id(below)] = installed_view(self, below, ids_of(below))
+                installed = exclude_lists[id(below)]
+                if installed is None and ids_of(below):  # si_updateclient stops: as installed
+                    self.not_updated.append(f"{namespace}/{name}")
+                    stages, contribution = below, ids_of(below)
             if not contribution:
                 continue  # a group with no image and no override directory: nothing to show
             self.entries[namespace][name] = Entry(namespace, name, stages, contribution,
-                                                  slots[f"{namespace}/{name}"])
+                                                  slots[f"{namespace}/{name}"], installed)
         self._slots = {e.slot: e for ns in self.entries.values() for e in ns.values()}
 
     def prescan(self) -> int:
@@ -661,12 +685,21 @@ class Tree:
     def _dir_items(self, ref: DirRef) -> dict[str, Item]:
         mdir = self._merged(ref)
         onesis = self.node_onesis(ref.entry)
-        if onesis is None or ref.pending is not None or not onesis.touches(ref.path):
+        patches = onesis is not None and ref.pending is None and onesis.touches(ref.path)
+        installed = ref.entry.installed
+        if not patches and installed is None:
             return mdir.children  # type: ignore[return-value]
         key = (ref.entry.key, ref.path)
         items = self._items.get(key)
         if items is None:
-            items = onesis.patch(ref.path, mdir.children, ref.source,
+            children: dict[str, Child] = mdir.children
+            if installed is not None and ref.pending is None and ref.layer >= 0:
+                children = keep_excluded(self, installed, ref.source, children)
+            if not patches:
+                self._items[key] = children  # type: ignore[assignment]
+                return children  # type: ignore[return-value]
+            assert onesis is not None
+            items = onesis.patch(ref.path, children, ref.source,
                                  lambda target: self.merged_lookup(ref.entry, target))
             if self.create_state:
                 writable = {n for n, item in items.items() if isinstance(item, Writable)}

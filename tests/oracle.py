@@ -189,11 +189,38 @@ def build_root_with_rsync(spec: SiteSpec, host: str, order: str, dest: Path,
         if sources:  # si_pushoverrides: "no override found ... skipping"
             _rsync([*override_rsync, *sources, f"{dest}/"])
         return
+    if order == "updateclient":
+        _updateclient(spec, host, dest, fidelity)
+        return
     _rsync([*image_rsync, f"{image_dir(spec, node_image(spec, host))}/", f"{dest}/"])
     passes = override_sequence(spec, host, order)
     for name in passes:
         if (overrides_root / name).is_dir():
             _rsync([*override_rsync, f"{overrides_root / name}/", f"{dest}/"])
+
+
+def _updateclient(spec: SiteSpec, host: str, dest: Path, fidelity: str) -> None:
+    """si_updateclient (4.3, sbin/si_updateclient lines 521-586) on the installed node:
+    every pass excludes lost+found/, /dev/ (udev) and each line of the node's own
+    /etc/systemimager/updateclient.local.exclude that starts with '/'; the image pass is
+    `rsync -av --delete`, each override `rsync -aIv`. Without the list it stops first."""
+    build_root_with_rsync(spec, host, "autoinstall", dest, fidelity)
+    listed = dest / "etc/systemimager/updateclient.local.exclude"
+    if not listed.is_file() or listed.is_symlink():
+        return  # croak("Couldn't open $exclude_file for reading!")
+    excludes = ["--exclude=lost+found/", "--exclude=/dev/"]
+    excludes += [f"--exclude={line.split()[0]}" for line in listed.read_text().splitlines()
+                 if line.startswith("/")]
+    install = fidelity == "install"
+    image = ("rsync", "-av", "--delete") if install else ("rsync", "-avXI", "--delete")
+    override = ("rsync", "-aIv") if install else ("rsync", "-avXI")
+    _rsync([*image, "--numeric-ids", *excludes, f"{image_dir(spec, node_image(spec, host))}/",
+            f"{dest}/"])
+    overrides_root = spec.prefix / OVERRIDES_DIR
+    for name in override_sequence(spec, host, "updateclient"):
+        if (overrides_root / name).is_dir():
+            _rsync([*override, "--numeric-ids", *excludes, f"{overrides_root / name}/",
+                    f"{dest}/"])
 
 
 def _rsync(argv: list[str]) -> None:

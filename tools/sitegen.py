@@ -756,8 +756,31 @@ def _plant_quick_checks(pairs: Sequence[tuple[_Layer, _Layer]]) -> list[str]:
     return planted
 
 
+# si_updateclient's exclude list, as the systemimager-client package puts it in a golden
+# image (a part of SystemImager's etc/updateclient.local.exclude), and paths the random
+# layers have: with --override-order updateclient these keep the installed node's entries.
+UPDATECLIENT_EXCLUDE = "etc/systemimager/updateclient.local.exclude"
+UPDATECLIENT_EXCLUDES = """\
+# Do NOT modify these exclusions or VERY STRANGE things may happen!
+/etc/mtab
+/proc/*
+/sys/*
+/var/log/*
+  /indented/lines/are/not/used
+relative/are/not/used
+/etc/sysconfig/network
+/etc/hosts
+/etc/profile.d/site*
+/home/*
+/tmp/*
+"""
+
+
 def _add_image_pass_excludes(layer: _Layer) -> None:
     _add_fixed(layer, IMAGE_PASS_ENTRIES)
+    _add_fixed(layer, {"etc/systemimager": "dir"})
+    layer.entries[UPDATECLIENT_EXCLUDE] = PlannedEntry(
+        "file", 0o644, 0, 0, layer.first_ns + 10**9, UPDATECLIENT_EXCLUDES.encode())
 
 
 def _override_names(spec: SiteSpec, host_overrides: list[str]) -> list[str]:

@@ -118,6 +118,12 @@ def build_tree(settings: Settings, site: Site, *, serving: bool = False,
     # before the store is made or locked, so a refused mount writes nothing.
     if serving and not reloading and onesis is not None and onesis.policy == "persistent":
         prepare_store(state_dir)  # closed to local users, crash leftovers removed
+    if tree.not_updated:
+        shown = ", ".join(tree.not_updated[:5]) + (" ..." if len(tree.not_updated) > 5 else "")
+        print(f"onesuite: note: {len(tree.not_updated)} view(s) ({shown}) have no "
+              "/etc/systemimager/updateclient.local.exclude in their installed root: "
+              "si_updateclient stops there, so they are shown as installed (autoinstall)",
+              file=sys.stderr)
     if onesis is not None:
         for config in onesis.distinct_configs():
             for directive in config.no_effect_on_served_root():

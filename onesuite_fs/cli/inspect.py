@@ -333,6 +333,10 @@ def _explain_lines(result: Explanation, view: TreeView, style: Style) -> list[st
                          "is disabled here")
         else:
             lines.append(f"  oneSIS: {result.onesis['origin']}")
+    if result.updateclient is not None:
+        kept = result.updateclient
+        lines.append(f"  excluded by si_updateclient: {kept['excluded_by']} ({kept['line']}): "
+                     "the node keeps what autoinstall laid; the layers are autoinstall's")
     if result.source is not None:
         lines.append(f"  {result.source} in the layers, lowest first:")
         lines += [_fact_row(number, fact, style)

@@ -12,7 +12,7 @@ onto the stack's layers and words them.
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..layers import Meta
@@ -21,6 +21,7 @@ from ..provenance import Kind
 from ..resolve import Contribution, MergedDir
 from ..sources.onesis import LinkBack, class_chain
 from ..tree import Entry, Tree
+from ..updateclient import excluding_rule
 from .targets import Target, close_matches, path_parts
 from .walk import KINDS, Record, TreeView, mode_string
 
@@ -132,6 +133,8 @@ class Explanation:
     onesis: dict[str, Any] | None = None  # a oneSIS rule that made or hid the entry
     winner: dict[str, Any] | None = None
     near: dict[str, Any] | None = None  # for a missing path: what is close to it
+    # --override-order updateclient: the exclusion that keeps the path as installed
+    updateclient: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,10 +274,22 @@ def explain(tree: Tree, target: Target, path: str) -> Explanation:
     assert entry is not None
     view = TreeView(tree, target)
     record = view.stat(path)
+    kept = None
+    if entry.installed is not None and path != "/":
+        kept = excluding_rule(entry.installed.excludes, path.strip("/"),
+                              record.is_dir if record is not None else None)
+        if kept is not None:  # si_updateclient neither copies nor deletes it: as installed
+            entry = replace(entry, stages=entry.installed.stages,
+                            contribution=entry.installed.contribution, installed=None)
     facts, layer_ids = stack_facts(tree, entry)
     source, traces = trace_source(tree, entry, path)
     result = Explanation(target, tree.order, path, record,
                          record.origin if record is not None else None, None, facts, traces)
+    if kept is not None:
+        result.updateclient = {
+            "excluded_by": kept.text, "line": kept.where,
+            "why": "si_updateclient neither copies nor deletes an excluded path: the node "
+                   "keeps what autoinstall laid (the layers below are autoinstall's)"}
     found = record.provenance if record is not None else None
     if found is not None and found.kind in (Kind.SYNTHETIC, Kind.PERSISTENT):
         # A RAM/LINK path or the /ram mount point: no layer's entry is shown.
@@ -360,4 +375,5 @@ def explanation_json(result: Explanation, view: TreeView) -> dict[str, Any]:
         "layers": [fact.json() for fact in result.layers],
         "winner": result.winner,
         "near": result.near,
+        "updateclient": result.updateclient,
     }
