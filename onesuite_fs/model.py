@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import ConfigError
+from .sources.scripts import ScriptOverrides
 
 # HostRange::sort_group gives groups without a usable priority this rank.
 MAXINT = 2**32 - 1  # HostRange.pm: unpack("I", pack("I", -1))
@@ -113,6 +114,9 @@ class Site:
     # The nodes that cannot be served, each with its error (file, line, what to do); absent
     # from `nodes`. `--strict` refuses the site instead (sources/systemimager.py).
     broken: dict[str, ConfigError] = field(default_factory=dict)
+    # host -> the OVERRIDES list of the autoinstall script it runs (sources/scripts.py);
+    # a node without one follows the image-named rule.
+    scripts: dict[str, ScriptOverrides] = field(default_factory=dict)
 
     def override_path(self, name: str) -> Path:
         return self.layout.overrides_dir / name

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from .layers import Layer
 from .model import Group, Site
+from .sources.scripts import GROUP_OVERRIDES, HOSTNAME
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,29 @@ def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
     field4 = [name for group in groups for name in group.overrides]
     # si_pushoverrides pushes onto an installed node: the autoinstall passes come first.
     installed = "autoinstall" if order == "pushoverrides" else order
-    sequence: list[StackEntry] = []
-    if installed == "autoinstall" and image is not None:
-        sequence.append(override(image, "script override"))
-    sequence += [override(n, "global") for n in reversed(site.cluster.global_overrides)]
     # autoinstall's shell takes unique names (`unique`); si_updateclient's Perl does not.
     group_sequence = _unique(field4) if installed == "autoinstall" else [n for n in field4 if n]
-    sequence += [override(n, roles[n]) for n in reversed(group_sequence)]
-    if installed == "autoinstall" and host is not None:
-        sequence.append(override(host, "host"))
+    group_part = [override(n, "global") for n in reversed(site.cluster.global_overrides)]
+    group_part += [override(n, roles[n]) for n in reversed(group_sequence)]
+    script = site.scripts.get(host) if host is not None and installed == "autoinstall" else None
+    sequence: list[StackEntry] = []
+    if script is not None:  # OVERRIDES="NAME $GROUP_OVERRIDES $HOSTNAME --overrides..."
+        variables_seen = False
+        for word in script.words:
+            if word == GROUP_OVERRIDES:
+                sequence += group_part
+            elif word == HOSTNAME:
+                sequence.append(override(host or "", "host"))
+            else:
+                sequence.append(override(word, "script --overrides" if variables_seen
+                                         else "script override"))
+            variables_seen |= word.startswith("$")
+    else:
+        if installed == "autoinstall" and image is not None:
+            sequence.append(override(image, "script override"))
+        sequence += group_part
+        if installed == "autoinstall" and host is not None:
+            sequence.append(override(host, "host"))
     stages += [(entry,) for entry in sequence]
     if order == "pushoverrides":
         # One rsync with many sources: a name given twice acts at its first position.

@@ -133,9 +133,13 @@ def override_sequence(spec: SiteSpec, host: str, order: str) -> list[str] | list
     if order == "autoinstall":
         # GROUP_OVERRIDES=`reverse $(unique $(grep "^${HOSTNAME}:" cluster.txt | cut -d: -f4))`
         # GROUP_OVERRIDES="<global_override field> $GROUP_OVERRIDES"
-        # OVERRIDES="$script_name $GROUP_OVERRIDES $HOSTNAME"; script name = image name
+        # OVERRIDES="$script_name $GROUP_OVERRIDES $HOSTNAME" as the chosen script sets it
+        # (without a script: script name = image name)
         field4 = " ".join(f[3] for f in _node_fields(spec, host)).split()
         group_overrides = f"{_global_overrides_field(spec)} {' '.join(reversed(_unique(field4)))}"
+        script = chosen_script(spec, host)
+        if script is not None:
+            return _overrides_from_script(script, group_overrides, host)
         return f"{node_image(spec, host)} {group_overrides} {host} ".split()
     if order == "updateclient":
         # si_updateclient (4.3): push(@overrides, split(/\s+/, <global_override field>));
@@ -152,6 +156,30 @@ def override_sequence(spec: SiteSpec, host: str, order: str) -> list[str] | list
         names += spec.global_overrides
         return [[name for name in names if (spec.prefix / OVERRIDES_DIR / name).is_dir()]]
     raise ValueError(f"unknown order {order!r}; expected one of {ORDERS}")
+
+
+def chosen_script(spec: SiteSpec, host: str) -> Path | None:
+    """choose_autoinstall_script (4.3 initrd functions): HOSTNAME, each group name (cluster.txt
+    field 2, unique), BASE_HOSTNAME (`sed "s/[.0-9].*$//"`), IMAGENAME; .sh before .master;
+    the first that exists ([ -e ])."""
+    scripts = spec.prefix / "var/lib/systemimager/scripts"
+    groups = _unique([f[1] for f in _node_fields(spec, host)])
+    base = re.sub(r"[.0-9].*$", "", host)
+    for name in [host, *groups, base, node_image(spec, host)]:
+        for suffix in (".sh", ".master"):
+            if name and (scripts / f"{name}{suffix}").exists():
+                return scripts / f"{name}{suffix}"
+    return None
+
+
+def _overrides_from_script(script: Path, group_overrides: str, host: str) -> list[str]:
+    """The script's OVERRIDES lines, run by the shell with the client's variables set."""
+    lines = [line for line in script.read_text().splitlines()
+             if re.match(r"^\s*(\[ -z \$OVERRIDES \] && )?OVERRIDES=", line)]
+    program = "\n".join([f"GROUP_OVERRIDES='{group_overrides}'", f"HOSTNAME='{host}'",
+                         "OVERRIDES=", *lines, 'echo "$OVERRIDES"'])
+    done = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True)
+    return done.stdout.split()
 
 
 # --------------------------------------------------------------------------------------------

@@ -705,7 +705,53 @@ def generate_random_site(
     write_rsync_stubs(spec)
     for layer in planner.layers:
         write_layer(layer.root, layer.entries)
+    write_autoinstall_scripts(spec)
     return spec
+
+
+MASTER_SCRIPT = """\
+#!/bin/sh
+# This master autoinstall script was created with SystemImager (as si_mkautoinstallscript
+# writes one; only the lines onesuite-fs reads are here).
+{image_line}
+{overrides_line}
+for OVERRIDE in $OVERRIDES
+do
+    rsync -av --numeric-ids $IMAGESERVER::overrides/$OVERRIDE/ /a/
+done
+"""
+
+
+def write_autoinstall_scripts(spec: SiteSpec) -> None:
+    """The scripts directory as si_mkautoinstallscript and si_addclients leave it: IMAGE.master
+    for every image (--script defaults to the image), GROUP.master for the first group made
+    with --script GROUP --overrides GLOBAL (its own script-named override, with files, and a
+    global override laid again after the host's), and the last host linked to it
+    (HOST.sh -> GROUP.master) although not in that group. Fixed content, no random draw."""
+    scripts = spec.prefix / "var/lib/systemimager/scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+
+    def master(name: str, image: str, extra: str = "") -> None:
+        overrides = f'[ -z $OVERRIDES ] && OVERRIDES="{name} $GROUP_OVERRIDES $HOSTNAME{extra}"'
+        (scripts / f"{name}.master").write_text(MASTER_SCRIPT.format(
+            image_line=f"[ -z $IMAGENAME ] && IMAGENAME={image}", overrides_line=overrides))
+
+    for image in spec.images:
+        master(image, image)
+    group = next((g for g in spec.groups if g.image), None)
+    present = [o for o in spec.global_overrides if spec.override_dir(o).is_dir()]
+    if group is None or not present or group.name in spec.images:
+        return
+    master(group.name, group.image or "", f" {present[-1]}")
+    own = spec.override_dir(group.name)
+    if not own.exists():
+        (own / "etc").mkdir(parents=True)
+        for rel in ("etc/motd", f"etc/from-script-{group.name}"):
+            (own / rel).write_text(f"{rel} from the script override {group.name}\n")
+            os.utime(own / rel, ns=(EPOCH * 10**9 - 5000 * 10**9,) * 2)
+    outsider = next((h for h in reversed(spec.nodes()) if h not in group.nodes), None)
+    if outsider is not None:
+        os.symlink(f"{group.name}.master", scripts / f"{outsider}.sh")
 
 
 # What autoinstall's image pass leaves out (rsync --exclude=lost+found/ --exclude=/proc/*),

@@ -20,6 +20,7 @@ from ..settings import Settings
 from .cluster_txt import parse_cluster_txt
 from .cluster_xml import parse_cluster_xml, run_dynamic_node
 from .layer_roots import LayerPlaces, has_dotdot
+from .scripts import ScriptOverrides, node_scripts
 
 # si_lsimage skips these rsync modules: they are not images (domain.md A.1.2).
 RESERVED_MODULES = {"scripts", "boot", "overrides", "torrents"}
@@ -276,11 +277,15 @@ def place_images(images: dict[str, Image], layout: SiteLayout, places: LayerPlac
     return placed
 
 
-def used_override_names(cluster: Cluster, images: dict[str, Image]) -> set[str]:
-    """Every override name some stack may lay: global, group, image-named and host ones."""
+def used_override_names(cluster: Cluster, images: dict[str, Image],
+                        scripts: dict[str, ScriptOverrides] | None = None) -> set[str]:
+    """Every override name some stack may lay: global, group, image-named and host ones, and
+    those the nodes' autoinstall scripts name."""
     names = set(cluster.global_overrides) | set(cluster.hosts()) | set(images)
     for group in cluster.groups:
         names.update(group.overrides)
+    for script in (scripts or {}).values():
+        names.update(w for w in script.words if not w.startswith("$"))
     return names
 
 
@@ -331,9 +336,11 @@ def load_site(settings: Settings) -> Site:
         refuse_broken(broken)
     used_images = {group.image for group in cluster.groups if group.image}
     images = place_images(images, layout, places, used_images, warnings.append)
+    scripts = node_scripts(layout.scripts_dir, {h: (n.groups, n.image) for h, n in nodes.items()},
+                           warnings.append)
     present, overrides_real, elsewhere = place_overrides(
-        layout.overrides_dir, places, used_override_names(cluster, images))
+        layout.overrides_dir, places, used_override_names(cluster, images, scripts))
     return Site(layout=layout, cluster=cluster, images=images, nodes=nodes,
                 warnings=tuple(warnings), present_overrides=present,
                 overrides_real_dir=overrides_real, overrides_elsewhere=elsewhere,
-                broken=broken)
+                broken=broken, scripts=scripts)
