@@ -725,8 +725,8 @@ done
 def write_autoinstall_scripts(spec: SiteSpec) -> None:
     """The scripts directory as si_mkautoinstallscript and si_addclients leave it: IMAGE.master
     for every image (--script defaults to the image), GROUP.master for the first group made
-    with --script GROUP --overrides GLOBAL (its own script-named override, with files, and a
-    global override laid again after the host's), and the last host linked to it
+    with --script GROUP --overrides extra-GROUP (its own script-named override and one laid
+    after the host's, both with files), and the last host linked to it
     (HOST.sh -> GROUP.master) although not in that group. Fixed content, no random draw."""
     scripts = spec.prefix / "var/lib/systemimager/scripts"
     scripts.mkdir(parents=True, exist_ok=True)
@@ -739,15 +739,17 @@ def write_autoinstall_scripts(spec: SiteSpec) -> None:
     for image in spec.images:
         master(image, image)
     group = next((g for g in spec.groups if g.image), None)
-    present = [o for o in spec.global_overrides if spec.override_dir(o).is_dir()]
-    if group is None or not present or group.name in spec.images:
+    if group is None or group.name in spec.images:
         return
-    master(group.name, group.image or "", f" {present[-1]}")
-    own = spec.override_dir(group.name)
-    if not own.exists():
+    extra = f"extra-{group.name}"  # an override of its own: the planted conflicts stay as they are
+    master(group.name, group.image or "", f" {extra}")
+    for name in (group.name, extra):
+        own = spec.override_dir(name)
+        if own.exists():
+            continue
         (own / "etc").mkdir(parents=True)
-        for rel in ("etc/motd", f"etc/from-script-{group.name}"):
-            (own / rel).write_text(f"{rel} from the script override {group.name}\n")
+        for rel in ("etc/motd", f"etc/from-script-{name}"):
+            (own / rel).write_text(f"{rel} from the script's override {name}\n")
             os.utime(own / rel, ns=(EPOCH * 10**9 - 5000 * 10**9,) * 2)
     outsider = next((h for h in reversed(spec.nodes()) if h not in group.nodes), None)
     if outsider is not None:
