@@ -117,6 +117,7 @@ class Site:
     # host -> the OVERRIDES list of the autoinstall script it runs (sources/scripts.py);
     # a node without one follows the image-named rule.
     scripts: dict[str, ScriptOverrides] = field(default_factory=dict)
+    chosen_scripts: dict[str, Path] = field(default_factory=dict)  # host -> its script
 
     def override_path(self, name: str) -> Path:
         return self.layout.overrides_dir / name

@@ -75,3 +75,26 @@ def test_base_hostname_is_what_the_clients_sed_gives(host):
     done = subprocess.run(["sed", "s/[.0-9].*$//"], input=host + "\n", capture_output=True,
                           text=True, check=True)
     assert base_hostname(host) == done.stdout.strip()
+
+
+def test_what_an_install_writes_after_the_image_pass_is_listed(tmp_path):
+    """Issue 16, item 9: IMAGE_LAST_SYNCED_TO (template line 317) and the fstab the node's
+    script carries (si_mkautoinstallscript's `cat <<'EOF' > /a/etc/fstab` block) are shown
+    by `onesuite nodes`, with where they come from."""
+    import json
+
+    from conftest import run_onesuite
+
+    root = scripted_site(tmp_path)
+    script = root / "var/lib/systemimager/scripts/Login.master"
+    script.write_text(script.read_text() + "cat <<'EOF' > /a/etc/fstab\n"
+                      "/dev/sda1\t/\text4\tdefaults\t1\t1\nproc\t/proc\tproc\tdefaults\nEOF\n")
+    document = json.loads(run_onesuite("nodes", "--root", root, "--json").stdout)
+    rows = {row["name"]: row for row in document["nodes"]}
+    written = {w["path"]: w for w in rows["login1"]["written_after_image_pass"]}
+    assert written["/etc/systemimager/IMAGE_LAST_SYNCED_TO"]["content"] == "img\n"
+    assert written["/etc/fstab"]["content"].startswith("/dev/sda1\t/\text4")
+    assert written["/etc/fstab"]["from"] == f"{script}:2 (cat <<'EOF' > /a/etc/fstab)"
+    assert rows["login1"]["script"] == str(script)
+    n2 = {w["path"] for w in rows["n2"]["written_after_image_pass"]}
+    assert n2 == {"/etc/systemimager/IMAGE_LAST_SYNCED_TO"}  # compute.sh carries no fstab

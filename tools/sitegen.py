@@ -738,22 +738,26 @@ def write_autoinstall_scripts(spec: SiteSpec) -> None:
 
     for image in spec.images:
         master(image, image)
-    group = next((g for g in spec.groups if g.image), None)
-    if group is None or group.name in spec.images:
-        return
-    extra = f"extra-{group.name}"  # an override of its own: the planted conflicts stay as they are
-    master(group.name, group.image or "", f" {extra}")
-    for name in (group.name, extra):
-        own = spec.override_dir(name)
-        if own.exists():
-            continue
-        (own / "etc").mkdir(parents=True)
-        for rel in ("etc/motd", f"etc/from-script-{name}"):
+    # A group whose name no override has: its script-named override and the --overrides
+    # one are new, so the planted conflicts keep their precedence.
+    group = next((g for g in spec.groups if g.image and g.name not in spec.images
+                  and not spec.override_dir(g.name).exists()), None)
+    if group is not None:
+        extra = f"extra-{group.name}"
+        master(group.name, group.image or "", f" {extra}")
+        for name, rel in ((group.name, "etc/motd"), (extra, f"opt/from-script-{extra}")):
+            own = spec.override_dir(name)
+            (own / rel).parent.mkdir(parents=True)
             (own / rel).write_text(f"{rel} from the script's override {name}\n")
-            os.utime(own / rel, ns=(EPOCH * 10**9 - 5000 * 10**9,) * 2)
-    outsider = next((h for h in reversed(spec.nodes()) if h not in group.nodes), None)
-    if outsider is not None:
-        os.symlink(f"{group.name}.master", scripts / f"{outsider}.sh")
+        outsider = next((h for h in reversed(spec.nodes()) if h not in group.nodes), None)
+        if outsider is not None:
+            os.symlink(f"{group.name}.master", scripts / f"{outsider}.sh")
+    # Fixed times, so that a seed always writes the same tree.
+    fixed = (EPOCH * 10**9 - 5000 * 10**9,) * 2
+    for top in [scripts, *(spec.override_dir(n) for n in (
+            [group.name, f"extra-{group.name}"] if group is not None else []))]:
+        for path in sorted(top.rglob("*"), reverse=True) + [top]:
+            os.utime(path, ns=fixed, follow_symlinks=False)
 
 
 # What autoinstall's image pass leaves out (rsync --exclude=lost+found/ --exclude=/proc/*),

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..sources.scripts import written_after_image_pass
 from ..stack import Stages, node_stages
 from .common import (
     EXIT_FAILURE,
@@ -94,8 +95,13 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     for host, node in sorted(site.nodes.items()):
         entry = tree.entries["nodes"].get(host)
         onesis = tree.onesis.describe(tree, entry) if tree.onesis and entry else None
+        written = written_after_image_pass(node.image, site.chosen_scripts.get(host),
+                                           site.layout.scripts_dir)
         rows.append({"name": host, "groups": list(node.groups), "image": node.image,
-                     "layers": stack_json(node_stages(site, host, order)), "onesis": onesis})
+                     "layers": stack_json(node_stages(site, host, order)), "onesis": onesis,
+                     "script": str(site.chosen_scripts[host]) if host in site.chosen_scripts
+                     else None,
+                     "written_after_image_pass": written})
     status = EXIT_FAILURE if site.broken else EXIT_OK
     if args.json:
         json.dump({"override_order": order, "nodes": rows,
@@ -110,6 +116,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
                   f"{', '.join(onesis['properties']) or '-'}  ({len(onesis['linkbacks'])} "
                   f"LINKBACK, {len(onesis['ram_paths'])} RAM/LINK rules, from "
                   f"{onesis['config']})")
+        if row["script"] is not None:
+            print(f"      autoinstall script {row['script']}")
+        print("      an install also writes, after the image pass (not in the served root): "
+              + ", ".join(f"{w['path']} ({w['from']})" for w in row["written_after_image_pass"]))
         for number, layer in enumerate(row["layers"], 1):
             state = "" if layer["present"] else "  (missing: skipped)"
             stage = f"[stage {layer['stage']}] " if order == "pushoverrides" else ""

@@ -336,11 +336,12 @@ def load_site(settings: Settings) -> Site:
         refuse_broken(broken)
     used_images = {group.image for group in cluster.groups if group.image}
     images = place_images(images, layout, places, used_images, warnings.append)
-    scripts = node_scripts(layout.scripts_dir, {h: (n.groups, n.image) for h, n in nodes.items()},
-                           warnings.append)
+    scripts, chosen = node_scripts(layout.scripts_dir,
+                                   {h: (n.groups, n.image) for h, n in nodes.items()},
+                                   warnings.append)
     present, overrides_real, elsewhere = place_overrides(
         layout.overrides_dir, places, used_override_names(cluster, images, scripts))
     return Site(layout=layout, cluster=cluster, images=images, nodes=nodes,
                 warnings=tuple(warnings), present_overrides=present,
                 overrides_real_dir=overrides_real, overrides_elsewhere=elsewhere,
-                broken=broken, scripts=scripts)
+                broken=broken, scripts=scripts, chosen_scripts=chosen)
