@@ -17,6 +17,8 @@ The file can name every path and policy explicitly (example in docs/configuratio
     [policy]
     override_order = "autoinstall"    # or "updateclient", "pushoverrides"
     allow_dynamic_nodes = false
+    strict = false                    # one node that cannot be served refuses the site
+    fidelity = "intent"               # or "install": exactly what a 4.3 install leaves
 
     [mount]
     cache_timeout = 300.0             # kernel entry/attr cache, seconds
@@ -67,7 +69,8 @@ _PATH_KEYS = ("root", "cluster_xml", "images_dir", "overrides_dir", "scripts_dir
               "rsync_stubs_dir")
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paths": {key: str for key in _PATH_KEYS},
-    "policy": {"override_order": str, "allow_dynamic_nodes": bool},
+    "policy": {"override_order": str, "allow_dynamic_nodes": bool, "strict": bool,
+               "fidelity": str},
     "mount": {"cache_timeout": (int, float), "handle_key": str},
     "onesis": {"enabled": bool, "config": str, "link_policy": str, "ram_prefix": str,
                "state_dir": str},
@@ -89,6 +92,12 @@ class Settings:
     images: dict[str, Path] = field(default_factory=dict)
     override_order: str = "autoinstall"
     allow_dynamic_nodes: bool = False
+    # Refuse the whole site for one node that cannot be served (CI checks); by default only
+    # that node is left out (model.Site.broken).
+    strict: bool = False
+    # "intent" (an override's file shows its bytes) or "install" (what a 4.3 install leaves:
+    # rsync's quick check, no xattrs); docs/semantics.md.
+    fidelity: str = "intent"
     cache_timeout: float = 300.0
     handle_key: Path | None = None  # None: handle_key.DEFAULT_HANDLE_KEY
     # [onesis]
@@ -123,10 +132,20 @@ class Settings:
         given = {k: v for k, v in options.items() if v is not None}
         if "override_order" in given:
             check_override_order(given["override_order"])
+        if "fidelity" in given:
+            check_fidelity(given["fidelity"])
         return replace(self, **given)
 
 
 LINK_POLICIES = ("ram", "persistent")
+FIDELITIES = ("intent", "install")
+
+
+def check_fidelity(value: str, file: str | None = None) -> str:
+    if value not in FIDELITIES:
+        raise ConfigError(f"unknown fidelity {value!r}", file=file,
+                          hint=f"use one of: {', '.join(FIDELITIES)}")
+    return value
 
 
 def check_link_policy(policy: str, file: str | None = None) -> str:
@@ -190,6 +209,8 @@ def load_settings(path: Path) -> Settings:
                 values[key] = _under(base, value) if is_path else value
     if "override_order" in values:
         check_override_order(values["override_order"], filename)
+    if "fidelity" in values:
+        check_fidelity(values["fidelity"], filename)
     if "onesis_link_policy" in values:
         check_link_policy(values["onesis_link_policy"], filename)
     if "limits" in values:

@@ -30,10 +30,22 @@ OVERRIDES_DIR = Path("var/lib/systemimager/overrides")
 ORDERS = ("autoinstall", "updateclient", "pushoverrides")
 MAXINT = 2**32 - 1  # HostRange.pm: unpack("I", pack("I", -1))
 
-# -X is our addition: SystemImager 4.3 uses plain -av (and -aHS for the image), which drops
-# xattrs. onesuite-fs passes the winning entry's xattrs through, so the oracle carries them too.
-IMAGE_RSYNC = ("rsync", "-aHSX", "--numeric-ids")
-OVERRIDE_RSYNC = ("rsync", "-avX", "--numeric-ids")
+# Two fidelities (docs/semantics.md). "intent", the default view: -X (SystemImager 4.3 passes
+# none; onesuite-fs keeps the winning entry's xattrs) and -I for the overrides (an override's
+# file shows its own bytes even when rsync's quick check would skip it). "install": exactly
+# the flags of SystemImager 4.3 (etc/autoinstallscript.template lines 292, 376/382 at v4.3.0;
+# si_updateclient -aIv for overrides; si_pcp -aHIS for si_pushoverrides).
+# Both image passes exclude as autoinstall does (template line 292).
+FIDELITIES = ("intent", "install")
+IMAGE_EXCLUDES = ("--exclude=lost+found/", "--exclude=/proc/*")
+IMAGE_RSYNC = ("rsync", "-aHSX", *IMAGE_EXCLUDES, "--numeric-ids")
+OVERRIDE_RSYNC = ("rsync", "-avXI", "--numeric-ids")
+INSTALL_IMAGE_RSYNC = ("rsync", "-aHS", *IMAGE_EXCLUDES, "--numeric-ids")
+INSTALL_OVERRIDE_RSYNC = {
+    "autoinstall": ("rsync", "-av", "--numeric-ids"),
+    "updateclient": ("rsync", "-aIv", "--numeric-ids"),
+    "pushoverrides": ("rsync", "-aHIS", "--numeric-ids"),
+}
 
 # What rsync says when it refuses a type change without --force (exit code 23); anything else
 # in stderr means the oracle itself went wrong.
@@ -121,9 +133,13 @@ def override_sequence(spec: SiteSpec, host: str, order: str) -> list[str] | list
     if order == "autoinstall":
         # GROUP_OVERRIDES=`reverse $(unique $(grep "^${HOSTNAME}:" cluster.txt | cut -d: -f4))`
         # GROUP_OVERRIDES="<global_override field> $GROUP_OVERRIDES"
-        # OVERRIDES="$script_name $GROUP_OVERRIDES $HOSTNAME"; script name = image name
+        # OVERRIDES="$script_name $GROUP_OVERRIDES $HOSTNAME" as the chosen script sets it
+        # (without a script: script name = image name)
         field4 = " ".join(f[3] for f in _node_fields(spec, host)).split()
         group_overrides = f"{_global_overrides_field(spec)} {' '.join(reversed(_unique(field4)))}"
+        script = chosen_script(spec, host)
+        if script is not None:
+            return _overrides_from_script(script, group_overrides, host)
         return f"{node_image(spec, host)} {group_overrides} {host} ".split()
     if order == "updateclient":
         # si_updateclient (4.3): push(@overrides, split(/\s+/, <global_override field>));
@@ -142,6 +158,30 @@ def override_sequence(spec: SiteSpec, host: str, order: str) -> list[str] | list
     raise ValueError(f"unknown order {order!r}; expected one of {ORDERS}")
 
 
+def chosen_script(spec: SiteSpec, host: str) -> Path | None:
+    """choose_autoinstall_script (4.3 initrd functions): HOSTNAME, each group name (cluster.txt
+    field 2, unique), BASE_HOSTNAME (`sed "s/[.0-9].*$//"`), IMAGENAME; .sh before .master;
+    the first that exists ([ -e ])."""
+    scripts = spec.prefix / "var/lib/systemimager/scripts"
+    groups = _unique([f[1] for f in _node_fields(spec, host)])
+    base = re.sub(r"[.0-9].*$", "", host)
+    for name in [host, *groups, base, node_image(spec, host)]:
+        for suffix in (".sh", ".master"):
+            if name and (scripts / f"{name}{suffix}").exists():
+                return scripts / f"{name}{suffix}"
+    return None
+
+
+def _overrides_from_script(script: Path, group_overrides: str, host: str) -> list[str]:
+    """The script's OVERRIDES lines, run by the shell with the client's variables set."""
+    lines = [line for line in script.read_text().splitlines()
+             if re.match(r"^\s*(\[ -z \$OVERRIDES \] && )?OVERRIDES=", line)]
+    program = "\n".join([f"GROUP_OVERRIDES='{group_overrides}'", f"HOSTNAME='{host}'",
+                         "OVERRIDES=", *lines, 'echo "$OVERRIDES"'])
+    done = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
 # --------------------------------------------------------------------------------------------
 # Building a root with rsync
 
@@ -158,24 +198,57 @@ def image_dir(spec: SiteSpec, image: str) -> Path:
     return spec.prefix / IMAGES_DIR / image
 
 
-def build_root_with_rsync(spec: SiteSpec, host: str, order: str, dest: Path) -> None:
+def build_root_with_rsync(spec: SiteSpec, host: str, order: str, dest: Path,
+                          fidelity: str = "intent") -> None:
     """Build `host`'s root in `dest` (absent or empty): the image, then its overrides as the
     tool named by `order` applies them. Missing override directories are skipped."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ValueError(f"{dest} is not empty")
-    _rsync([*IMAGE_RSYNC, f"{image_dir(spec, node_image(spec, host))}/", f"{dest}/"])
+    install = fidelity == "install"
+    image_rsync = INSTALL_IMAGE_RSYNC if install else IMAGE_RSYNC
+    override_rsync = INSTALL_OVERRIDE_RSYNC[order] if install else OVERRIDE_RSYNC
     overrides_root = spec.prefix / OVERRIDES_DIR
-    passes = override_sequence(spec, host, order)
     if order == "pushoverrides":
-        sources = [f"{overrides_root / name}/" for name in passes[0]]
+        # si_pushoverrides pushes onto an installed node: autoinstall first.
+        build_root_with_rsync(spec, host, "autoinstall", dest, fidelity)
+        sources = [f"{overrides_root / name}/" for name in override_sequence(spec, host, order)[0]]
         if sources:  # si_pushoverrides: "no override found ... skipping"
-            _rsync([*OVERRIDE_RSYNC, *sources, f"{dest}/"])
+            _rsync([*override_rsync, *sources, f"{dest}/"])
         return
+    if order == "updateclient":
+        _updateclient(spec, host, dest, fidelity)
+        return
+    _rsync([*image_rsync, f"{image_dir(spec, node_image(spec, host))}/", f"{dest}/"])
+    passes = override_sequence(spec, host, order)
     for name in passes:
         if (overrides_root / name).is_dir():
-            _rsync([*OVERRIDE_RSYNC, f"{overrides_root / name}/", f"{dest}/"])
+            _rsync([*override_rsync, f"{overrides_root / name}/", f"{dest}/"])
+
+
+def _updateclient(spec: SiteSpec, host: str, dest: Path, fidelity: str) -> None:
+    """si_updateclient (4.3, sbin/si_updateclient lines 521-586) on the installed node:
+    every pass excludes lost+found/, /dev/ (udev) and each line of the node's own
+    /etc/systemimager/updateclient.local.exclude that starts with '/'; the image pass is
+    `rsync -av --delete`, each override `rsync -aIv`. Without the list it stops first."""
+    build_root_with_rsync(spec, host, "autoinstall", dest, fidelity)
+    listed = dest / "etc/systemimager/updateclient.local.exclude"
+    if not listed.is_file() or listed.is_symlink():
+        return  # croak("Couldn't open $exclude_file for reading!")
+    excludes = ["--exclude=lost+found/", "--exclude=/dev/"]
+    excludes += [f"--exclude={line.split()[0]}" for line in listed.read_text().splitlines()
+                 if line.startswith("/")]
+    install = fidelity == "install"
+    image = ("rsync", "-av", "--delete") if install else ("rsync", "-avXI", "--delete")
+    override = ("rsync", "-aIv") if install else ("rsync", "-avXI")
+    _rsync([*image, "--numeric-ids", *excludes, f"{image_dir(spec, node_image(spec, host))}/",
+            f"{dest}/"])
+    overrides_root = spec.prefix / OVERRIDES_DIR
+    for name in override_sequence(spec, host, "updateclient"):
+        if (overrides_root / name).is_dir():
+            _rsync([*override, "--numeric-ids", *excludes, f"{overrides_root / name}/",
+                    f"{dest}/"])
 
 
 def _rsync(argv: list[str]) -> None:

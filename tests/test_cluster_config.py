@@ -88,7 +88,7 @@ def test_entities_are_refused_not_expanded(tmp_path):
 ])
 def test_bad_cluster_xml(tmp_path, text, message, line):
     with pytest.raises(ConfigError, match=message) as err:
-        parse(tmp_path, text)
+        parse(tmp_path, text, strict=True)
     assert err.value.line == line
 
 
@@ -133,15 +133,15 @@ def test_image_chosen_by_group_priority(tmp_path):
 
 def test_missing_image_names_the_node_that_asked(tmp_path):
     make_site(tmp_path, MINIMAL.replace("<node>n1</node>", "<node>n1-n3</node>"))
-    with pytest.raises(ConfigError, match=r"image 'img' does not exist; node n1 \(group G.*"
-                                          r"and 2 more"):
-        load_site(Settings(root=tmp_path))
+    with pytest.raises(ConfigError, match=r"image 'img' does not exist; node n1 \(group G\).*"
+                                          r"and 2 more broken"):
+        load_site(Settings(root=tmp_path, strict=True))
 
 
 def test_node_without_any_image(tmp_path):
     make_site(tmp_path, MINIMAL.replace("<image>img</image>", ""))
     with pytest.raises(ConfigError, match="node 'n1' has no image"):
-        load_site(Settings(root=tmp_path))
+        load_site(Settings(root=tmp_path, strict=True))
 
 
 def test_cluster_txt_serves_when_cluster_xml_is_absent(tmp_path):

@@ -23,13 +23,21 @@ pytestmark = [needs_root_fuse(), pytest.mark.mount]
 SEEDS = range(4)
 
 
-def assert_preview_matches_mount(capsys, root, options, views):
-    """`views`: (target, its directory in the mount) pairs."""
+def assert_preview_matches_mount(capsys, root, options, views, unmade=False):
+    """`views`: (target, its directory in the mount) pairs. `unmade`: preview runs before
+    the mount has made the nodes' persistent paths (their directories' sizes are the store's
+    file system's, known once made, so not compared)."""
     for target, mounted_root in views:
         status, document = onesuite_json(capsys, "preview", "--root", root, *options, target)
         assert status == 0
         mounted = mounted_entries(mounted_root)
         previewed = preview_entries(document)
+        if unmade:
+            for path, entry in mounted.items():
+                if entry["type"] == "dir" and entry["origin"].startswith("state:") \
+                        and path in previewed:
+                    assert previewed[path]["size"] == 0, (target, path)
+                    previewed[path]["size"] = entry["size"]
         layers = {e["path"]: e["layer"] for e in document["entries"]}
         assert previewed.keys() == mounted.keys(), (
             target, sorted(previewed.keys() ^ mounted.keys())[:20])
@@ -85,13 +93,38 @@ def test_preview_equals_the_mount_and_explain_names_its_winner(seed, tmp_path, m
         mount.stop()
 
 
-def test_preview_and_explain_with_onesis_rules(tmp_path, mount_site, capsys):
+# Every option that changes what a root holds (the override orders are covered above, with
+# random sites): both link policies, no oneSIS at all, one sysimage.conf for every node.
+ROOT_OPTIONS = {
+    "ram": (),
+    "persistent": ("--link-policy", "persistent"),
+    "persistent-updateclient": ("--link-policy", "persistent", "--override-order",
+                                "updateclient"),
+    "no-onesis": ("--no-onesis",),
+    "onesis-config": ("--onesis-config", "{root}/var/lib/systemimager/images/img/etc/"
+                                         "sysimage.conf"),
+}
+
+
+@pytest.mark.parametrize("variant", ROOT_OPTIONS)
+def test_preview_and_explain_with_onesis_rules(variant, tmp_path, mount_site, capsys):
     root = onesis_site(tmp_path / "site")
-    mount = mount_site(root)
+    conf = root / "var/lib/systemimager/images/img/etc/sysimage.conf"
+    # A persistent directory no layer has, and one copied with -d from a layer.
+    conf.write_text(conf.read_text() + "RAMDIR /var/lib/state\nLINKDIR /etc/profile.d -d\n")
+    options = tuple(o.format(root=root) for o in ROOT_OPTIONS[variant])
+    if "persistent" in variant:
+        options += ("--persistent-dir", str(tmp_path / "state"))
+    mount = mount_site(root, *options)
     hosts = ["n1", "n2", "n3", "login1"]
-    assert_preview_matches_mount(capsys, root, (),
-                                 [(host, mount.node(host)) for host in hosts])
-    assert_explain_names_the_mounts_winner(root, (), mount, hosts)
+    views = [(host, mount.node(host)) for host in hosts]
+    if "persistent" in variant:
+        # Before any node has used its persistent paths: preview shows what the mount will
+        # make of them (all but a new directory's size, which the store's file system
+        # decides), then the same once the mount has made them.
+        assert_preview_matches_mount(capsys, root, options, views, unmade=True)
+    assert_preview_matches_mount(capsys, root, options, views)
+    assert_explain_names_the_mounts_winner(root, options, mount, hosts)
 
 
 def test_preview_through_the_real_cli(tmp_path, mount_site):
@@ -106,3 +139,40 @@ def test_preview_through_the_real_cli(tmp_path, mount_site):
     assert preview_entries(document) == {
         path: entry for path, entry in mounted.items() if path.startswith("/etc")}
     assert "entries," not in done.stderr  # no progress line when stderr is not a terminal
+
+
+@pytest.mark.parametrize("fidelity", ["intent", "install"])
+def test_preview_flags_what_an_install_keeps_and_equals_the_mount(fidelity, tmp_path,
+                                                                   mount_site, capsys):
+    """Sites where an override's file has the size and mtime of the file below it: preview
+    --json and explain flag each such entry in both fidelities, and with --fidelity install
+    preview still equals the mount (which then shows the lower layer's bytes)."""
+    spec = sitegen.generate_random_site(tmp_path / "site", 1)
+    options = ("--fidelity", fidelity)
+    mount = mount_site(spec.prefix, *options)
+    hosts = spec.nodes()
+    assert_preview_matches_mount(capsys, spec.prefix, options,
+                                 [(f"node:{h}", mount.node(h)) for h in hosts])
+    assert_explain_names_the_mounts_winner(spec.prefix, options, mount, hosts)
+    flagged = 0
+    for host in hosts:
+        status, document = onesuite_json(capsys, "preview", "--root", spec.prefix, *options,
+                                         host, "/etc")
+        for entry in document["entries"]:
+            keeps = entry["install_keeps"]
+            if keeps is None:
+                continue
+            flagged += 1
+            assert entry["path"] in spec.quick_checks, (host, entry)
+            assert keeps["layer"].startswith("image:") or keeps["layer"].startswith("override:")
+            assert "same size and mtime" in keeps["why"]
+            shown = (mount.node(host) / entry["path"][1:]).read_bytes()
+            kept_layer = keeps["layer"]
+            assert (entry["layer"] == kept_layer) == (fidelity == "install"), entry
+            kind, _, name = kept_layer.partition(":")
+            kept_file = (spec.images[name] if kind == "image" else spec.override_dir(name)) \
+                / entry["path"][1:]
+            assert (shown == kept_file.read_bytes()) == (fidelity == "install"), entry
+    assert flagged >= len(hosts)  # every image's pair file, at least, on every node
+    done = run_onesuite("explain", "--root", spec.prefix, *options, hosts[0], "/etc/qc-chain")
+    assert "note: an install keeps image:" in done.stdout, done.stdout

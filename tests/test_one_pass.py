@@ -16,7 +16,7 @@ from treetools import inode_tree
 from onesuite_fs.core import view as tree_module
 from onesuite_fs.core.bounded import BoundedCache, entries_of
 from onesuite_fs.core.onesis_config import OnesisSource
-from onesuite_fs.core.view import TreeError, View
+from onesuite_fs.core.view import View
 from onesuite_fs.daemon.inode_tree import ORIGIN_XATTRS, InodeTree
 from onesuite_fs.settings import Settings
 from onesuite_fs.sources.systemimager import load_site
@@ -115,25 +115,28 @@ def test_every_directory_evicted_still_gives_the_same_views(tmp_path, monkeypatc
     assert one_pass.resolver._dirs.weight <= 3 or len(one_pass.resolver._dirs) == 1
 
 
-def test_an_unused_persistent_file_is_absent_in_listings_and_lookups(tmp_path):
+def test_an_unused_persistent_file_is_shown_as_the_mount_would_make_it(tmp_path):
     """LINKFILE without -d under the persistent policy, before any node used it: not made by
-    an inspection, so neither listed nor found (it used to fail the whole listing)."""
+    an inspection, but listed and found as the empty file the mount makes on first use
+    (issue 16, item 11: it was absent, while the mount showed it)."""
     root, state = onesis_site(tmp_path / "site"), tmp_path / "state"
     site = load_site(Settings(root=root))
     tree = inode_tree(site, "autoinstall", OnesisSource(policy="persistent"), state)
     ssh = tree.entry_root_ino(tree.entries["nodes"]["n1"])
     for part in ("etc", "ssh"):
         ssh = tree.lookup(ssh, part).ino
-    assert [name for name, _ in tree.listdir(ssh)] == ["ssh_config"]
-    with pytest.raises(TreeError):
-        tree.lookup(ssh, "ssh_host_rsa_key")
+    names = ["ssh_config", "ssh_host_ed25519_key", "ssh_host_rsa_key"]
+    assert [name for name, _ in tree.listdir(ssh)] == names
+    key = tree.lookup(ssh, "ssh_host_rsa_key")
+    assert (key.size, oct(key.mode)) == (0, oct(0o100644))
+    assert tree.origin(key.ino).startswith("state:n1 /etc/ssh/ssh_host_rsa_key (persistent: "
+                                           "LINKFILE /etc/ssh/ssh_host_*_key ")
+    with open(tree.open(key.ino), "rb") as f:
+        assert f.read() == b""
     root_n1 = named_root(tree.view, "n1")
     walked = root_n1.lookup("etc/ssh")
-    assert walked is not None and [c.name for c in root_n1.children(walked)] == ["ssh_config"]
-    assert root_n1.lookup("etc/ssh/ssh_host_rsa_key") is None
-    without_rules = named_root(View(site, "autoinstall"), "n1")
-    assert [c.name for c in without_rules.children(without_rules.lookup("etc/ssh"))] == [
-        "ssh_config", "ssh_host_ed25519_key", "ssh_host_rsa_key"]
+    assert walked is not None and [c.name for c in root_n1.children(walked)] == names
+    assert root_n1.lookup("etc/ssh/ssh_host_rsa_key") is not None
     assert not state.exists()
 
 

@@ -12,7 +12,7 @@ from treetools import inode_tree
 
 from onesuite_fs.core.entry import NAMESPACES
 from onesuite_fs.core.onesis_config import OnesisSource
-from onesuite_fs.core.onesis_view import Linked, Synthetic
+from onesuite_fs.core.onesis_view import Linked, Synthetic, Writable
 from onesuite_fs.core.provenance import Kind, Provenance
 from onesuite_fs.daemon.inode_tree import InodeTree
 from onesuite_fs.settings import Settings
@@ -26,6 +26,18 @@ def old_origin(tree: InodeTree, ino: int, item: object) -> str:
     item the entry was resolved from (its private origins were formatted from it)."""
     if tree._is_fixed_dir(ino):
         return "onesuite:namespace"
+    # A persistent path not made yet (an inspection) has the origin the made one has.
+    pending = getattr(tree._dirs.get(ino), "pending", None)
+    private = tree._private.get(ino)
+    if pending is not None or (private is not None and private.provenance.kind
+                               is Kind.PERSISTENT):
+        ref = tree._dirs.get(ino) or private
+        rule = pending or item.rule if isinstance(item, Writable) else pending
+        if rule is None:  # inside a copied directory: the rule of the directory above
+            rule = next(r.pending for r in tree._dirs.values()
+                        if r.pending is not None and ref.path.startswith(r.path + "/"))
+        where = f"{rule.kind} {rule.pattern} {rule.file}:{rule.line}"
+        return f"state:{ref.entry.name} /{ref.path} (persistent: {where})"
     if ino in tree._synthetic_dirs:
         return "onesis: mount point of the /ram tmpfs"
     if ino in tree._private:

@@ -35,9 +35,12 @@ def test_node001_updateclient_has_no_host_and_no_script_override(tmp_path):
 
 
 def test_node001_pushoverrides_is_one_multi_source_stage_first_wins(tmp_path):
+    """si_pushoverrides pushes onto an installed node (issue 16, item 8): the autoinstall
+    stack, then one multi-source rsync."""
     site = load_site(shipped_site(tmp_path))
     assert names(node_stages(site, "node001", "pushoverrides")) == [
-        ["SuSE10"], ["node001", "SuSE10_frontend", "SuSE10", "Storage", "all"]]
+        *names(node_stages(site, "node001", "autoinstall")),
+        ["node001", "SuSE10_frontend", "SuSE10", "Storage", "all"]]
 
 
 def test_missing_override_directories_are_listed_but_not_present(tmp_path):
@@ -80,7 +83,7 @@ def test_orders_agree_on_precedence(tmp_path_factory, groups, global_overrides):
         # Last applied wins: most important first = reversed application order.
         return [s[0].layer.name for s in reversed(node_stages(site, "n1", order)[1:])]
 
-    push = [e.layer.name for e in node_stages(site, "n1", "pushoverrides")[1]]
+    push = [e.layer.name for e in node_stages(site, "n1", "pushoverrides")[-1]]
     auto = precedence_sequential("autoinstall")
     update = precedence_sequential("updateclient")
     assert auto == ["n1", *update, "img"]  # host on top, the script override at the bottom

@@ -5,6 +5,7 @@ images, overrides) and returns a `SiteSpec` describing it. The trees are built t
 union rules: the same paths in several layers with different content, mode and owner, type
 conflicts planted on purpose, special files, xattrs and hard links. Every layer owns its own
 mtime window, so rsync's quick check (same size and same mtime -> skip) never hides a change.
+Every image also has the entries autoinstall's image pass leaves out (lost+found/, /proc/*).
 
 CLI: python tools/sitegen.py random PREFIX --seed N [--images K --groups G --nodes N ...]
 prints a JSON summary of the generated site.
@@ -142,6 +143,10 @@ class SiteSpec:
     images: dict[str, Path]  # image name -> image directory
     prefix: Path
     conflicts: list[ConflictSpec] = field(default_factory=list)
+    # Paths where an upper layer's file has the size and mtime (whole seconds) of the file
+    # below it but other bytes and mode: a 4.3 install keeps the lower bytes (rsync's quick
+    # check), the intent view shows the upper ones.
+    quick_checks: list[str] = field(default_factory=list)
 
     def nodes(self) -> list[str]:
         """All hosts named by any group, sorted and unique."""
@@ -689,14 +694,145 @@ def generate_random_site(
         for name in _override_names(spec, host_overrides)
     }
     if conflicts:
-        spec.conflicts = planner.plant_conflicts(
-            _conflict_pairs(rng, spec, image_layers, override_layers, host_overrides)
-        )
+        pairs = _conflict_pairs(rng, spec, image_layers, override_layers, host_overrides)
+        spec.conflicts = planner.plant_conflicts(pairs)
+        spec.quick_checks = _plant_quick_checks(pairs)
+    for layer in image_layers:
+        _add_image_pass_excludes(layer)
+    if override_layers:
+        _add_fixed(next(iter(override_layers.values())), IN_OVERRIDE_LOST_FOUND)
     write_cluster_xml(spec, rng)
     write_rsync_stubs(spec)
     for layer in planner.layers:
         write_layer(layer.root, layer.entries)
+    write_autoinstall_scripts(spec)
     return spec
+
+
+MASTER_SCRIPT = """\
+#!/bin/sh
+# This master autoinstall script was created with SystemImager (as si_mkautoinstallscript
+# writes one; only the lines onesuite-fs reads are here).
+{image_line}
+{overrides_line}
+for OVERRIDE in $OVERRIDES
+do
+    rsync -av --numeric-ids $IMAGESERVER::overrides/$OVERRIDE/ /a/
+done
+"""
+
+
+def write_autoinstall_scripts(spec: SiteSpec) -> None:
+    """The scripts directory as si_mkautoinstallscript and si_addclients leave it: IMAGE.master
+    for every image (--script defaults to the image), GROUP.master for the first group made
+    with --script GROUP --overrides extra-GROUP (its own script-named override and one laid
+    after the host's, both with files), and the last host linked to it
+    (HOST.sh -> GROUP.master) although not in that group. Fixed content, no random draw."""
+    scripts = spec.prefix / "var/lib/systemimager/scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+
+    def master(name: str, image: str, extra: str = "") -> None:
+        overrides = f'[ -z $OVERRIDES ] && OVERRIDES="{name} $GROUP_OVERRIDES $HOSTNAME{extra}"'
+        (scripts / f"{name}.master").write_text(MASTER_SCRIPT.format(
+            image_line=f"[ -z $IMAGENAME ] && IMAGENAME={image}", overrides_line=overrides))
+
+    for image in spec.images:
+        master(image, image)
+    # A group whose name no override has: its script-named override and the --overrides
+    # one are new, so the planted conflicts keep their precedence.
+    group = next((g for g in spec.groups if g.image and g.name not in spec.images
+                  and not spec.override_dir(g.name).exists()), None)
+    if group is not None:
+        extra = f"extra-{group.name}"
+        master(group.name, group.image or "", f" {extra}")
+        for name, rel in ((group.name, "etc/motd"), (extra, f"opt/from-script-{extra}")):
+            own = spec.override_dir(name)
+            (own / rel).parent.mkdir(parents=True)
+            (own / rel).write_text(f"{rel} from the script's override {name}\n")
+        outsider = next((h for h in reversed(spec.nodes()) if h not in group.nodes), None)
+        if outsider is not None:
+            os.symlink(f"{group.name}.master", scripts / f"{outsider}.sh")
+    # Fixed times, so that a seed always writes the same tree.
+    fixed = (EPOCH * 10**9 - 5000 * 10**9,) * 2
+    for top in [scripts, *(spec.override_dir(n) for n in (
+            [group.name, f"extra-{group.name}"] if group is not None else []))]:
+        for path in sorted(top.rglob("*"), reverse=True) + [top]:
+            os.utime(path, ns=fixed, follow_symlinks=False)
+
+
+# What autoinstall's image pass leaves out (rsync --exclude=lost+found/ --exclude=/proc/*),
+# next to what it copies: a file named lost+found, the /proc directory itself. Fixed
+# metadata, no random draw, so the random layers of a seed stay as they were.
+IMAGE_PASS_ENTRIES = {
+    "lost+found": "dir", "lost+found/#12345": "file", "usr/lost+found": "dir",
+    "var/lost+found": "file", "proc": "dir", "proc/cpuinfo": "file", "proc/sys": "dir",
+    "proc/sys/kernel": "file",
+}
+IN_OVERRIDE_LOST_FOUND = {"lost+found": "dir", "lost+found/from-override": "file"}
+
+
+def _add_fixed(layer: _Layer, entries: dict[str, str]) -> None:
+    for rel, kind in entries.items():
+        parent = rel.rpartition("/")[0]
+        if parent and parent not in layer.entries:
+            layer.entries[parent] = PlannedEntry("dir", 0o755, 0, 0, layer.first_ns)
+        if rel in layer.entries:
+            continue
+        mode = 0o700 if kind == "dir" else 0o444
+        layer.entries[rel] = PlannedEntry(kind, mode, 0, 0, layer.first_ns + 10**9,
+                                          data=f"{rel}\n".encode() if kind == "file" else b"")
+
+
+QUICK_CHECK_SIZE = 24
+
+
+def _plant_quick_checks(pairs: Sequence[tuple[_Layer, _Layer]]) -> list[str]:
+    """Files rsync's quick check skips (same size, same mtime second, other bytes and mode):
+    one per (lower, upper) pair, and one through a whole chain of pairs (image, global,
+    group or host: an install keeps the image's bytes through every pass). Fixed metadata,
+    no random draw."""
+    planted: list[str] = []
+    second = EPOCH * 10**9 - 10**9 * 1000  # a second no layer's own window uses
+    chain = list({id(layer): layer for layer in [pairs[0][0], *(u for _l, u in pairs)]}.values()
+                 ) if pairs else []
+    plans = [(f"etc/qc-pair-{n}", [lower, upper]) for n, (lower, upper) in enumerate(pairs)]
+    plans.append(("etc/qc-chain", chain))
+    for rel, layers in plans:
+        for step, layer in enumerate(layers):
+            data = f"{step} {rel} {layer.label}".encode()[:QUICK_CHECK_SIZE].ljust(QUICK_CHECK_SIZE)
+            if "etc" not in layer.entries:
+                layer.entries["etc"] = PlannedEntry("dir", 0o755, 0, 0, layer.first_ns)
+            layer.entries[rel] = PlannedEntry("file", (0o644, 0o600, 0o640, 0o400)[step % 4],
+                                              step, step, second + step * 1000, data)
+        planted.append(f"/{rel}")
+    return planted
+
+
+# si_updateclient's exclude list, as the systemimager-client package puts it in a golden
+# image (a part of SystemImager's etc/updateclient.local.exclude), and paths the random
+# layers have: with --override-order updateclient these keep the installed node's entries.
+UPDATECLIENT_EXCLUDE = "etc/systemimager/updateclient.local.exclude"
+UPDATECLIENT_EXCLUDES = """\
+# Do NOT modify these exclusions or VERY STRANGE things may happen!
+/etc/mtab
+/proc/*
+/sys/*
+/var/log/*
+  /indented/lines/are/not/used
+relative/are/not/used
+/etc/sysconfig/network
+/etc/hosts
+/etc/profile.d/site*
+/home/*
+/tmp/*
+"""
+
+
+def _add_image_pass_excludes(layer: _Layer) -> None:
+    _add_fixed(layer, IMAGE_PASS_ENTRIES)
+    _add_fixed(layer, {"etc/systemimager": "dir"})
+    layer.entries[UPDATECLIENT_EXCLUDE] = PlannedEntry(
+        "file", 0o644, 0, 0, layer.first_ns + 10**9, UPDATECLIENT_EXCLUDES.encode())
 
 
 def _override_names(spec: SiteSpec, host_overrides: list[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -17,10 +18,11 @@ from ..core.view import View
 from ..daemon.handle_key import DEFAULT_HANDLE_KEY, load_or_create_key
 from ..daemon.inode_tree import InodeTree
 from ..daemon.live import LiveOptions
-from ..settings import LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
+from ..settings import FIDELITIES, LINK_POLICIES, OVERRIDE_ORDERS, Settings, load_settings
 from ..sources.systemimager import load_site
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("onesuite.site")
 DEFAULT_STATE_DIR = Path("/var/lib/onesuite-fs/state")
 DEFAULT_CONFIG = Path("/etc/onesuite/onesuite.toml")  # read when it exists and no --config
 
@@ -40,10 +42,23 @@ def site_options() -> argparse.ArgumentParser:
                        help="which SystemImager tool's override order to reproduce: "
                             "autoinstall (4.3 installs; default), updateclient "
                             "(si_updateclient: no host or image-named override), "
-                            "pushoverrides (si_pushoverrides: first source wins)")
+                            "pushoverrides (si_pushoverrides onto an installed node: the "
+                            "autoinstall layers, then one copy where the first source wins)")
+    group.add_argument("--fidelity", choices=FIDELITIES,
+                       help="intent (default): an override's file shows its own bytes, what "
+                            "the admin meant; install: exactly what a SystemImager 4.3 "
+                            "install leaves: a file rsync's quick check skips (same size and "
+                            "mtime as the one below) keeps the lower layer's bytes under "
+                            "the override's mode and owner, and no extended attribute is "
+                            "kept (4.3 passes no -X)")
     group.add_argument("--allow-dynamic-nodes", action="store_true", default=None,
                        help="run cluster.xml <dynamic_node> commands (off by default: "
                             "they are shell commands)")
+    group.add_argument("--strict", action="store_true", default=None,
+                       help="refuse the whole site when one node cannot be served (a "
+                            "missing image, a group defined twice, a failing "
+                            "<dynamic_node>); by default only that node is left out and "
+                            "listed by 'onesuite nodes' (exit status 1) and 'status'")
     group.add_argument("--allow-layers-outside", action="append", type=Path, metavar="DIR",
                        help="an image or override may really be in DIR (another "
                             "filesystem, a symlinked directory) although it is not inside "
@@ -77,6 +92,7 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
     settings = load_settings(config) if config is not None else Settings()
     settings = settings.with_options(root=args.root, override_order=args.override_order,
                                      allow_dynamic_nodes=args.allow_dynamic_nodes,
+                                     strict=args.strict, fidelity=args.fidelity,
                                      cache_timeout=getattr(args, "cache_timeout", None),
                                      handle_key=getattr(args, "handle_key", None),
                                      onesis_config=args.onesis_config,
@@ -130,11 +146,17 @@ def build_view(settings: Settings, site: Site, *, serving: bool = False,
                               settings.onesis_ram_prefix, settings.limits)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
     view = View(site, settings.override_order, onesis, state_dir, bounded_caches=one_pass,
-                numbering=numbering, births=serving)
+                numbering=numbering, births=serving, fidelity=settings.fidelity)
     # After the view: what building it refuses (an owner no node's passwd has) is refused
     # before the store is made or locked, so a refused mount writes nothing.
     if serving and not reloading and onesis is not None and onesis.policy == "persistent":
         prepare_store(state_dir)  # closed to local users, crash leftovers removed
+    if view.not_updated:
+        shown = ", ".join(view.not_updated[:5]) + (" ..." if len(view.not_updated) > 5 else "")
+        print(f"onesuite: note: {len(view.not_updated)} view(s) ({shown}) have no "
+              "/etc/systemimager/updateclient.local.exclude in their installed root: "
+              "si_updateclient stops there, so they are shown as installed (autoinstall)",
+              file=sys.stderr)
     if onesis is not None:
         for config in onesis.distinct_configs():
             for directive in config.no_effect_on_served_root():
@@ -156,6 +178,8 @@ def report_warnings(site: Site, order: str) -> None:
     seen: set[str] = set()
     for warning in site.warnings:
         print(f"onesuite: warning: {warning}", file=sys.stderr)
+    for line in broken_lines(site):
+        print(f"onesuite: error: {line}", file=sys.stderr)
     # Only overrides cluster.xml names explicitly: most nodes have no host override and the
     # image-named one is implicit, so those are shown by `onesuite nodes`, not warned about.
     for host in site.nodes:
@@ -167,6 +191,12 @@ def report_warnings(site: Site, order: str) -> None:
                       "SystemImager does", file=sys.stderr)
 
 
+
+
+def broken_lines(site: Site) -> list[str]:
+    """One line per node that is not served, with its file:line and reason."""
+    return [f"node {name} not served: {error}".replace("\n", " ")
+            for name, error in sorted(site.broken.items())]
 
 
 def add_serving_options(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +225,8 @@ def live_options(args: argparse.Namespace, settings: Settings, site: Site,
 
     def rebuild() -> InodeTree:
         new_settings, new_site = load(args)
+        for line in broken_lines(new_site):
+            log.error("reload: %s", line)
         return build_tree(new_settings, new_site, reloading=True, numbering=tree.numbering)
 
     watched = () if args.no_watch else watch_paths(settings, site)

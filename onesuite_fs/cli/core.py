@@ -13,6 +13,7 @@ from typing import Any
 from ..core.stack import Stages, node_stages
 from ..service import logs
 from ..service.ready import report_mount_ready
+from ..sources.scripts import written_after_image_pass
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -76,7 +77,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     nodes = commands.add_parser(
         "nodes", parents=[common], help="list nodes with their groups, image and layers",
         description="Every node with its groups (most important first), its image and its "
-                    "layer stack, lowest first (the last layer wins).")
+                    "layer stack, lowest first (the last layer wins). Nodes that cannot be "
+                    "served (no image, a group defined twice, a failing <dynamic_node>) are "
+                    "listed last with their file:line and reason, and the exit status is "
+                    "then 1 (with --strict the whole site is refused instead).")
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
     nodes.set_defaults(func=cmd_nodes)
 
@@ -98,12 +102,19 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     for host, node in sorted(site.nodes.items()):
         entry = view.entries["nodes"].get(host)
         onesis = view.onesis.describe(view, entry) if view.onesis and entry else None
+        written = written_after_image_pass(node.image, site.chosen_scripts.get(host),
+                                           site.layout.scripts_dir)
         rows.append({"name": host, "groups": list(node.groups), "image": node.image,
-                     "layers": stack_json(node_stages(site, host, order)), "onesis": onesis})
+                     "layers": stack_json(node_stages(site, host, order)), "onesis": onesis,
+                     "script": str(site.chosen_scripts[host]) if host in site.chosen_scripts
+                     else None,
+                     "written_after_image_pass": written})
+    status = EXIT_FAILURE if site.broken else EXIT_OK
     if args.json:
-        json.dump({"override_order": order, "nodes": rows}, sys.stdout, indent=2)
+        json.dump({"override_order": order, "nodes": rows,
+                   "broken": site.broken_report()}, sys.stdout, indent=2)
         print()
-        return EXIT_OK
+        return status
     for row in rows:
         print(f"{row['name']}  image {row['image']}  groups {', '.join(row['groups'])}")
         if row["onesis"] is not None:
@@ -112,6 +123,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
                   f"{', '.join(onesis['properties']) or '-'}  ({len(onesis['linkbacks'])} "
                   f"LINKBACK, {len(onesis['ram_paths'])} RAM/LINK rules, from "
                   f"{onesis['config']})")
+        if row["script"] is not None:
+            print(f"      autoinstall script {row['script']}")
+        print("      an install also writes, after the image pass (not in the served root): "
+              + ", ".join(f"{w['path']} ({w['from']})" for w in row["written_after_image_pass"]))
         for number, layer in enumerate(row["layers"], 1):
             state = "" if layer["present"] else "  (missing: skipped)"
             stage = f"[stage {layer['stage']}] " if order == "pushoverrides" else ""
@@ -120,7 +135,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             if layer["allowed_by"] is not None:
                 print(f"        really at {layer['real_path']} (outside its directory, "
                       f"allowed by allow_layers_outside {layer['allowed_by']})")
-    return EXIT_OK
+    for name, error in sorted(site.broken.items()):
+        print(f"{name}  NOT SERVED: {error.location()}: {error.message}")
+    return status
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -166,6 +183,9 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
                 print(f"  changed: {path}")
             if len(last["paths_changed"]) > 20:
                 print(f"  ... and {len(last['paths_changed']) - 20} more")
+    for broken in status.get("broken_nodes", []):
+        where = f"{broken['file']}:{broken['line']}" if broken["line"] else broken["file"]
+        print(f"node {broken['name']} not served: {where}: {broken['error']}")
     for layer in status.get("layers_elsewhere", []):
         print(f"{layer['kind']} {layer['name']} really at {layer['real_path']} (outside its "
               f"directory, allowed by allow_layers_outside {layer['allowed_by']})")

@@ -30,7 +30,15 @@ from ..inspect.explain import (
     nearby,
 )
 from ..inspect.targets import Target, normalize_path, resolve_target
-from ..inspect.walk import Record, RecordSource, TreeView, make_view, record_json, walk
+from ..inspect.walk import (
+    Record,
+    RecordSource,
+    TreeView,
+    install_keeps_text,
+    make_view,
+    record_json,
+    walk,
+)
 from ..progress import Progress
 from .common import EXIT_FAILURE, EXIT_OK, build_view, load, report_warnings
 from .core import stack_json
@@ -344,6 +352,10 @@ def _explain_lines(result: Explanation, view: TreeView, style: Style) -> list[st
                          "is disabled here")
         else:
             lines.append(f"  oneSIS: {result.onesis['origin']}")
+    if result.updateclient is not None:
+        kept = result.updateclient
+        lines.append(f"  excluded by si_updateclient: {kept['excluded_by']} ({kept['line']}): "
+                     "the node keeps what autoinstall laid; the layers are autoinstall's")
     if result.source is not None:
         lines.append(f"  {result.source} in the layers, lowest first:")
         lines += [_fact_row(number, fact, style)
@@ -355,6 +367,10 @@ def _explain_lines(result: Explanation, view: TreeView, style: Style) -> list[st
         who = "winner" if result.record is not None else "the layers' winner (not shown)"
         lines.append(f"  {who}: {style.layer(winner['layer'])} {winner['source']}: "
                      f"{winner['why']}")
+    if result.record is not None and result.record.install_keeps is not None:
+        shown = ("shown so (--fidelity install)" if view.root.view.fidelity == "install" else
+                 "shown here: the override's bytes; --fidelity install shows the install's")
+        lines.append(f"  note: {install_keeps_text(result.record.install_keeps)}; {shown}")
     if result.record is not None:
         lines.append(_entry_row(view, result.record, len(result.record.path), style))
     else:

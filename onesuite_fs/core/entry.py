@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .layers import LayerStore
 from .resolve import Contribution
 from .stack import Stages
+
+if TYPE_CHECKING:
+    from .updateclient import Installed
 
 NAMESPACES = ("nodes", "groups", "images")
 
@@ -20,6 +24,9 @@ class Entry:
     stages: Stages  # for display and provenance
     contribution: Contribution  # the present layers by stage, as layer ids
     slot: int  # the entry's keyed slot: the high bits of its view-keyed inode numbers
+    # --override-order updateclient: the installed (autoinstall) stack and the exclusions
+    # whose paths keep its entries (updateclient.py).
+    installed: Installed | None = None
 
     @property
     def key(self) -> str:

@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -95,10 +95,25 @@ class Layer:
     # Non-directories whose names end so are not part of the tree (a Warewulf overlay's
     # .ww templates: their rendered output is another layer).
     hidden_suffix: str = ""
+    # The image as autoinstall's image pass copies it into a node's root: without what
+    # `rsync --exclude=lost+found/ --exclude=/proc/*` leaves out (IMAGE_PASS_EXCLUDES).
+    # The same directory, scanned once: its listings are the unfiltered layer's, filtered.
+    image_pass: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+def image_pass_excluded(relpath: str, listing: dict[str, Meta]) -> set[str]:
+    """The names of a directory's listing that the image pass does not copy: every directory
+    named lost+found (`--exclude=lost+found/`: at any depth, directories only) and everything
+    in the image's /proc (`--exclude=/proc/*`, anchored at the image root; /proc itself is
+    copied). SystemImager 4.3, etc/autoinstallscript.template line 292."""
+    if relpath == "proc":
+        return set(listing)
+    found = listing.get("lost+found")
+    return {"lost+found"} if found is not None and found.is_dir else set()
 
 
 def split_relpath(relpath: str) -> list[str]:
@@ -158,7 +173,15 @@ class LayerStore:
         found = self._listings.get(key, False)
         if found is not False:
             return found
-        result = self._scan(layer_id, relpath)
+        layer = self.layers[layer_id]
+        if layer.image_pass:  # the plain image's scan, filtered (shared when nothing is)
+            result = self.listing(self.add(replace(layer, image_pass=False)), relpath)
+            excluded = image_pass_excluded(relpath, result) if result else set()
+            if excluded:
+                assert result is not None
+                result = {n: m for n, m in result.items() if n not in excluded}
+        else:
+            result = self._scan(layer_id, relpath)
         self._listings[key] = result
         return result
 

@@ -6,8 +6,29 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from .errors import ConfigError
+
 # HostRange::sort_group gives groups without a usable priority this rank.
 MAXINT = 2**32 - 1  # HostRange.pm: unpack("I", pack("I", -1))
+
+
+
+# The two variables an autoinstall script's OVERRIDES line names (sources/scripts.py).
+GROUP_OVERRIDES = "$GROUP_OVERRIDES"
+HOSTNAME = "$HOSTNAME"
+
+@dataclass(frozen=True)
+class ScriptOverrides:
+    """The OVERRIDES list of the script a node runs: override names, and the two variables
+    GROUP_OVERRIDES (global, then the groups' overrides reversed) and HOSTNAME in place."""
+
+    script: Path
+    line: int
+    words: tuple[str, ...]  # names, GROUP_OVERRIDES, HOSTNAME
+
+    @property
+    def where(self) -> str:
+        return f"{self.script}:{self.line}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +59,9 @@ class Cluster:
     groups: tuple[Group, ...]  # sort_group order (most important first)
     source: str  # the file it came from
     master: str | None = None
+    # Hosts (or, for a <dynamic_node> that failed, "<dynamic_node> of group G") that cannot be
+    # served, with why: one bad entry costs only its nodes (issue 16, item 10).
+    broken: dict[str, ConfigError] = field(default_factory=dict)
 
     @cached_property
     def _groups_by_host(self) -> dict[str, tuple[Group, ...]]:
@@ -52,7 +76,8 @@ class Cluster:
         return self._groups_by_host.get(host, ())
 
     def hosts(self) -> list[str]:
-        return sorted(self._groups_by_host)
+        """Every host that can be served (the broken ones are in `broken`)."""
+        return sorted(h for h in self._groups_by_host if h not in self.broken)
 
 
 @dataclass(frozen=True)
@@ -107,6 +132,13 @@ class Site:
     # A Warewulf site's stacks (sources/warewulf_build.WarewulfStacks): stack.py asks it for
     # each view's stages instead of laying SystemImager overrides. None for SystemImager.
     warewulf: object | None = None
+    # The nodes that cannot be served, each with its error (file, line, what to do); absent
+    # from `nodes`. `--strict` refuses the site instead (sources/systemimager.py).
+    broken: dict[str, ConfigError] = field(default_factory=dict)
+    # host -> the OVERRIDES list of the autoinstall script it runs (sources/scripts.py);
+    # a node without one follows the image-named rule.
+    scripts: dict[str, ScriptOverrides] = field(default_factory=dict)
+    chosen_scripts: dict[str, Path] = field(default_factory=dict)  # host -> its script
 
     def override_path(self, name: str) -> Path:
         return self.layout.overrides_dir / name
@@ -119,6 +151,12 @@ class Site:
         if self.overrides_real_dir is None or name not in self.present_overrides:
             return None, None
         return self.overrides_real_dir / name, None
+
+    def broken_report(self) -> list[dict[str, object]]:
+        """The broken nodes as --json and `onesuite status` show them, by name."""
+        return [{"name": name, "error": error.message, "file": error.file,
+                 "line": error.line, "hint": error.hint}
+                for name, error in sorted(self.broken.items())]
 
     def layers_elsewhere(self) -> list[dict[str, str]]:
         """Every layer served from outside its directory (allowed), with its real path."""

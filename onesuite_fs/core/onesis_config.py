@@ -24,8 +24,9 @@ from ..sources.onesis import (
 )
 from .errors import ConfigError
 from .limits import DEFAULT_LIMITS, Limits
-from .onesis_view import NodeOnesis
+from .onesis_view import NodeOnesis, Writable
 from .resolve import Child
+from .state import NodeAttrs
 
 if TYPE_CHECKING:
     from .entry import Entry
@@ -42,6 +43,7 @@ class MergedRoots(Protocol):
     entries: dict[str, dict[str, Entry]]
     store: LayerStore
     resolver: Resolver
+    stable_ns: int  # the times of entries no layer has (a persistent path not made yet)
 
     def merged_lookup(self, entry: Entry, path: str) -> tuple[str, Child] | None: ...
     def node_onesis(self, entry: Entry) -> NodeOnesis | None: ...
@@ -170,6 +172,43 @@ class OnesisSource:
                            "rule": f"{r.file}:{r.line}"} for r in rules.ram_paths],
             "services": dict(rules.services),
         }
+
+    # ----- what a persistent path is made as (daemon/persistent_paths.py makes it) -----
+    def writable_attrs(self, tree: MergedRoots, entry: Entry, item: Writable) -> NodeAttrs:
+        """What a persistent path shows once made (B.2.2): a directory for RAMDIR/LINKDIR,
+        else a regular file; mode and owner from -m/-u/-g, else the tree's entry's, else
+        0755/0644 root. The mount makes it with these; preview shows them before."""
+        rule, base = item.rule, item.base
+        is_dir = rule.kind in ("RAMDIR", "LINKDIR")
+        uid, gid = self._owner(tree, entry, rule, base)
+        default_mode = 0o755 if is_dir else 0o644
+        mode = rule.mode if rule.mode is not None else (
+            stat.S_IMODE(base.meta.mode) if base is not None else default_mode)
+        kind = stat.S_IFDIR if is_dir else stat.S_IFREG
+        return NodeAttrs(kind | stat.S_IMODE(mode), uid, gid)
+
+    @staticmethod
+    def copies_base(item: Writable) -> bool:
+        """Whether the path starts as a copy of the tree's entry (-d over a directory for a
+        directory rule, over a regular file for a file rule), else empty."""
+        base = item.base
+        if not item.rule.duplicate or base is None:
+            return False
+        if item.rule.kind in ("RAMDIR", "LINKDIR"):
+            return base.contribution is not None
+        return stat.S_ISREG(base.meta.mode)
+
+    def _owner(self, tree: MergedRoots, entry: Entry, rule: Any,
+               base: Child | None) -> tuple[int, int]:
+        uid = base.meta.uid if base is not None else 0
+        gid = base.meta.gid if base is not None else 0
+        owners = OwnerTables(tree)
+        if rule.user is not None:
+            uid = owners.numeric_id(entry, "etc/passwd", rule.user, rule)
+        if rule.group is not None:
+            gid = owners.numeric_id(entry, "etc/group", rule.group, rule)
+        return uid, gid
+
 
 class OwnerTables:
     """-u/-g: a number, or a name looked up in the node's own /etc/passwd or /etc/group (what

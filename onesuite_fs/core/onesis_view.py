@@ -49,6 +49,35 @@ class Linked(NamedTuple):
     reason: str  # e.g. "CLASS variant fstab.compute"
 
 
+def chained_link_text(text: bytes, link_dir: str, layer_dir: str, depth: int | None) -> bytes:
+    """The text a symlink shown at `link_dir` needs to resolve where oneSIS's link chain
+    resolves it: a LINKBACK's variant (``/etc/conf.d/foo -> /ram/etc/conf.d/foo ->
+    /opt/conf/foo.n2``) is reached through symlinks, so a relative text in it counts from the
+    variant's directory `layer_dir` (``../shared/foo``: ``/opt/shared/foo``), not from where
+    the view shows it. `depth`: how far below the LINKBACK'd directory the link is (None:
+    the link is the LINKBACK'd path itself); a text that stays inside that directory means
+    the same in both places and is kept. Both directories are paths of real directories
+    (no symlink on the way: the merge never follows one), so a leading ``..`` cancels one
+    of their components exactly; the rest of the text is kept as written."""
+    if text.startswith(b"/") or link_dir == layer_dir:
+        return text
+    parts = text.split(b"/")
+    climbs = 0
+    while climbs < len(parts) and parts[climbs] == b"..":
+        climbs += 1
+    if depth is not None and climbs <= depth:
+        return text  # resolves inside the LINKBACK'd directory: the same entry either way
+    base = [p.encode("utf-8", "surrogateescape") for p in layer_dir.split("/") if p]
+    kept = base[:max(len(base) - climbs, 0)] + parts[climbs:]
+    here = [p.encode("utf-8", "surrogateescape") for p in link_dir.split("/") if p]
+    if here[:max(len(here) - climbs, 0)] + parts[climbs:] == kept:
+        return text  # climbs out to the same place from both (usr.n1/x -> ../usr/y at /usr)
+    common = 0
+    while common < min(len(here), len(kept) - 1) and here[common] == kept[common]:
+        common += 1
+    return b"/".join([b".."] * (len(here) - common) + kept[common:]) or b"."
+
+
 class Synthetic(NamedTuple):
     """An entry no layer has: a link into /ram, a dangling LINKBACK, the /ram mount point."""
 

@@ -25,6 +25,7 @@ branch did; `onesuite explain` shows that record, so it cannot disagree with the
 
 from __future__ import annotations
 
+import stat
 import threading
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -50,18 +51,24 @@ class Child(NamedTuple):
 
 
 class MergedDir:
-    """The merged listing of one directory for one contribution; immutable once built."""
+    """The merged listing of one directory for one contribution; immutable once built.
 
-    __slots__ = ("path", "contribution", "layer", "meta", "children", "names")
+    `kept`: the files whose bytes an install would take from another layer than the one
+    whose entry replaced them (rsync's quick check, see Resolver): name -> (layer whose
+    bytes an install keeps, layer whose entry came last); None when there is none."""
+
+    __slots__ = ("path", "contribution", "layer", "meta", "children", "names", "kept")
 
     def __init__(self, path: str, contribution: Contribution, layer: int, meta: Meta,
-                 children: dict[str, Child]) -> None:
+                 children: dict[str, Child],
+                 kept: dict[str, tuple[int, int]] | None = None) -> None:
         self.path = path
         self.contribution = contribution
         self.layer = layer
         self.meta = meta
         self.children = children
         self.names = sorted(children)
+        self.kept = kept
 
     def child_path(self, name: str) -> str:
         return f"{self.path}/{name}" if self.path else name
@@ -70,13 +77,28 @@ class MergedDir:
 class _Pending:
     """A child while stages are applied: mutable, turned into a Child at the end."""
 
-    __slots__ = ("layer", "meta", "contribution")
+    __slots__ = ("layer", "meta", "contribution", "kept", "by")
 
     def __init__(self, layer: int, meta: Meta, dir_layers: list[int] | None) -> None:
         self.layer = layer
         self.meta = meta
         self.contribution: list[tuple[int, ...]] | None = (
             [tuple(dir_layers)] if dir_layers is not None else None)
+        # The (layer, meta) whose bytes an install has here when not this entry's own: a
+        # regular file replaced by one of the same size and mtime (rsync's quick check).
+        self.kept: tuple[int, Meta] | None = None
+        self.by = layer  # the layer whose entry came last (its mode and owner are shown)
+
+
+def quick_check_keeps(content: tuple[int, Meta], new: Meta) -> bool:
+    """Whether `rsync -av` (no -c, no -I) skips copying `new` over the destination file whose
+    bytes are `content`'s: both regular files, same size, same mtime in whole seconds (what
+    rsync compares; the destination keeps its own nanoseconds). It still sets the mode,
+    owner and group. Nothing to flag when both are the same backing file."""
+    old = content[1]
+    return (stat.S_ISREG(old.mode) and stat.S_ISREG(new.mode) and old.size == new.size
+            and old.mtime_ns // 1_000_000_000 == new.mtime_ns // 1_000_000_000
+            and (old.dev, old.ino) != (new.dev, new.ino))
 
 
 # What applying a stage's entry did (MergeTrace.applied) -> the rule it decides by (None: it
@@ -88,6 +110,9 @@ _APPLY_RULES: dict[str, str | None] = {
     "replaces": "last-wins",
     "replaces-empty-dir": "replaces-empty-directory",
     "refused-non-empty-dir": None,
+    # --fidelity install: an install's rsync skipped the bytes (same size and mtime) and set
+    # only mode and owner: the earlier content stays the winner.
+    "quick-check-keeps": None,
 }
 
 
@@ -104,6 +129,9 @@ class MergeTrace:
     def __init__(self) -> None:
         self.steps: dict[tuple[int, int], str] = {}
         self.winner: tuple[int, int] | None = None
+        # (stage, layer) whose bytes an install keeps under the winner's entry (rsync's quick
+        # check), when it is not the winner's own: explain's note.
+        self.install_keeps: tuple[int, int] | None = None
         self._stage = -1
         self._stage_rule: str | None = None  # the in-stage rule that picked the stage's entry
         self._decided: str | None = None
@@ -132,19 +160,37 @@ class MergeTrace:
         """The stage's entry, from `layer`, laid onto the tree built so far."""
         key = (self._stage, layer)
         self.steps.setdefault(key, step)  # a directory that beat a source keeps that step
+        if step == "quick-check-keeps":
+            return  # install mode: the bytes (and the winner) stay where they were
         rule = _APPLY_RULES[step]
         if rule is None:
             self._refused_since = True
             return
         self.winner, self._decided, self._refused_since = key, self._stage_rule or rule, False
+        self.install_keeps = None
+
+    def laid_at(self, layer: int) -> int:
+        """The last stage that laid `layer`'s copy of the name traced."""
+        return max((stage for stage, found in self.steps if found == layer), default=-1)
+
+    def keeps(self, stage: int, layer: int) -> None:
+        """An install keeps the bytes laid at (stage, layer) under the entry just applied."""
+        self.install_keeps = (stage, layer)
 
 
 class Resolver:
     """Builds and caches merged directories over one LayerStore (with `cache_limit`, only
     that many entries of recent ones: one-pass readers)."""
 
-    def __init__(self, store: LayerStore, cache_limit: int | None = None) -> None:
+    def __init__(self, store: LayerStore, cache_limit: int | None = None, *,
+                 quick_check: bool = False, install: bool = False) -> None:
+        """`quick_check`: the overrides are laid by `rsync -av` without -c or -I (4.3
+        autoinstall), so an install keeps a file's bytes when the next layer's file has
+        the same size and mtime: recorded (MergedDir.kept, MergeTrace.install_keeps) for
+        preview and explain. `install` also shows it that way (--fidelity install)."""
         self.store = store
+        self.quick_check = quick_check
+        self.install = install and quick_check
         self._dirs: dict[tuple[str, Contribution], MergedDir] | BoundedCache = (
             {} if cache_limit is None
             else BoundedCache(lambda merged: 1 + len(merged.children), cache_limit))
@@ -171,7 +217,10 @@ class Resolver:
         found = self._dirs.get(key)
         if found is not None:
             return found
-        built = MergedDir(path, contribution, layer, meta, self._merge_children(path, contribution))
+        kept: dict[str, tuple[int, int]] = {}
+        built = MergedDir(path, contribution, layer, meta,
+                          self._merge_children(path, contribution, kept_out=kept),
+                          kept or None)
         # Another thread may have built it meanwhile; keep the first so identity is stable.
         with self._lock:
             return self._dirs.setdefault(key, built)
@@ -182,12 +231,16 @@ class Resolver:
                                child.layer, child.meta)
 
     def _merge_children(self, path: str, contribution: Contribution, only: str | None = None,
-                        trace: MergeTrace | None = None) -> dict[str, Child]:
+                        trace: MergeTrace | None = None,
+                        kept_out: dict[str, tuple[int, int]] | None = None) -> dict[str, Child]:
         state: dict[str, _Pending] = {}
         for stage in contribution:
             if trace is not None:
                 trace.stage_begins()
             self._apply_stage(path, self._stage_entries(path, stage, only, trace), state, trace)
+        if kept_out is not None:
+            kept_out.update((name, (p.kept[0], p.by)) for name, p in state.items()
+                            if p.kept is not None)
         return {
             name: Child(name, p.layer, p.meta,
                         tuple(p.contribution) if p.contribution is not None else None)
@@ -277,8 +330,7 @@ class Resolver:
                     state[name] = new
                     step = "dir-replaces-non-dir"
             elif current.contribution is None:  # non-directory over non-directory
-                state[name] = new
-                step = "replaces"
+                step = self._replace_file(name, current, new, state, trace)
             elif self._is_empty(f"{path}/{name}" if path else name, current.contribution):
                 state[name] = new  # rsync removes an empty directory to make way
                 step = "replaces-empty-dir"
@@ -286,6 +338,26 @@ class Resolver:
                 step = "refused-non-empty-dir"
             if trace is not None:
                 trace.applied(new.layer, step)
+
+    def _replace_file(self, name: str, current: _Pending, new: _Pending,
+                      state: dict[str, _Pending], trace: MergeTrace | None) -> str:
+        """A non-directory laid over a non-directory: it replaces it, except that with rsync's
+        quick check an install keeps the bytes it has (recorded; shown with `install`)."""
+        content = current.kept or (current.layer, current.meta)
+        if not self.quick_check or not quick_check_keeps(content, new.meta):
+            state[name] = new
+            return "replaces"
+        if trace is not None:  # the (stage, layer) the kept bytes were laid by
+            trace.keeps(trace.laid_at(content[0]), content[0])
+        if not self.install:
+            new.kept = content
+            state[name] = new
+            return "replaces"
+        shown = content[1]._replace(mode=new.meta.mode, uid=new.meta.uid, gid=new.meta.gid)
+        kept = _Pending(content[0], shown, None)
+        kept.kept, kept.by = content, new.layer
+        state[name] = kept
+        return "quick-check-keeps"
 
     def _is_empty(self, path: str, contribution: list[tuple[int, ...]]) -> bool:
         # Nothing is ever deleted, so a merged directory is empty exactly when every copy

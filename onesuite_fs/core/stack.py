@@ -8,8 +8,9 @@ Three SystemImager tools lay overrides differently; each is a policy here:
   Not de-duplicated, exactly as the tool runs them (the script override can appear twice).
 * ``updateclient``: image, global overrides reversed, then ``reverse(field 4)`` (not made
   unique: si_updateclient's Perl has no unique step); no script-named and no host override.
-* ``pushoverrides``: image, then ONE multi-source rsync of host, groups in sort_group order
-  (each group's overrides in XML order), global overrides in XML order; first source wins.
+* ``pushoverrides``: pushes onto an installed node, so the ``autoinstall`` stack first, then
+  ONE multi-source rsync of host, groups in sort_group order (each group's overrides in XML
+  order), global overrides in XML order; first source wins.
 
 A stack is a list of stages (see resolve.py); an override whose directory is missing is
 listed (so ``onesuite nodes`` can show it) but not laid, as SystemImager only warns.
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .layers import Layer
-from .model import Group, Site
+from .model import GROUP_OVERRIDES, HOSTNAME, Group, Site
 
 
 @dataclass(frozen=True)
@@ -76,28 +77,43 @@ def build_stages(site: Site, *, image: str | None, groups: tuple[Group, ...],
         return found  # type: ignore[return-value]
 
     stages: list[tuple[StackEntry, ...]] = []
-    if image is not None:
-        stages.append((intern(StackEntry(image_layer(site, image),
+    if image is not None:  # the image pass: without lost+found/ and /proc/* (layers.py)
+        stages.append((intern(StackEntry(image_layer(site, image, image_pass=True),
                                          "image", True)),))  # type: ignore[arg-type]
     roles = _group_override_roles(groups)
     global_roles = {name: "global" for name in site.cluster.global_overrides}
     field4 = [name for group in groups for name in group.overrides]
+    # si_pushoverrides pushes onto an installed node: the autoinstall passes come first.
+    installed = "autoinstall" if order == "pushoverrides" else order
+    # autoinstall's shell takes unique names (`unique`); si_updateclient's Perl does not.
+    group_sequence = _unique(field4) if installed == "autoinstall" else [n for n in field4 if n]
+    group_part = [override(n, "global") for n in reversed(site.cluster.global_overrides)]
+    group_part += [override(n, roles[n]) for n in reversed(group_sequence)]
+    script = site.scripts.get(host) if host is not None and installed == "autoinstall" else None
+    sequence: list[StackEntry] = []
+    if script is not None:  # OVERRIDES="NAME $GROUP_OVERRIDES $HOSTNAME --overrides..."
+        variables_seen = False
+        for word in script.words:
+            if word == GROUP_OVERRIDES:
+                sequence += group_part
+            elif word == HOSTNAME:
+                sequence.append(override(host or "", "host"))
+            else:
+                sequence.append(override(word, "script --overrides" if variables_seen
+                                         else "script override"))
+            variables_seen |= word.startswith("$")
+    else:
+        if installed == "autoinstall" and image is not None:
+            sequence.append(override(image, "script override"))
+        sequence += group_part
+        if installed == "autoinstall" and host is not None:
+            sequence.append(override(host, "host"))
+    stages += [(entry,) for entry in sequence]
     if order == "pushoverrides":
         # One rsync with many sources: a name given twice acts at its first position.
         names = _unique([host or "", *field4, *site.cluster.global_overrides])
         stages.append(tuple(override(n, "host" if n == host else roles.get(n) or global_roles[n])
                             for n in names))
-    else:
-        sequence: list[StackEntry] = []
-        if order == "autoinstall" and image is not None:
-            sequence.append(override(image, "script override"))
-        sequence += [override(n, "global") for n in reversed(site.cluster.global_overrides)]
-        # autoinstall's shell takes unique names (`unique`); si_updateclient's Perl does not.
-        group_sequence = _unique(field4) if order == "autoinstall" else [n for n in field4 if n]
-        sequence += [override(n, roles[n]) for n in reversed(group_sequence)]
-        if order == "autoinstall" and host is not None:
-            sequence.append(override(host, "host"))
-        stages += [(entry,) for entry in sequence]
     return intern(tuple(intern(stage) for stage in stages))  # type: ignore[return-value]
 
 
@@ -112,13 +128,17 @@ def node_stages(site: Site, host: str, order: str, memo: Memo | None = None) -> 
 def group_stages(site: Site, group: Group, order: str, memo: Memo | None = None) -> Stages:
     if site.warewulf is not None:
         return site.warewulf.group_stages.get(group.name, ())  # type: ignore[attr-defined]
-    return build_stages(site, image=group.image, groups=(group,), host=None, order=order,
+    # An image that does not exist breaks the group's nodes (Site.broken); the group's view
+    # is then its overrides alone, as for a group that names no image.
+    image = group.image if group.image in site.images else None
+    return build_stages(site, image=image, groups=(group,), host=None, order=order,
                         memo=memo)
 
 
-def image_layer(site: Site, image: str) -> Layer:
+def image_layer(site: Site, image: str, *, image_pass: bool = False) -> Layer:
+    """The image's layer; `image_pass`: as a node's install copies it (layers.py)."""
     found = site.images[image]
-    return Layer("image", image, found.path, found.real, found.allowed_by)
+    return Layer("image", image, found.path, found.real, found.allowed_by, image_pass=image_pass)
 
 
 def image_stages(site: Site, image: str) -> Stages:

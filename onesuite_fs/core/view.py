@@ -18,9 +18,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
-from ..sources.onesis import RamPath
 from . import inodes
 from .birth import birth
 from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
@@ -28,11 +26,32 @@ from .entry import NAMESPACES, Entry, stage_ids
 from .layers import LayerStore, Meta
 from .model import Site
 from .onesis_config import OnesisSource
-from .onesis_view import Item, Linked, NodeOnesis, Synthetic, Writable, synthetic_mode
-from .provenance import Provenance
+from .onesis_view import (
+    Item,
+    Linked,
+    NodeOnesis,
+    Synthetic,
+    Writable,
+    chained_link_text,
+    synthetic_mode,
+)
+from .pending_state import pending_copy_ref, pending_provenance, pending_ref
+from .provenance import Kind, Provenance
+from .refs import (
+    RAM_MOUNT_POINT,
+    SYNTHETIC_LAYER,
+    Attr,
+    DirRef,
+    FileRef,
+    Node,
+    PrivateRef,
+    Ref,
+    StateRef,
+)
 from .resolve import Child, MergedDir, Resolver
 from .stack import Stages, group_stages, image_stages, node_stages
 from .state import NodeState
+from .updateclient import Installed, installed_view, keep_excluded
 
 __all__ = ["NAMESPACES", "Attr", "ChangedOnDisk", "DirRef", "Entry", "FileRef", "Node",
            "PrivateRef", "Ref", "StateRef", "TreeError", "View"]
@@ -53,82 +72,8 @@ class ChangedOnDisk(TreeError):
         super().__init__(errno.ESTALE, "the backing file changed since it was read")
 
 
-class Attr(NamedTuple):
-    ino: int
-    generation: int
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    rdev: int
-    size: int
-    blocks: int
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-
-
-class DirRef(NamedTuple):
-    """A directory of a view: its view path, and where its merged content comes from."""
-
-    entry: Entry
-    path: str  # in the view
-    source: str  # the merged directory's path in the layers (differs under a LINKBACK)
-    contribution: tuple[tuple[int, ...], ...]
-    layer: int  # metadata winner
-    meta: Meta
-    linkback: Linked | None = None  # the LINKBACK that shows this variant here, for provenance
-
-
-class FileRef(NamedTuple):
-    """A layer's non-directory, the same in every view that shows it."""
-
-    layer: int
-    path: str
-    meta: Meta
-
-
-class PrivateRef(NamedTuple):
-    """A view-private non-directory or synthetic entry: a LINKBACK path, a /ram link."""
-
-    entry: Entry
-    path: str
-    meta: Meta
-    layer: int | None  # backing layer of a LINKBACK'd file; None for synthetic entries
-    source: str  # backing path, or the symlink text of a synthetic link
-    provenance: Provenance
-
-
-class StateRef(NamedTuple):
-    """A node's persistent, writable entry (``persistent`` policy)."""
-
-    entry: Entry
-    path: str  # view path = path inside the node's state directory
-    writable_root: str  # the view path the RAM*/LINK* rule made writable
-    rule: RamPath  # that rule, for provenance
-
-
-# The `layer` of a DirRef no layer has: /ram, an unused persistent directory (always empty).
-SYNTHETIC_LAYER = -1
 # Keyed-hash generations a serving view keeps (about 300 bytes each); emptied when full.
 GENERATION_MEMO = 16384
-# What such a directory's origin says (for an unused persistent directory too, as before).
-RAM_MOUNT_POINT = Provenance.synthetic("mount point of the /ram tmpfs", None, is_dir=True)
-Ref = DirRef | FileRef | PrivateRef | StateRef
-
-
-class Node(NamedTuple):
-    """An entry of a view reached by path from the view's root, with what it shows: what a
-    one-pass reader holds instead of an inode number (nothing is registered for it)."""
-
-    name: str
-    attr: Attr
-    ref: Ref
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.attr.mode)
-
 
 _PROCESS_NUMBERING: list[inodes.Numbering] = []
 
@@ -158,8 +103,12 @@ class View:
     def __init__(self, site: Site, order: str, onesis: OnesisSource | None = None,
                  state_dir: Path | None = None, *, bounded_caches: bool = False,
                  numbering: inodes.Numbering | None = None,
-                 births: bool = False) -> None:
+                 births: bool = False, fidelity: str = "intent") -> None:
         self.site = site
+        # "intent": an override's file shows its own bytes (what the admin meant);
+        # "install": what a 4.3 install leaves, rsync's quick check and no xattrs included
+        # (docs/semantics.md, "What an install really holds").
+        self.fidelity = fidelity
         # Keyed numbers (NFS handles are capabilities); a serving view is given the site's
         # key, anything else numbers with a key of its own process.
         self.numbering = numbering or process_numbering()
@@ -168,7 +117,10 @@ class View:
         # reader keeps only recent listings (docs/architecture.md, "One-pass readers").
         limit = DEFAULT_ENTRY_LIMIT if bounded_caches else None
         self.store = LayerStore(limit)
-        self.resolver = Resolver(self.store, limit)
+        # Only autoinstall's passes are rsync -av without -I (pushoverrides' autoinstall
+        # passes are too, but its push re-copies with -I: not modelled, semantics.md).
+        self.resolver = Resolver(self.store, limit, quick_check=order == "autoinstall",
+                                 install=fidelity == "install")
         self.onesis = onesis
         self.state_dir = state_dir
         # Whether file generations include the backing file's birth time: only numbers that
@@ -189,6 +141,9 @@ class View:
         self._generations: dict[tuple[str, str, str], int] = {}  # serving views only
         self._file_generations: dict[tuple[int, bytes], int] = {}  # serving views only
         self.prescanned = False  # every layer directory read (a complete snapshot)
+        # --override-order updateclient: views whose installed root has no exclude list
+        # (si_updateclient stops there), shown as installed.
+        self.not_updated: list[str] = []
         self._build_entries()
         if onesis is not None:
             onesis.load(self)  # parse every distinct sysimage.conf now: errors stop the start
@@ -205,14 +160,31 @@ class View:
         wanted += [("images", name, image_stages(site, name)) for name in site.images]
         slots = self.numbering.assign_slots([f"{ns}/{name}" for ns, name, _ in wanted])
         contributions: dict[object, tuple[tuple[int, ...], ...]] = {}
+
+        def ids_of(stages: Stages) -> tuple[tuple[int, ...], ...]:
+            found = contributions.get(id(stages))
+            if found is None:  # equal stacks are one object (memo): compute once
+                found = contributions[id(stages)] = stage_ids(self.store, stages)
+            return found
+
+        groups = {g.name: g for g in site.cluster.groups}
+        exclude_lists: dict[object, Installed | None] = {}
         for namespace, name, stages in wanted:
-            contribution = contributions.get(id(stages))
-            if contribution is None:  # equal stacks are one object (memo): compute once
-                contribution = contributions[id(stages)] = stage_ids(self.store, stages)
+            contribution = ids_of(stages)
+            installed = None
+            if self.order == "updateclient" and namespace != "images":
+                below = (node_stages(site, name, "autoinstall", memo) if namespace == "nodes"
+                         else group_stages(site, groups[name], "autoinstall", memo))
+                if id(below) not in exclude_lists:
+                    exclude_lists[id(below)] = installed_view(self, below, ids_of(below))
+                installed = exclude_lists[id(below)]
+                if installed is None and ids_of(below):  # si_updateclient stops: as installed
+                    self.not_updated.append(f"{namespace}/{name}")
+                    stages, contribution = below, ids_of(below)
             if not contribution:
                 continue  # a group with no image and no override directory: nothing to show
             self.entries[namespace][name] = Entry(namespace, name, stages, contribution,
-                                                  slots[f"{namespace}/{name}"])
+                                                  slots[f"{namespace}/{name}"], installed)
         self.slots = {e.slot: e for ns in self.entries.values() for e in ns.values()}
 
     def prescan(self) -> int:
@@ -349,15 +321,25 @@ class View:
         return self.resolver.merged_dir(ref.source, ref.contribution, ref.layer, ref.meta)
 
     def dir_items(self, ref: DirRef) -> dict[str, Item]:
-        """A directory's items: the merged listing, with the node's oneSIS rules applied."""
+        """A directory's items: the merged listing, updateclient's excluded paths kept as
+        installed, the node's oneSIS rules applied."""
         mdir = self.merged(ref)
         onesis = self.node_onesis(ref.entry)
-        if onesis is None or not onesis.touches(ref.path):
+        patches = onesis is not None and ref.pending is None and onesis.touches(ref.path)
+        installed = ref.entry.installed
+        if not patches and installed is None:
             return mdir.children  # type: ignore[return-value]
         key = (ref.entry.key, ref.path)
         items = self._items.get(key)
         if items is None:
-            items = onesis.patch(ref.path, mdir.children, ref.source,
+            children: dict[str, Child] = mdir.children
+            if installed is not None and ref.pending is None and ref.layer >= 0:
+                children = keep_excluded(self, installed, ref.source, children)
+            if not patches:
+                self._items[key] = children
+                return children  # type: ignore[return-value]
+            assert onesis is not None
+            items = onesis.patch(ref.path, children, ref.source,
                                  lambda target: self.merged_lookup(ref.entry, target))
             self._items[key] = items
         return items
@@ -370,18 +352,39 @@ class View:
         """What one item of a directory shows; None for nothing (a persistent path no one
         has used yet and that starts as nothing)."""
         entry, path = directory.entry, child_path(directory.path, item.name)
+        if directory.pending is not None and isinstance(item, Child):
+            return pending_copy_ref(self, directory, path, item)
         if isinstance(item, Child):
             source = child_path(directory.source, item.name)
             if item.contribution is not None:
-                return DirRef(entry, path, source, item.contribution, item.layer, item.meta)
+                return DirRef(entry, path, source, item.contribution, item.layer, item.meta,
+                              link_root=directory.link_root)
+            if self.resolver.install and self._kept_by_install(directory, item.name):
+                # Another layer's bytes under this entry's mode and owner: not the layer
+                # file's inode (its attributes differ), a number of this view's own.
+                return PrivateRef(entry, path, item.meta, item.layer, source,
+                                  Provenance.of_layer(self.store.layer(item.layer).label,
+                                                      source, is_dir=False))
+            if directory.link_root is not None and stat.S_ISLNK(item.meta.mode):
+                depth = directory.path.count("/") - directory.link_root.count("/")
+                chained = self._chained_link(entry, path, item.layer, source, item.meta,
+                                             directory.path, directory.source, depth, None)
+                if chained is not None:
+                    return chained
             return FileRef(item.layer, source, item.meta)
         if isinstance(item, Linked):
             variant, source = item.variant, child_path(item.variant_parent, item.variant.name)
             if variant.contribution is not None:
                 return DirRef(entry, path, source, variant.contribution, variant.layer,
-                              variant.meta, item)
+                              variant.meta, item, link_root=path)
             provenance = Provenance.of_layer(self.store.layer(variant.layer).label, source,
                                              is_dir=False, rule=item.rule, reason=item.reason)
+            if stat.S_ISLNK(variant.meta.mode):
+                chained = self._chained_link(entry, path, variant.layer, source, variant.meta,
+                                             directory.path, item.variant_parent, None,
+                                             provenance)
+                if chained is not None:
+                    return chained
             return PrivateRef(entry, path, variant.meta, variant.layer, source, provenance)
         if isinstance(item, Synthetic):
             return self._synthetic_ref(entry, path, item)
@@ -404,15 +407,45 @@ class View:
             return DirRef(entry, path, path, (), SYNTHETIC_LAYER, meta)
         return PrivateRef(entry, path, meta, None, target, provenance)
 
-    def _unmade_writable_ref(self, directory: DirRef, path: str, item: Writable) -> Ref | None:
-        """A persistent path no one has used yet: what it would start from (the tree's
-        entry with -d, an empty directory), else absent."""
-        if item.rule.duplicate and item.base is not None:
-            return self.item_ref(directory, item.base)
-        if item.rule.kind in ("RAMDIR", "LINKDIR"):
-            return self._synthetic_ref(directory.entry, path, Synthetic(
-                item.name, None, "", "persistent path, empty until first used"))
-        return None
+    def _unmade_writable_ref(self, directory: DirRef, path: str, item: Writable) -> Ref:
+        """A persistent path no one has used yet, seen without making it (preview): what the
+        mount would make of it, as the mount would show it (pending_state.py)."""
+        assert self.onesis is not None
+        return pending_ref(self, self.onesis, directory, path, item)
+
+    def _kept_by_install(self, directory: DirRef, name: str) -> tuple[int, int] | None:
+        """(layer whose bytes an install keeps, layer whose entry came last) for a file of
+        `directory` that rsync's quick check would not copy (resolve.py); else None."""
+        if directory.pending is not None or directory.layer < 0:
+            return None
+        kept = self.merged(directory).kept
+        return None if kept is None else kept.get(name)
+
+    def install_keeps(self, directory: DirRef, name: str) -> tuple[str, str] | None:
+        """For the entry `name` of `directory`: the labels of (the layer whose bytes an
+        install keeps, the layer whose entry came last) when a 4.3 install would not copy
+        the file (same size and mtime: rsync's quick check)."""
+        if not isinstance(self.dir_items(directory).get(name), Child):
+            return None
+        found = self._kept_by_install(directory, name)
+        if found is None:
+            return None
+        return self.store.layer(found[0]).label, self.store.layer(found[1]).label
+
+    def _chained_link(self, entry: Entry, path: str, layer: int, source: str, meta: Meta,
+                      link_dir: str, layer_dir: str, depth: int | None,
+                      provenance: Provenance | None) -> PrivateRef | None:
+        """A symlink reached through a LINKBACK, with the text that resolves where oneSIS's
+        link chain resolves it; None when the layer's text already does."""
+        text = self.store.readlink(layer, source)
+        chained = chained_link_text(text, link_dir, layer_dir, depth)
+        if chained == text:
+            return None
+        if provenance is None:
+            provenance = Provenance.of_layer(self.store.layer(layer).label, source,
+                                             is_dir=False)
+        return PrivateRef(entry, path, meta._replace(size=len(chained)), None,
+                          chained.decode("utf-8", "surrogateescape"), provenance)
 
     def node_state(self, entry: Entry) -> NodeState:
         if self.state_dir is None:
@@ -529,6 +562,8 @@ class View:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise TreeError(errno.EROFS)
         backing = self.backing(ref)
+        if backing is None and stat.S_ISREG(ref.meta.mode):  # type: ignore[union-attr]
+            return os.open(os.devnull, os.O_RDONLY)  # a persistent file not made: empty
         if backing is None or not stat.S_ISREG(backing.meta.mode):
             raise TreeError(errno.EACCES)
         fd = self.store.open_file(backing.layer, backing.path)
@@ -545,10 +580,14 @@ class View:
     def own_xattrs(self, ref: Ref) -> dict[str, bytes]:
         if isinstance(ref, StateRef):
             return self.node_state(ref.entry).xattrs(ref.path)
+        if self.fidelity == "install":
+            return {}  # SystemImager 4.3's rsync passes have no -X: no xattr is installed
         if isinstance(ref, DirRef):
-            if ref.layer == SYNTHETIC_LAYER:
-                return {}
+            if ref.layer == SYNTHETIC_LAYER or ref.pending is not None:
+                return {}  # a persistent path is made without the layer's xattrs
             return self.store.xattrs(ref.layer, ref.source)
+        if isinstance(ref, PrivateRef) and ref.provenance.kind is Kind.PERSISTENT:
+            return {}
         backing = self.backing(ref)
         return {} if backing is None else self.store.xattrs(backing.layer, backing.path)
 
@@ -562,6 +601,8 @@ class View:
             return Provenance.persistent(ref.entry.name, ref.path, rule.kind, rule.pattern,
                                          f"{rule.file}:{rule.line}")
         if isinstance(ref, DirRef):
+            if ref.pending is not None:
+                return pending_provenance(ref.entry, ref.path, ref.pending, is_dir=True)
             if ref.layer == SYNTHETIC_LAYER:
                 return RAM_MOUNT_POINT
             linkback = ref.linkback

@@ -276,6 +276,8 @@ class InodeTree:
             return True
         if self.view.resolver.cached_dir(ref.source, ref.contribution) is None:
             return False
+        if ref.entry.installed is not None and not self.view.has_items(ref):
+            return False  # updateclient's excluded paths: the installed root is read
         onesis = self.view.node_onesis(ref.entry)
         return (onesis is None or not onesis.touches(ref.path)
                 or (self.view.has_items(ref) and not self._unmade.get((ref.entry.key,

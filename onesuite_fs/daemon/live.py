@@ -276,6 +276,7 @@ class Generations:
             "generation": self.number,
             "prescanned": self.tree.prescanned,
             "layers_elsewhere": self.tree.site.layers_elsewhere(),  # allowed, by real path
+            "broken_nodes": self.tree.site.broken_report(),  # not served, with why
             "loaded_at": self.loaded_at,
             "reloads": self.reloads,
             "failed_reloads": self.failed_reloads,

@@ -192,6 +192,7 @@ def mount(tree: InodeTree, mountpoint: Path, *, foreground: bool, cache_timeout:
     if foreground:
         ops = _run_session(tree, mountpoint, cache_timeout, debug, live)
         log.info("mounted %s", mountpoint)
+        _log_broken(tree)
         _loop(ops, live, on_ready)
         return 0
     read_end, write_end = os.pipe()
@@ -215,6 +216,7 @@ def mount(tree: InodeTree, mountpoint: Path, *, foreground: bool, cache_timeout:
         os.write(write_end, f"mounting {mountpoint} failed: {exc}".encode())
         os._exit(1)
     _detach_stdio(log_file)
+    _log_broken(tree)
     os.write(write_end, b"ready")
     os.close(write_end)
     try:
@@ -223,6 +225,11 @@ def mount(tree: InodeTree, mountpoint: Path, *, foreground: bool, cache_timeout:
         log.exception("daemon failed")
         os._exit(1)
     os._exit(0)
+
+
+def _log_broken(tree: InodeTree) -> None:
+    for name, error in sorted(tree.site.broken.items()):
+        log.error("node %s not served: %s", name, str(error).replace("\n", " "))
 
 
 def _detach_stdio(log_file: Path | None) -> None:

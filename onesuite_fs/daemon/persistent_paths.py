@@ -10,10 +10,8 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
 
 from ..core.entry import Entry
-from ..core.onesis_config import OwnerTables
 from ..core.onesis_view import Writable
 from ..core.resolve import Child
 from ..core.state import DIR_MODE, FILE_MODE, NodeAttrs, NodeState, write_node_attrs
@@ -41,36 +39,26 @@ def make_persistent_path(view: View, entry: Entry, state: NodeState, path: str,
 
 
 def _build(view: View, entry: Entry, item: Writable, built: Path) -> None:
-    rule, base = item.rule, item.base
-    is_dir = rule.kind in ("RAMDIR", "LINKDIR")
+    """What the node's rule makes (the decisions are the core's, so preview shows the same:
+    OnesisSource.copies_base and writable_attrs), built at `built`."""
+    assert view.onesis is not None
+    base = item.base
+    is_dir = item.rule.kind in ("RAMDIR", "LINKDIR")
     base_path = f"{item.base_parent}/{base.name}" if base and item.base_parent else (
         base.name if base else "")
+    copies = view.onesis.copies_base(item)
     if is_dir:
-        if rule.duplicate and base is not None and base.contribution is not None:
+        if copies:
+            assert base is not None
             _copy_dir(view, base, base_path, built)
         else:
             os.mkdir(built, DIR_MODE)
-    elif rule.duplicate and base is not None and stat.S_ISREG(base.meta.mode):
+    elif copies:
+        assert base is not None
         _copy_file(view, base.layer, base_path, built)
     else:
         os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
-    uid, gid = _owner(view, entry, rule, base)
-    default_mode = 0o755 if is_dir else 0o644
-    mode = rule.mode if rule.mode is not None else (
-        stat.S_IMODE(base.meta.mode) if base is not None else default_mode)
-    kind = stat.S_IFDIR if is_dir else stat.S_IFREG
-    write_node_attrs(built, NodeAttrs(kind | stat.S_IMODE(mode), uid, gid))
-
-
-def _owner(view: View, entry: Entry, rule: Any, base: Child | None) -> tuple[int, int]:
-    uid = base.meta.uid if base is not None else 0
-    gid = base.meta.gid if base is not None else 0
-    owners = OwnerTables(view)
-    if rule.user is not None:
-        uid = owners.numeric_id(entry, "etc/passwd", rule.user, rule)
-    if rule.group is not None:
-        gid = owners.numeric_id(entry, "etc/group", rule.group, rule)
-    return uid, gid
+    write_node_attrs(built, view.onesis.writable_attrs(view, entry, item))
 
 
 def _copy_file(view: View, layer: int, path: str, dest: Path) -> None:

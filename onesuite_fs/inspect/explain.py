@@ -12,13 +12,14 @@ onto the stack's layers and words them.
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..core.layers import Meta
 from ..core.onesis_view import Attempt, NodeOnesis, chosen_attempt
 from ..core.provenance import Kind
 from ..core.resolve import Contribution, MergedDir
+from ..core.updateclient import excluding_rule
 from ..core.view import Entry, View
 from ..sources.onesis import LinkBack, class_chain
 from .targets import Target, close_matches, path_parts
@@ -29,9 +30,9 @@ ORDER_POLICIES = {
                    "first, so the last layer applied wins",
     "updateclient": "updateclient (si_updateclient): one rsync per layer, lowest first, no "
                     "host or image-named override, so the last layer applied wins",
-    "pushoverrides": "pushoverrides (si_pushoverrides): the image, then one rsync of every "
-                     "override (host, groups by priority, global): the first source wins, "
-                     "but a directory beats a non-directory",
+    "pushoverrides": "pushoverrides (si_pushoverrides): the autoinstall passes, then one "
+                     "rsync of every override (host, groups by priority, global): the first "
+                     "source wins, but a directory beats a non-directory",
     "warewulf": "warewulf (a Warewulf 4 node: its image, then its system and runtime "
                 "overlays in nodes.conf order, each unpacked over the last; within one "
                 "overlay its rendered templates win over its own files): the last overlay "
@@ -50,6 +51,8 @@ STEPS = {
     "beats-earlier-source": "a directory beats the non-directory of an earlier source",
     "beaten-by-directory": "not copied: a later source's directory beats it",
     "merges-into-earlier-source": "directory contents merged; metadata from the first source",
+    "quick-check-keeps": "not copied (--fidelity install): same size and mtime as the file "
+                         "below, so rsync -av only sets its mode and owner",
 }
 
 # The rule that decided the winner (winner["rule"]).
@@ -134,6 +137,8 @@ class Explanation:
     onesis: dict[str, Any] | None = None  # a oneSIS rule that made or hid the entry
     winner: dict[str, Any] | None = None
     near: dict[str, Any] | None = None  # for a missing path: what is close to it
+    # --override-order updateclient: the exclusion that keeps the path as installed
+    updateclient: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,10 +278,22 @@ def explain(tree: View, target: Target, path: str) -> Explanation:
     assert entry is not None
     view = TreeView(tree, target)
     record = view.stat(path)
+    kept = None
+    if entry.installed is not None and path != "/":
+        kept = excluding_rule(entry.installed.excludes, path.strip("/"),
+                              record.is_dir if record is not None else None)
+        if kept is not None:  # si_updateclient neither copies nor deletes it: as installed
+            entry = replace(entry, stages=entry.installed.stages,
+                            contribution=entry.installed.contribution, installed=None)
     facts, layer_ids = stack_facts(tree, entry)
     source, traces = trace_source(tree, entry, path)
     result = Explanation(target, tree.order, path, record,
                          record.origin if record is not None else None, None, facts, traces)
+    if kept is not None:
+        result.updateclient = {
+            "excluded_by": kept.text, "line": kept.where,
+            "why": "si_updateclient neither copies nor deletes an excluded path: the node "
+                   "keeps what autoinstall laid (the layers below are autoinstall's)"}
     found = record.provenance if record is not None else None
     if found is not None and found.kind in (Kind.SYNTHETIC, Kind.PERSISTENT):
         # A RAM/LINK path or the /ram mount point: no layer's entry is shown.
@@ -362,4 +379,5 @@ def explanation_json(result: Explanation, view: TreeView) -> dict[str, Any]:
         "layers": [fact.json() for fact in result.layers],
         "winner": result.winner,
         "near": result.near,
+        "updateclient": result.updateclient,
     }

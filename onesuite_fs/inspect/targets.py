@@ -51,6 +51,10 @@ def resolve_target(tree: View, spec: str, *, allow_dir: bool = False) -> Target:
 
 def _unknown(tree: View, kind: str, name: str) -> ConfigError:
     what = kind or "node, group or image"
+    broken = tree.site.broken.get(name)
+    if kind in ("", "node") and broken is not None:
+        return ConfigError(f"node {name!r} is not served: {broken.message}", file=broken.file,
+                           line=broken.line, hint=broken.hint)
     if kind in ("", "group") and any(g.name == name for g in tree.site.cluster.groups):
         return ConfigError(f"group {name!r} has nothing to show",
                            hint="it names no image and none of its override directories "

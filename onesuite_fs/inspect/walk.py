@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..core.provenance import Provenance
-from ..core.view import View
+from ..core.view import DirRef, View
 from ..core.walk import Item, Root
 from ..core.walk import walk as walk_entries
 from .targets import Target, path_parts
@@ -34,6 +34,9 @@ class Record:
     rdev: int
     provenance: Provenance  # where it comes from (a directory on disk: "dir:ROOT", path)
     handle: object  # the view's own reference: an Item of a root, or a path on disk
+    # (layer whose bytes a 4.3 install keeps, layer whose entry came last): rsync's quick
+    # check skipped the file (same size and mtime); None when an install copies it.
+    install_keeps: tuple[str, str] | None = None
 
     @property
     def origin(self) -> str:
@@ -76,18 +79,24 @@ class TreeView:
         assert target.entry is not None
         self.root, self.subject, self.label = Root(view, target.entry), target, target.spec
 
-    def _record(self, item: Item) -> Record:
+    def _record(self, item: Item, parent: Item | None) -> Record:
         attr = item.attr
+        ref = None if parent is None else parent.node.ref
+        keeps = (self.root.view.install_keeps(ref, item.node.name)
+                 if isinstance(ref, DirRef) else None)
         return Record("/" + item.path, attr.mode, attr.uid, attr.gid, attr.size, attr.rdev,
-                      self.root.provenance(item), item)
+                      self.root.provenance(item), item, keeps)
 
     def stat(self, path: str) -> Record | None:
-        item = self.root.lookup("/".join(path_parts(path)))
-        return None if item is None else self._record(item)
+        parts = path_parts(path)
+        parent = self.root.lookup("/".join(parts[:-1])) if parts else None
+        item = self.root.lookup("/".join(parts))
+        return None if item is None else self._record(item, parent)
 
     def children(self, record: Record) -> Iterator[Record]:
         """Made one at a time: a walk holds one entry per level, not each listing twice."""
-        return (self._record(item) for item in self.root.children(self._item(record)))
+        parent = self._item(record)
+        return (self._record(item, parent) for item in self.root.children(parent))
 
     @staticmethod
     def _item(record: Record) -> Item:
@@ -177,4 +186,14 @@ def record_json(view: RecordSource, record: Record) -> dict[str, object]:
         if record.kind in ("chr", "blk") else None,
         "target": view.target(record) if record.kind == "symlink" else None,
         **record.provenance.json_fields(),
+        "install_keeps": None if record.install_keeps is None else {
+            "layer": record.install_keeps[0], "under": record.install_keeps[1],
+            "why": install_keeps_text(record.install_keeps)},
     }
+
+
+def install_keeps_text(keeps: tuple[str, str]) -> str:
+    """The note preview and explain give a file a 4.3 install does not copy."""
+    kept, by = keeps
+    return (f"an install keeps {kept}'s bytes: same size and mtime as {by}'s file, which "
+            "rsync -av does not copy (it sets only its mode and owner)")

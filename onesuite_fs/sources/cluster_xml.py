@@ -115,10 +115,14 @@ def _single_text(parent: Element, tag: str, filename: str, *, required: bool,
 
 def parse_cluster_xml(path: Path, *, dynamic_nodes: Callable[[str], str] | None = None,
                       warn: Callable[[str], None] = lambda _m: None,
-                      limits: Limits = DEFAULT_LIMITS) -> Cluster:
+                      limits: Limits = DEFAULT_LIMITS, strict: bool = False) -> Cluster:
     """Read cluster.xml. `dynamic_nodes(command)` returns a <dynamic_node> command's output;
     when it is None, such commands are not run (and a warning says so). More host names than
-    `limits.max_nodes` (ranges expanded) are refused."""
+    `limits.max_nodes` (ranges expanded) are refused.
+
+    A group defined twice and a <dynamic_node> command that fails cost only their nodes
+    (`Cluster.broken`), as upstream they affect only those nodes; `strict` refuses the file
+    instead. A malformed file, a bad name or an exceeded limit is refused either way."""
     filename = str(path)
     root = parse_xml(path.read_bytes(), filename)
     for child in root.children:
@@ -135,19 +139,39 @@ def parse_cluster_xml(path: Path, *, dynamic_nodes: Callable[[str], str] | None 
                           hint="SystemImager requires one (it may name an override "
                                "directory that does not exist)")
     budget = _HostBudget(limits.max_nodes)
-    groups = [_parse_group(e, filename, dynamic_nodes, warn, budget)
+    broken: dict[str, ConfigError] = {}
+    groups = [_parse_group(e, filename, dynamic_nodes, warn, budget, broken, strict)
               for e in root.all("group")]
-    seen: dict[str, Group] = {}
-    for group in groups:
-        if group.name in seen:
-            raise ConfigError(f"group {group.name!r} is defined twice (first at "
-                              f"{seen[group.name].source})", file=filename,
-                              line=int(group.source.rsplit(":", 1)[1]))
-        seen[group.name] = group
+    groups = _without_duplicates(groups, filename, broken, strict)
     master, _ = _single_text(root, "master", filename, required=False, what="cluster.xml")
     return Cluster(global_name=global_name or "", global_overrides=global_overrides,
                    groups=tuple(sorted(groups, key=lambda g: g.rank)), source=filename,
-                   master=master)
+                   master=master, broken=broken)
+
+
+def _without_duplicates(groups: list[Group], filename: str, broken: dict[str, ConfigError],
+                        strict: bool) -> list[Group]:
+    """The groups whose name is defined once. si_clusterconfig keys groups by name (the last
+    definition's image and overrides for the hosts of all of them); which one the admin
+    meant is unknowable, so every node of a twice-defined group is broken instead."""
+    first: dict[str, Group] = {}
+    twice: dict[str, ConfigError] = {}
+    for group in groups:
+        if group.name in first:
+            error = ConfigError(f"group {group.name!r} is defined twice (first at "
+                                f"{first[group.name].source})", file=filename,
+                                line=int(group.source.rsplit(":", 1)[1]),
+                                hint="merge the two <group> elements or rename one")
+            if strict:
+                raise error
+            twice.setdefault(group.name, error)
+        else:
+            first[group.name] = group
+    for group in groups:
+        if group.name in twice:
+            for host in group.nodes:
+                broken.setdefault(host, twice[group.name])
+    return [group for group in groups if group.name not in twice]
 
 
 class _HostBudget:
@@ -169,7 +193,8 @@ class _HostBudget:
 
 def _parse_group(element: Element, filename: str,
                  dynamic_nodes: Callable[[str], str] | None,
-                 warn: Callable[[str], None], budget: _HostBudget) -> Group:
+                 warn: Callable[[str], None], budget: _HostBudget,
+                 broken: dict[str, ConfigError], strict: bool) -> Group:
     where = f"<group> at line {element.line}"
     name, name_el = _single_text(element, "name", filename, required=True, what=where)
     assert name is not None and name_el is not None
@@ -213,7 +238,18 @@ def _parse_group(element: Element, filename: str,
             warn(f"{filename}:{dyn.line}: {what}: <dynamic_node> command {command!r} not run "
                  "(pass --allow-dynamic-nodes to run it); its nodes are not included")
             continue
-        for line in dynamic_nodes(command).splitlines():
+        try:
+            output = dynamic_nodes(command)
+        except ConfigError as exc:
+            error = ConfigError(f"{what}: {exc.message}; the nodes it names are not served",
+                                file=filename, line=dyn.line, column=dyn.column,
+                                hint="fix the command, or run it by hand and list its "
+                                     "nodes in a <node> element")
+            if strict:
+                raise error from None
+            broken[f"<dynamic_node> of group {name} (line {dyn.line})"] = error
+            continue
+        for line in output.splitlines():
             for host in budget.expand(line, filename, dyn.line):
                 hosts.add(check_name("node", host, file=filename, line=dyn.line))
     ip_range, _ = _single_text(element, "ip-range", filename, required=False, what=what)

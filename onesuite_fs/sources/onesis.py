@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import posixpath
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -206,14 +207,32 @@ class AnchoredRegexp:
     """
 
     text: str
-    compiled: regex.Pattern[str] = field(repr=False, compare=False)
+    compiled: regex.Pattern[bytes] = field(repr=False, compare=False)
     file: str = field(default="", compare=False)
     line: int = field(default=0, compare=False)
     timeout: float = field(default=DEFAULT_LIMITS.regexp_timeout, compare=False)
+    # With a `|` outside any group: the pattern as oneSIS writes it, /^PATTERN$/, where Perl
+    # anchors only the first and the last alternative (see `matches`).
+    literal: regex.Pattern[bytes] | None = field(default=None, repr=False, compare=False)
 
     def matches(self, hostname: str) -> bool:
+        # oneSIS reads host names and patterns as bytes (no decoding): so does this, which
+        # gives Perl's byte semantics (\w, [[:alpha:]], . on a UTF-8 name).
+        host = hostname.encode("utf-8", "surrogateescape")
         try:
-            return self.compiled.fullmatch(hostname, timeout=self.timeout) is not None
+            found = self.compiled.fullmatch(host, timeout=self.timeout) is not None
+            if self.literal is not None and found != (
+                    self.literal.search(host, timeout=self.timeout) is not None):
+                raise ConfigError(
+                    f"regexp {_shown(self.text)} has a '|' outside any group: oneSIS writes "
+                    f"/^PATTERN$/, which anchors only the first and last alternative, and "
+                    f"so {'matches' if not found else 'does not match'} host "
+                    f"{_shown(hostname)} although the whole name "
+                    f"{'does not' if not found else 'does'}",
+                    self.file, self.line or None, None,
+                    f"put the alternatives in a group, ({self.text}), so that the whole "
+                    "host name must match")
+            return found
         except TimeoutError:
             raise ConfigError(
                 f"regexp {_shown(self.text)} took more than {self.timeout:g} s to match host "
@@ -1020,14 +1039,36 @@ def _regexp(text: str, line: _Line, limits: Limits) -> AnchoredRegexp:
                          hint="the engine compiles a counted repeat x{n} as n copies of x, "
                               "nested counts multiply: no host pattern needs this many")
     try:
-        compiled = regex.compile(text, regex.VERSION0)
+        raw = text.encode("utf-8", "surrogateescape")
+        compiled = regex.compile(raw, regex.VERSION0)
+        literal = regex.compile(b"^" + raw + b"$", regex.VERSION0) \
+            if _has_top_level_bar(text) else None
     except (regex.error, OverflowError, RecursionError, ValueError) as err:
         message = getattr(err, "msg", None) or str(err)
         raise line.error(f"bad regexp {_shown(text)}: {message}", at=text,
                          offset=_error_offset(text, getattr(err, "pos", None) or 0),
                          hint="oneSIS takes a Perl regexp; see docs/onesis.md for the syntax "
                               "read here") from None
-    return AnchoredRegexp(text, compiled, line.file, line.number, limits.regexp_timeout)
+    return AnchoredRegexp(text, compiled, line.file, line.number, limits.regexp_timeout,
+                          literal)
+
+
+def _has_top_level_bar(text: str) -> bool:
+    """Whether `text` has a `|` outside every group and character class."""
+    depth, i = 0, 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            i = _class_end(text, i)
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "|" and depth == 0:
+            return True
+        i += 1
+    return False
 
 
 def _shown(text: str, width: int = 60) -> str:
@@ -1039,7 +1080,9 @@ def _error_offset(text: str, offset: int) -> int:
     """Where to point for a bad pattern: Python's re points at an unclosed '(' itself, the
     regex engine at the end of the pattern; take re's position when re refuses it too."""
     try:
-        re.compile(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # [[:digit:]]: re's own opinion
+            re.compile(text)
     except re.error as err:
         return err.pos or 0
     except (OverflowError, RecursionError, ValueError):
@@ -1114,8 +1157,9 @@ def _class_end(text: str, start: int) -> int:
 
 # Escapes that the regex engine reads differently from Perl (Perl's meaning in brackets):
 # \g back-references (\g1, \g{-1}), \N (not a newline), \v (vertical white space), \m and
-# \M (regex: word start/end; Perl: the letters), \L (regex: a named list; Perl: lower-case).
-_DIFFERENT_ESCAPES = frozenset("gNvmML")
+# \M (regex: word start/end; Perl: the letters), \L (regex: a named list; Perl: lower-case),
+# \u, \U (regex: a code point; Perl: upper-case the next character, or until \E), \l.
+_DIFFERENT_ESCAPES = frozenset("gNvmMLuUl")
 # Inline flags Perl and regex share (imsx, a/u character sets, and turning flags off).
 _SHARED_FLAGS = frozenset("imsxau-")
 _INLINE_FLAGS = re.compile(r"\(\?\^?([A-Za-z-]*)[:)]")  # not (?1) or (?R): recursion
@@ -1132,18 +1176,60 @@ def _not_perl(text: str) -> tuple[str, int] | None:
         if char == "\\":
             if text[i + 1:i + 2] in _DIFFERENT_ESCAPES and i + 1 < len(text):
                 return f"\\{text[i + 1]} means something else in Perl", i
+            if text[i + 1:i + 2] in _BRACED_ESCAPES and text[i + 2:i + 3] == "{":
+                end = text.find("}", i)  # \p{Digit}: a name, not a count or fuzzy braces
+                i = len(text) if end < 0 else end + 1
+                continue
             i += 2
             continue
         if char == "(":
             flags = _INLINE_FLAGS.match(text, i)
             if flags is not None and flags[0] != "(?R)" and not set(flags[1]) <= _SHARED_FLAGS:
                 return f"inline flags (?{flags[1]}) are not Perl's", i
+        if text.startswith(("(?<=", "(?<!"), i):
+            unbounded = _unbounded_inside(text, i)
+            if unbounded is not None:
+                return ("a lookbehind without a fixed maximum length (Perl refuses one: "
+                        "at most 255 characters)", unbounded)
         if char == "{":
             fuzzy = _FUZZY.match(text, i)
             if fuzzy is not None and not _QUANTIFIER.fullmatch(fuzzy[0]):
                 return f"{fuzzy[0]} is fuzzy matching, not Perl (write \\{{ for a brace)", i
         i += 1
     return None
+
+
+def _unbounded_inside(text: str, start: int) -> int | None:
+    """Where the group opening at `start` repeats without bound (*, +, {n,}), if it does."""
+    depth, i = 0, start
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            i = _class_end(text, i)
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return None
+        elif _repeats_without_bound(text, i):
+            return i
+        i += 1
+    return None
+
+
+def _repeats_without_bound(text: str, i: int) -> bool:
+    """Whether text[i] is a `*`, a `+` (not the possessive mark after another repeat) or a
+    `{n,}`."""
+    char = text[i]
+    if char == "*" or (char == "+" and text[i - 1:i] not in ("*", "+", "?", "}")):
+        return True
+    count = _COUNT.match(text, i) if char == "{" else None
+    return count is not None and bool(count[1]) and count[0].rstrip("} ").endswith(",")
 
 
 def _host_pattern(text: str, line: _Line, policy: Policy) -> HostPattern:

@@ -20,6 +20,7 @@ from .cluster_txt import parse_cluster_txt
 from .cluster_xml import parse_cluster_xml, run_dynamic_node
 from .layer_roots import LayerPlaces, has_dotdot
 from .options import SiteOptions
+from .scripts import ScriptOverrides, node_scripts
 
 # si_lsimage skips these rsync modules: they are not images (domain.md A.1.2).
 RESERVED_MODULES = {"scripts", "boot", "overrides", "torrents"}
@@ -147,7 +148,7 @@ def read_cluster(layout: SiteLayout, settings: SiteOptions,
     if layout.cluster_xml.is_file():
         runner = run_dynamic_node if settings.allow_dynamic_nodes else None
         return parse_cluster_xml(layout.cluster_xml, dynamic_nodes=runner, warn=warn,
-                                 limits=settings.limits)
+                                 limits=settings.limits, strict=settings.strict)
     if layout.cluster_txt.is_file():
         return parse_cluster_txt(layout.cluster_txt, settings.limits)
     raise ConfigError(
@@ -156,50 +157,64 @@ def read_cluster(layout: SiteLayout, settings: SiteOptions,
              "or name the file with cluster_xml in the --config file")
 
 
-def assign_images(cluster: Cluster, images: dict[str, Image]) -> dict[str, Node]:
-    """Each node's image: the most important of its groups that names one (A.3.3)."""
+def assign_images(cluster: Cluster, images: dict[str, Image]
+                  ) -> tuple[dict[str, Node], dict[str, ConfigError]]:
+    """Each node's image: the most important of its groups that names one (A.3.3). A node
+    without one, or whose image does not exist or has no directory, is broken (the error
+    says which file and line asked for it): upstream, only that node's install fails."""
     nodes: dict[str, Node] = {}
-    missing: dict[str, list[str]] = {}
+    broken: dict[str, ConfigError] = {}
     for host in cluster.hosts():
         groups = cluster.groups_of(host)
         chosen = next((g for g in groups if g.image), None)
         if chosen is None:
             file, line = _source_of(groups[0].source, cluster.source)
-            raise ConfigError(
+            broken[host] = ConfigError(
                 f"node {host!r} has no image: none of its groups "
                 f"({', '.join(g.name for g in groups)}) names an <image>",
                 file=file, line=line, hint="add an <image> to one of those groups")
+            continue
         assert chosen.image is not None
         if chosen.image not in images:
-            missing.setdefault(chosen.image, []).append(f"{host} (group {chosen.name}, "
-                                                        f"{chosen.source})")
+            file, line = _source_of(chosen.source, cluster.source)
+            broken[host] = ConfigError(
+                f"image {chosen.image!r} does not exist; node {host} (group {chosen.name}) "
+                "asked for it", file=file, line=line,
+                hint="create the image (si_getimage), add its rsync stub, or fix the "
+                     "group's <image>")
+            continue
         nodes[host] = Node(host, tuple(g.name for g in groups), chosen.image)
-    if missing:
-        image, askers = next(iter(missing.items()))
-        more = f" and {len(askers) - 1} more node(s)" if len(askers) > 1 else ""
-        first = next(g for g in cluster.groups if g.image == image)
-        file, line = _source_of(first.source, cluster.source)
-        raise ConfigError(f"image {image!r} does not exist; node {askers[0]}{more} asked "
-                          f"for it", file=file, line=line,
-                          hint="create the image (si_getimage), add its rsync stub, or fix "
-                               "the group's <image>")
     for image in images.values():
+        users = [n.name for n in nodes.values() if n.image == image.name]
+        if not users:
+            continue
         try:
             is_dir, why = image.path.is_dir(), "has no directory"
         except OSError as exc:  # a path= past PATH_MAX (ENAMETOOLONG), EACCES...
             is_dir, why = False, f"cannot be read ({exc.strerror})"
         if not is_dir:
-            users = [n.name for n in nodes.values() if n.image == image.name]
-            if users:
-                file, line = _stub_path_line(image)
-                shown = str(image.path)
-                if len(shown) > 200:
-                    shown = f"{shown[:200]}... ({len(shown):,} chars)"
-                raise ConfigError(f"image {image.name!r} ({image.found_by}) {why} "
-                                  f"at {shown}; node {users[0]} uses it",
-                                  file=file, line=line,
-                                  hint="fix the stub's path= or restore the image")
-    return nodes
+            file, line = _stub_path_line(image)
+            shown = str(image.path)
+            if len(shown) > 200:
+                shown = f"{shown[:200]}... ({len(shown):,} chars)"
+            for user in users:
+                broken[user] = ConfigError(f"image {image.name!r} ({image.found_by}) {why} "
+                                           f"at {shown}; node {user} uses it",
+                                           file=file, line=line,
+                                           hint="fix the stub's path= or restore the image")
+                del nodes[user]
+    return nodes, broken
+
+
+def refuse_broken(broken: dict[str, ConfigError]) -> None:
+    """--strict: the whole site is refused for its first broken node, saying how many."""
+    if not broken:
+        return
+    name, first = min(broken.items(), key=lambda item: (item[1].file or "",
+                                                        item[1].line or 0, item[0]))
+    more = f" (and {len(broken) - 1} more broken node(s))" if len(broken) > 1 else ""
+    raise ConfigError(f"{first.message}{more}", file=first.file, line=first.line,
+                      column=first.column, hint=first.hint)
 
 
 def _source_of(source: str, fallback: str) -> tuple[str, int | None]:
@@ -212,7 +227,7 @@ def _stub_path_line(image: Image) -> tuple[str | None, int | None]:
     """Where the rsync stub that named an image says its path= (for the message only)."""
     if not image.found_by.startswith("rsync stub "):
         return None, None
-    stub = image.found_by.removeprefix("rsync stub ")
+    stub = image.found_by.removeprefix("rsync stub ").rpartition(":")[0]  # "FILE:LINE"
     section = None
     try:
         lines = Path(stub).read_text(errors="surrogateescape").splitlines()
@@ -262,11 +277,15 @@ def place_images(images: dict[str, Image], layout: SiteLayout, places: LayerPlac
     return placed
 
 
-def used_override_names(cluster: Cluster, images: dict[str, Image]) -> set[str]:
-    """Every override name some stack may lay: global, group, image-named and host ones."""
+def used_override_names(cluster: Cluster, images: dict[str, Image],
+                        scripts: dict[str, ScriptOverrides] | None = None) -> set[str]:
+    """Every override name some stack may lay: global, group, image-named and host ones, and
+    those the nodes' autoinstall scripts name."""
     names = set(cluster.global_overrides) | set(cluster.hosts()) | set(images)
     for group in cluster.groups:
         names.update(group.overrides)
+    for script in (scripts or {}).values():
+        names.update(w for w in script.words if not w.startswith("$"))
     return names
 
 
@@ -303,17 +322,26 @@ def place_overrides(overrides_dir: Path, places: LayerPlaces, used: set[str]
 
 
 def load_site(settings: SiteOptions) -> Site:
-    """Read and validate the whole server; raises ConfigError on anything unusable."""
+    """Read and validate the whole server; raises ConfigError on anything unusable. A node
+    that alone cannot be served is in `Site.broken` (every node's, with `settings.strict`,
+    refuses the site)."""
     warnings: list[str] = []
     layout = resolve_layout(settings)
     places = layer_places(settings, layout)
     cluster = read_cluster(layout, settings, warnings.append)
     images = discover_images(layout, settings.images)
-    nodes = assign_images(cluster, images)
+    nodes, broken = assign_images(cluster, images)
+    broken = {**cluster.broken, **broken}
+    if settings.strict:
+        refuse_broken(broken)
     used_images = {group.image for group in cluster.groups if group.image}
     images = place_images(images, layout, places, used_images, warnings.append)
+    scripts, chosen = node_scripts(layout.scripts_dir,
+                                   {h: (n.groups, n.image) for h, n in nodes.items()},
+                                   warnings.append)
     present, overrides_real, elsewhere = place_overrides(
-        layout.overrides_dir, places, used_override_names(cluster, images))
+        layout.overrides_dir, places, used_override_names(cluster, images, scripts))
     return Site(layout=layout, cluster=cluster, images=images, nodes=nodes,
                 warnings=tuple(warnings), present_overrides=present,
-                overrides_real_dir=overrides_real, overrides_elsewhere=elsewhere)
+                overrides_real_dir=overrides_real, overrides_elsewhere=elsewhere,
+                broken=broken, scripts=scripts, chosen_scripts=chosen)
