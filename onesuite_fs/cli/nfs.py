@@ -43,9 +43,9 @@ examples:
 
 SERVE_EPILOG = ADDRESSES_HELP + """
 NFS state directory (--nfs-state-dir): ganesha.conf, ganesha.log (the previous run's in
-ganesha.log.1), onesuite.log (the FUSE daemon), recovery/, and st_dev, the mount's device
-number. NFS file handles carry that number, so serve gives a restarted mount the same one;
-when another mount holds it, serve says so: clients must then remount (diskless nodes: reboot).
+ganesha.log.1), onesuite.log (the FUSE daemon) and recovery/. A node's NFS file handles are
+the same after a restart and on every server serving the same store with the same handle
+key (docs/nfs.md, "Several servers"): clients carry on across a restart or a failover.
 
 exit status: 0 stopped by SIGINT/SIGTERM, 1 the NFS server or the FUSE daemon failed (the
 message names the log), 2 bad configuration or usage.

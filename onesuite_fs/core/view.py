@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 from ..sources.onesis import RamPath
 from . import inodes
-from .birth import birth
 from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
 from .entry import NAMESPACES, Entry, stage_ids
 from .layers import LayerStore, Meta
@@ -155,8 +154,7 @@ class View:
 
     def __init__(self, site: Site, order: str, onesis: OnesisSource | None = None,
                  state_dir: Path | None = None, *, bounded_caches: bool = False,
-                 numbering: inodes.Numbering | None = None,
-                 births: bool = False) -> None:
+                 numbering: inodes.Numbering | None = None) -> None:
         self.site = site
         # Keyed numbers (NFS handles are capabilities); a serving view is given the site's
         # key, anything else numbers with a key of its own process.
@@ -169,9 +167,6 @@ class View:
         self.resolver = Resolver(self.store, limit)
         self.onesis = onesis
         self.state_dir = state_dir
-        # Whether file generations include the backing file's birth time: only numbers that
-        # become NFS handles need it (a serving view), and it costs a statx per file.
-        self.births = births
         # Times of the entries no layer has (namespaces, /ram, links into it): the topology's
         # mtime, so they only change when the topology does (a reload compares attributes).
         self.stable_ns = _mtime_ns(Path(site.cluster.source))
@@ -183,7 +178,6 @@ class View:
         # found by `child` even when the bounded caches have dropped them: a lookup next to
         # an entry must not read the directory again. (entry key, path) -> (readers, items)
         self._reading: dict[tuple[str, str], tuple[int, dict[str, Item]]] = {}
-        self._births: dict[tuple[int, int], bytes] = {}  # (dev, ino) -> birth time
         self.prescanned = False  # every layer directory read (a complete snapshot)
         self._build_entries()
         if onesis is not None:
@@ -249,7 +243,8 @@ class View:
         if isinstance(ref, DirRef):
             return self.numbering.dir_ino(ref.entry.slot, ref.path)
         if isinstance(ref, FileRef):
-            return self.numbering.backed_ino(ref.meta.dev, ref.meta.ino)
+            return self.numbering.backed_ino(self.store.layer(ref.layer).label, ref.path,
+                                             self.file_identity(ref.meta))
         if isinstance(ref, PrivateRef):
             return self.numbering.dir_ino(ref.entry.slot, ref.path, private=True)
         return self.state_attr(ref).ino
@@ -278,44 +273,38 @@ class View:
                 return self.fixed_attr(ino)
             return self.attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
         if isinstance(ref, FileRef):
-            return self.attr_from(ino, self.numbering.file_generation(ino, self._birth(ref)),
-                                  ref.meta, is_dir=False)
+            return self.attr_from(ino, self.file_generation(ino, ref.meta), ref.meta,
+                                  is_dir=False)
         return self.attr_from(ino, self._generation(ref), ref.meta, is_dir=False)
 
-    def _birth(self, ref: FileRef) -> bytes:
-        """The backing file's birth time, once per file and view: the file system reuses a
-        removed file's inode number (so its number here), and without this a client's
-        handle of a removed image file opened the next file made on it (another node's host
-        key)."""
-        if not self.births:
-            return b""  # not a serving view: its numbers are never handles
-        key = (ref.meta.dev, ref.meta.ino)
-        found = self._births.get(key)
-        if found is None:
-            parent, _, name = ref.path.rpartition("/")
-            try:
-                with self.store.open_dir(ref.layer, parent) as fd:
-                    found = birth(fd, name, ref.meta.ino)
-            except OSError:
-                return b""  # gone or moved: the open finds out and answers for it
-            self._births[key] = found
-        return found
+    @staticmethod
+    def file_identity(meta: Meta) -> bytes:
+        return inodes.Numbering.layer_file_identity(meta.mtime_ns, meta.size, meta.mode)
+
+    def file_generation(self, ino: int, meta: Meta) -> int:
+        """A layer file's generation (its identity is in its number too): a clash of
+        numbers answers no other file's handles."""
+        return self.numbering.file_generation(ino, self.file_identity(meta))
 
     def _generation(self, ref: DirRef | PrivateRef) -> int:
         return self.numbering.view_generation(ref.entry.key, ref.path, ref.source)
 
     def state_attr(self, ref: StateRef) -> Attr:
-        """A persistent entry's attributes; its number and generation come from the store's
-        entry (inode number, and the random id it was made with)."""
+        """A persistent entry's attributes; its number and generation come from the node and
+        the random id the entry was made with (kept with it in the store), so every server
+        mounting the store gives the same ones, and a rename keeps them."""
         found = self.node_state(ref.entry).identity(ref.path)
         if found is None:
             raise TreeError(errno.ESTALE)
         meta, entry_id = found
-        ino = self.numbering.state_ino(meta.dev, meta.ino)
-        # The entry's id in the generation: the store's file system gives a removed entry's
-        # inode number to the next one made, whichever node makes it.
-        return self.attr_from(ino, self.numbering.file_generation(ino, entry_id), meta,
-                              is_dir=False)._replace(nlink=meta.nlink)
+        if entry_id:
+            ino = self.numbering.state_ino(ref.entry.name, b"id\0" + entry_id)
+            generation = self.numbering.file_generation(ino, entry_id)
+        else:  # no id where the store keeps none (a symlink): its path, its mtime and type
+            ino = self.numbering.state_ino(ref.entry.name, b"path\0" + ref.path.encode(
+                "utf-8", "surrogateescape"))
+            generation = self.file_generation(ino, meta)
+        return self.attr_from(ino, generation, meta, is_dir=False)._replace(nlink=meta.nlink)
 
     # ----- what a directory holds ---------------------------------------------------------
     def root_ref(self, entry: Entry) -> DirRef:

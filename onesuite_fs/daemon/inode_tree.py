@@ -125,11 +125,13 @@ class InodeTree:
         return ino
 
     def _file_ref(self, ref: FileRef) -> int:
+        label = self.view.store.layer(ref.layer).label
+        identity = self.view.file_identity(ref.meta)
         return self._register(
             self._files,
-            lambda probe: self.numbering.backed_ino(ref.meta.dev, ref.meta.ino, probe),
-            lambda known: (known.meta.dev, known.meta.ino) == (ref.meta.dev, ref.meta.ino),
-            ref)
+            lambda probe: self.numbering.backed_ino(label, ref.path, identity, probe),
+            lambda known: (known.layer, known.path, self.view.file_identity(known.meta))
+            == (ref.layer, ref.path, identity), ref)
 
     def _private_ref(self, ref: PrivateRef) -> int:
         ino = self._register(
@@ -571,8 +573,9 @@ class InodeTree:
             return False
 
     def _adopt_file(self, old: InodeTree, ref: FileRef, ino: int) -> bool:
-        """A layer file `old` knew: the same backing file at the same path of the same layer
-        here (any view may show it, as for a number an earlier daemon issued)."""
+        """A layer file `old` knew: the same file (same mtime, size and type: the same
+        number) at the same path of the same layer here (any view may show it, as for a
+        number an earlier daemon issued)."""
         layer = old.view.store.layer(ref.layer)
         store = self.view.store
         layer_id = next((i for i, known in enumerate(store.layers) if known == layer), None)
@@ -580,7 +583,7 @@ class InodeTree:
             return False
         parent, _, name = ref.path.rpartition("/")
         meta = (store.listing(layer_id, parent) or {}).get(name)
-        if meta is None or (meta.dev, meta.ino) != (ref.meta.dev, ref.meta.ino):
+        if meta is None:
             return False
         return self._file_ref(FileRef(layer_id, ref.path, meta)) == ino
 
@@ -595,10 +598,12 @@ class InodeTree:
                 index: dict[int, FileRef] = {}
                 store = self.view.store
                 for layer_id in range(len(store.layers)):
+                    label = store.layer(layer_id).label
                     for path, meta in store.walk(layer_id):
                         if not meta.is_dir:
-                            index.setdefault(self.numbering.backed_ino(meta.dev, meta.ino),
-                                             FileRef(layer_id, path, meta))
+                            number = self.numbering.backed_ino(
+                                label, path, self.view.file_identity(meta))
+                            index.setdefault(number, FileRef(layer_id, path, meta))
                 self._backing_index = index
         ref = self._backing_index.get(ino)
         if ref is None:
