@@ -39,6 +39,13 @@ The file can name every path and policy explicitly (example in docs/configuratio
     [nfs.addresses]                   # node -> address, over cluster.xml and hosts files
     node001 = "10.1.1.1"
 
+    [ha]                              # several servers: onesuite keepalived (nfs/keepalived.py)
+    interface = "eth0"
+    servers = ["srv1", "srv2"]
+    [[ha.floating]]
+    address = "10.1.0.250/24"
+    nodes = "node001-node064"
+
     [limits]                          # refuse inputs past these (docs/configuration.md)
     max_nodes = 1000000               # host names after expanding ranges
     max_config_lines = 100000         # sysimage.conf lines, INCLUDEs counted as read
@@ -98,6 +105,8 @@ class Settings:
     nfs_state_dir: Path | None = None
     nfs_addresses: dict[str, object] = field(default_factory=dict)
     nfs_privileged_ports: bool = True  # exports refuse source ports >= 1024
+    # [ha]: as written; checked by onesuite_fs.nfs.keepalived against the site's nodes.
+    ha: dict[str, object] = field(default_factory=dict)
     limits: Limits = DEFAULT_LIMITS
     config_file: str | None = None  # the onesuite.toml these came from, for messages
     # --- layers outside their directories (issue 14, part "layers") -----------------------
@@ -151,6 +160,11 @@ def load_settings(path: Path) -> Settings:
     values: dict[str, Any] = {}
     values.update(_allow_layers_outside(data, path, base))
     for section, table in data.items():
+        if section == "ha":
+            if not isinstance(table, dict):
+                raise ConfigError("[ha] must be a table", file=filename)
+            values["ha"] = table
+            continue
         if section == "images":
             if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
                 raise ConfigError("[images] must map image names to directory strings",
@@ -160,7 +174,7 @@ def load_settings(path: Path) -> Settings:
         schema = _SCHEMA.get(section)
         if schema is None or not isinstance(table, dict):
             raise ConfigError(f"unknown section [{section}]", file=filename,
-                              hint=f"known sections: {', '.join([*_SCHEMA, 'images'])}")
+                              hint=f"known sections: {', '.join([*_SCHEMA, 'images', 'ha'])}")
         for key, value in table.items():
             expected = schema.get(key)
             if expected is None:

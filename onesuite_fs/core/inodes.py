@@ -82,6 +82,9 @@ class Numbering:
         self._hashers = {purpose: hashlib.blake2b(digest_size=8, key=bytes(key[:64]),
                                                   person=purpose.encode())
                          for purpose in self.PURPOSES}
+        # A key of its own for fingerprints of what is served (core/fingerprint.py).
+        self.fingerprint_key = hashlib.blake2b(bytes(key[:64]), digest_size=32,
+                                               person=b"fingerprint-key").digest()
 
     @classmethod
     def ephemeral(cls) -> Numbering:

@@ -24,6 +24,7 @@ from ..sources.onesis import RamPath
 from . import inodes
 from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
 from .entry import NAMESPACES, Entry, stage_ids
+from .fingerprint import fingerprint
 from .layers import LayerStore, Meta
 from .model import Site
 from .onesis_config import OnesisSource
@@ -179,6 +180,7 @@ class View:
         # an entry must not read the directory again. (entry key, path) -> (readers, items)
         self._reading: dict[tuple[str, str], tuple[int, dict[str, Item]]] = {}
         self.prescanned = False  # every layer directory read (a complete snapshot)
+        self.fingerprint: str | None = None  # of the complete snapshot, once prescanned
         self._build_entries()
         if onesis is not None:
             onesis.load(self)  # parse every distinct sysimage.conf now: errors stop the start
@@ -208,6 +210,7 @@ class View:
     def prescan(self) -> int:
         """Read every layer directory of the site now (see LayerStore.prescan)."""
         entries = sum(self.store.prescan(layer_id) for layer_id in range(len(self.store.layers)))
+        self.fingerprint = fingerprint(self)  # of this snapshot, for `onesuite status`
         self.prescanned = True
         return entries
 

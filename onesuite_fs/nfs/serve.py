@@ -33,6 +33,7 @@ from ..daemon.process import pid_alive
 from ..settings import Settings
 from .exports import ExportPlan
 from .ganesha import Ganesha, GaneshaOptions, NfsServerError
+from .health import clear_status, write_status
 
 log = logging.getLogger("onesuite.serve")
 
@@ -123,7 +124,9 @@ def serve(settings: Settings, tree: InodeTree, plan: ExportPlan, options: Ganesh
                   "privileged_ports": plan.privileged_ports,
                   "fuse_pid": fuse_pid, "ganesha_pid": ganesha_pid,
                   "port": options.port, "bind": options.bind, "protocols": options.protocols,
-                  "ganesha_log": str(ganesha.log), "config": str(ganesha.conf), **device}
+                  "ganesha_log": str(ganesha.log), "config": str(ganesha.conf),
+                  "serve_pid": os.getpid(), **device}
+        write_status(state_dir, status)  # what `onesuite ha-check` reads
         if json_status:
             print(json.dumps(status), flush=True)
         print(f"onesuite: serving {len(plan.exports)} node roots from {mountpoint} over NFS "
@@ -131,6 +134,7 @@ def serve(settings: Settings, tree: InodeTree, plan: ExportPlan, options: Ganesh
               "SIGINT/SIGTERM stops", file=sys.stderr, flush=True)
         result = _watch(stop, ganesha, fuse_pid, ganesha.log, state_dir / "onesuite.log")
     finally:
+        clear_status(state_dir)
         ganesha.stop()
         if pins is not None:
             pins.close()
