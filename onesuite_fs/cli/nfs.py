@@ -267,8 +267,10 @@ def cmd_keepalived(args: argparse.Namespace) -> int:
     program = [args.check_program] if args.check_program else [sys.executable, "-m",
                                                                 "onesuite_fs.cli"]
     text = render_keepalived(plan, args.server, check_command(program, state_dir))
-    for node in plan.unassigned:
-        print(f"onesuite: note: node {node} has no floating address ([[ha.floating]] nodes)",
+    if plan.unassigned:
+        shown = ", ".join(plan.unassigned[:5]) + (", ..." if len(plan.unassigned) > 5 else "")
+        print(f"onesuite: note: {len(plan.unassigned)} node(s) have no floating address "
+              f"({shown}): they mount from a fixed server ([[ha.floating]] nodes)",
               file=sys.stderr)
     if args.json:
         json.dump({**plan_json(plan, args.server), "config": text}, sys.stdout, indent=2)
