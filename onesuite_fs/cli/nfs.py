@@ -136,7 +136,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                        help="NFS versions: 3,4 (default), 4 or 3; NFSv3 needs rpcbind running")
     serve.add_argument("--nfs-state-dir", type=Path, metavar="DIR",
                        help="ganesha's configuration, logs and state, and the mount's "
-                            f"device number (default {DEFAULT_STATE_DIR})")
+                            f"the serving status (default {DEFAULT_STATE_DIR})")
     serve.add_argument("--cache-timeout", type=float, metavar="SECONDS",
                        help="kernel entry/attribute cache time of the mount (default 300)")
     serve.add_argument("--ganesha", default="ganesha.nfsd", metavar="PROGRAM",
