@@ -135,8 +135,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--protocols", choices=("3,4", "4", "3"), metavar="VERSIONS",
                        help="NFS versions: 3,4 (default), 4 or 3; NFSv3 needs rpcbind running")
     serve.add_argument("--nfs-state-dir", type=Path, metavar="DIR",
-                       help="ganesha's configuration, logs and state, and the mount's "
-                            f"the serving status (default {DEFAULT_STATE_DIR})")
+                       help="ganesha's configuration, logs and state, and the serving "
+                            f"status ha-check reads (default {DEFAULT_STATE_DIR})")
     serve.add_argument("--cache-timeout", type=float, metavar="SECONDS",
                        help="kernel entry/attribute cache time of the mount (default 300)")
     serve.add_argument("--ganesha", default="ganesha.nfsd", metavar="PROGRAM",
