@@ -16,6 +16,7 @@ from conftest import needs_root_fuse, run_onesuite
 from hatools import Lan, rsync_copy
 from nfstools import Netns, Serve, drop_caches, namespaces, require
 from test_nfs_isolation import raw, refused, with_fuse_part
+from test_nfs_serve import take_device_number
 
 from onesuite_fs.core.inodes import Numbering
 from onesuite_fs.daemon.handle_key import load_or_create_key
@@ -159,10 +160,7 @@ def test_two_servers_over_rsynced_copies_give_the_same_handles(secret_site, tmp_
         # the same handles, and a's handles still read there (no device-number pinning).
         old_dev = os.stat(b.mountpoint).st_dev
         assert b.stop() == 0, b.stderr()
-        holder = tmp_path / "holder"
-        holder.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "onesuite-test-holder",
-                        str(holder)], check=True)
+        takers = take_device_number(tmp_path, f"{os.major(old_dev)}:{os.minor(old_dev)}")
         try:
             b.start()
             assert os.stat(b.mountpoint).st_dev != old_dev
@@ -171,7 +169,8 @@ def test_two_servers_over_rsynced_copies_give_the_same_handles(secret_site, tmp_
             hostname = read(client, SERVERS["b"], from_a["etc/hostname"])
             assert hostname["data"] == "node001\n", hostname
         finally:
-            subprocess.run(["umount", str(holder)], check=False)
+            for taker in takers:
+                subprocess.run(["umount", str(taker)], check=False)
 
         # The file replaced at a path on both copies (an image update, rsync'd): a new
         # number, so the old handle is stale on both servers, never the new file's bytes
