@@ -51,14 +51,20 @@ class Loader:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            answer = self.holder.read(timeout=300)
+            try:
+                answer = self.holder.read(timeout=120)
+            except AssertionError:
+                answer = "HUNG: no answer in 120 s"
             self.reads.append((started, time.monotonic(), answer))
+            if answer.startswith("HUNG"):
+                return
 
-    def wait_reads(self, count: int, timeout: float = 120) -> None:
+    def wait_reads(self, count: int, timeout: float = 150) -> None:
         target = len(self.reads) + count
         deadline = time.monotonic() + timeout
         while len(self.reads) < target:
             assert time.monotonic() < deadline, f"no reads for {timeout} s: {self.reads[-3:]}"
+            assert not self.reads or not self.reads[-1][2].startswith("HUNG"), self.reads[-1]
             time.sleep(0.05)
 
     def stop(self) -> None:
