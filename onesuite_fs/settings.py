@@ -45,6 +45,12 @@ The file can name every path and policy explicitly (example in docs/configuratio
     [warewulf]                        # serve a Warewulf 4 site instead (docs/warewulf.md)
     root = "/"                        # its tree: etc/warewulf, var/lib/warewulf, usr/share
     render_cache = "/var/cache/onesuite-fs/warewulf"   # rendered templates, by content
+    [ha]                              # several servers: onesuite keepalived (nfs/keepalived.py)
+    interface = "eth0"
+    servers = ["srv1", "srv2"]
+    [[ha.floating]]
+    address = "10.1.0.250/24"
+    nodes = "node001-node064"
 
     [limits]                          # refuse inputs past these (docs/configuration.md)
     max_nodes = 1000000               # host names after expanding ranges
@@ -114,6 +120,8 @@ class Settings:
     nfs_addresses: dict[str, object] = field(default_factory=dict)
     nfs_privileged_ports: bool = True  # exports refuse source ports >= 1024
     nfs_attr_expiration: int | None = None  # ganesha's Attr_Expiration_Time, seconds
+    # [ha]: as written; checked by onesuite_fs.nfs.keepalived against the site's nodes.
+    ha: dict[str, object] = field(default_factory=dict)
     limits: Limits = DEFAULT_LIMITS
     # [warewulf]: a Warewulf 4 site instead of a SystemImager one (sources/warewulf.py)
     warewulf_root: Path | None = None
@@ -180,6 +188,11 @@ def load_settings(path: Path) -> Settings:
     values: dict[str, Any] = {}
     values.update(_allow_layers_outside(data, path, base))
     for section, table in data.items():
+        if section == "ha":
+            if not isinstance(table, dict):
+                raise ConfigError("[ha] must be a table", file=filename)
+            values["ha"] = table
+            continue
         if section == "images":
             if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
                 raise ConfigError("[images] must map image names to directory strings",
@@ -189,7 +202,7 @@ def load_settings(path: Path) -> Settings:
         schema = _SCHEMA.get(section)
         if schema is None or not isinstance(table, dict):
             raise ConfigError(f"unknown section [{section}]", file=filename,
-                              hint=f"known sections: {', '.join([*_SCHEMA, 'images'])}")
+                              hint=f"known sections: {', '.join([*_SCHEMA, 'images', 'ha'])}")
         for key, value in table.items():
             expected = schema.get(key)
             if expected is None:

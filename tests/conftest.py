@@ -104,7 +104,7 @@ def example_site(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fresh_ext4(tmp_path: Path) -> Iterator[Path]:
-    """A directory on a new 64 MiB ext4 (one block group, 256-byte inodes: birth times), where
+    """A directory on a new 64 MiB ext4 (one block group, 256-byte inodes), where
     the inode number of a removed file is the next one given out. Tests of what happens on
     inode reuse need that; a busy shared file system reuses numbers only now and then.
     Request it before mount_site, so it is unmounted after the mounts that use it."""

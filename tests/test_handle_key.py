@@ -26,7 +26,8 @@ def test_made_on_first_use_private_and_stable(tmp_path):
     same, other = Numbering(key), Numbering.ephemeral()
     assert same.dir_ino(5, "etc") == Numbering(key).dir_ino(5, "etc")
     assert same.dir_ino(5, "etc") != other.dir_ino(5, "etc")
-    assert same.backed_ino(2049, 12) != other.backed_ino(2049, 12)
+    assert same.backed_ino("image:x", "etc/passwd", b"1") != other.backed_ino("image:x",
+                                                                             "etc/passwd", b"1")
 
 
 def _make(path: str) -> bytes:

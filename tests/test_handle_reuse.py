@@ -28,6 +28,7 @@ def test_a_stale_handle_of_a_removed_entry_opens_nothing_another_node_made(fresh
                        "--persistent-dir", str(fresh_ext4 / "state"),
                        "--handle-key", str(tmp_path / "key"))
     n1, n2 = mount.node("n1") / "var/log", mount.node("n2") / "var/log"
+    store = fresh_ext4 / "state/nodes"  # where the entries live on the server
     os.listdir(n1), os.listdir(n2)  # both nodes' /var/log made
     reused = 0
     root_fd = os.open(mount.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
@@ -39,7 +40,8 @@ def test_a_stale_handle_of_a_removed_entry_opens_nothing_another_node_made(fresh
                     probe.write_text("n2's own\n")
                 else:
                     probe.mkdir()
-                handle, number = name_to_handle(probe), os.stat(probe).st_ino
+                handle = name_to_handle(probe)
+                number = os.stat(store / "n2/var/log" / probe.name).st_ino
                 os.unlink(probe) if kind == "file" else os.rmdir(probe)
                 secret = n1 / f"secret-{kind}{round_}"
                 if kind == "file":
@@ -47,7 +49,7 @@ def test_a_stale_handle_of_a_removed_entry_opens_nothing_another_node_made(fresh
                 else:
                     secret.mkdir()
                     (secret / "inside").write_text("n1's\n")
-                if os.stat(secret).st_ino != number:
+                if os.stat(store / "n1/var/log" / secret.name).st_ino != number:
                     continue  # the file system chose another inode this time
                 reused += 1
                 with pytest.raises(OSError) as refused:
@@ -71,8 +73,8 @@ def test_a_removed_image_files_handle_opens_no_host_override_made_after(fresh_ex
     """The admin removes a file from the image (an image update) and puts node n2's new host
     key in n2's override; n2 boots and reads it. Node n1 had a handle of the removed image
     file, as every client of that image may: it must be stale, not n2's key (it opened the
-    key 5 of 5 times: a layer file's generation came from its inode number alone; now it
-    holds the file's birth time too)."""
+    key 5 of 5 times: a layer file's number came from its inode number; now it comes from
+    the layer and the path, and the generation from the file's mtime, size and type)."""
     root = onesis_site(fresh_ext4 / "site")
     image_etc = root / "var/lib/systemimager/images/img/etc"
     override_etc = root / "var/lib/systemimager/overrides/n2/etc"

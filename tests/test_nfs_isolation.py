@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root_fuse
+from fhandle import name_to_handle
 from nfstools import Netns, Serve, drop_caches, namespaces, nfs_ls, require, serving, veth
 from sitetools import onesis_site
 
@@ -138,12 +139,18 @@ def test_forged_handles_reach_nothing_outside_the_own_root(site_with_secrets, tm
                 roots = {key: (numbering.dir_ino(slots[key], ""),
                                numbering.view_generation(key, ""))
                          for key in ("nodes/node002", "groups/Compute", "images/rocky9")}
-                file_ino = numbering.backed_ino(st.st_dev, st.st_ino)
-                targets = {**roots, "secret": (file_ino, numbering.file_generation(file_ino))}
+                identity = Numbering.layer_file_identity(st.st_mtime_ns, st.st_size, st.st_mode)
+                file_ino = numbering.backed_ino("override:node002", "etc/secret.key", identity)
+                targets = {**roots,
+                           "secret": (file_ino, numbering.file_generation(file_ino, identity))}
                 if expected_ok:  # the derivation is the mount's: only the key is missing
                     assert roots["nodes/node002"][0] == os.stat(view / "node002").st_ino
-                    assert file_ino == os.stat(view / "node002/etc/secret.key").st_ino
-                    assert file_ino == os.stat(view / "node002/etc/secret.key.bak").st_ino
+                    shown = os.stat(view / "node002/etc/secret.key")
+                    handle = name_to_handle(view / "node002/etc/secret.key")
+                    assert fuse_part(bytes(handle.f_handle[:handle.handle_bytes])) == \
+                        targets["secret"] == (shown.st_ino, targets["secret"][1])
+                    # A hard link is a path of its own (numbers come from layer and path).
+                    assert file_ino != os.stat(view / "node002/etc/secret.key.bak").st_ino
                     continue
                 for name, (ino, generation) in targets.items():
                     forged = with_fuse_part(mine, ino, generation)

@@ -134,6 +134,26 @@ class Holder:
         self.proc.wait(timeout=30)
 
 
+def take_device_number(tmp_path: Path, wanted: str) -> list[Path]:
+    """Small tmpfs mounts until one holds device number `wanted` ("0:53"), which the kernel
+    gives out lowest-free; the caller unmounts them."""
+    takers: list[Path] = []
+    for index in range(256):
+        taker = tmp_path / f"taker{index}"
+        taker.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "onesuite-test-taker",
+                               str(taker)], check=False)
+        if done.returncode != 0:
+            break
+        takers.append(taker)
+        dev = os.stat(taker).st_dev
+        if f"{os.major(dev)}:{os.minor(dev)}" == wanted:
+            return takers
+    for taker in takers:
+        subprocess.run(["umount", str(taker)], check=False)
+    raise AssertionError(f"no tmpfs mount got device {wanted}")
+
+
 def test_handles_survive_restart_and_fuse_daemon_crash(example_site, tmp_path):
     big = os.urandom(3 << 20)
     override = example_site / "var/lib/systemimager/overrides/node001/var"
@@ -151,10 +171,17 @@ def test_handles_survive_restart_and_fuse_daemon_crash(example_site, tmp_path):
             first = server.start()
             holder = Holder(a, "nfs://10.251.1.1/nodes/node001", "/var/big.bin", len(big))
             assert holder.read() == want
-            # 1. A clean restart: SIGTERM, start again; the held handle still reads.
+            # 1. A clean restart: SIGTERM, start again; the held handle still reads, also
+            # when another mount took the device number the FUSE mount had (handles hold
+            # no device number: docs/nfs.md).
             assert server.stop() == 0, server.stderr()
-            second = server.start()
-            assert second["st_dev"] == first["st_dev"] and second["handles_preserved"]
+            takers = take_device_number(tmp_path, str(first["st_dev"]))
+            try:
+                second = server.start()
+            finally:
+                for taker in takers:
+                    subprocess.run(["umount", str(taker)], check=False)
+            assert second["st_dev"] != first["st_dev"]
             drop_caches()
             assert holder.read() == want
 
@@ -175,8 +202,7 @@ def test_handles_survive_restart_and_fuse_daemon_crash(example_site, tmp_path):
             assert server.wait(timeout=120) == 1
             assert "FUSE daemon" in server.stderr() and "died" in server.stderr()
             server.cleanup()
-            third = server.start()
-            assert third["handles_preserved"], server.stderr()
+            server.start()
             count = len(results)
             while len(results) < count + 3:
                 threading.Event().wait(0.05)

@@ -14,6 +14,5 @@ def inode_tree(site: Site, order: str, onesis: OnesisSource | None = None,
                state_dir: Path | None = None, *, create_state: bool = False,
                bounded_caches: bool = False) -> InodeTree:
     """What a mount serves (`create_state`: a serving mount, which makes persistent paths)."""
-    view = View(site, order, onesis, state_dir, bounded_caches=bounded_caches,
-                births=create_state)
+    view = View(site, order, onesis, state_dir, bounded_caches=bounded_caches)
     return InodeTree(view, create_state=create_state)

@@ -2,7 +2,8 @@
 # setup.sh - install what onesuite-fs needs on Debian 12, idempotently.
 #
 # Debian packages: libfuse3 (mount + pyfuse3 build), rsync (the SystemImager oracle in tests),
-# attr (getfattr), nfs-ganesha + libnfs (NFS export and its tests), qemu-system-x86 + cpio +
+# attr (getfattr), nfs-ganesha + libnfs (NFS export and its tests), keepalived (floating server
+# addresses for several NFS servers, docs/nfs.md), qemu-system-x86 + cpio +
 # debootstrap (the diskless-boot test: guest initramfs, golden image from the apt mirror),
 # squashfs-tools + xorriso + isolinux + syslinux-common (export formats), grub-efi-amd64-bin
 # + grub-common + mtools + dosfstools + syslinux + fdisk + qemu-utils (UEFI boot of the ISO,
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr rsync
-              nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev
+              nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev keepalived
               qemu-system-x86 cpio debootstrap squashfs-tools xorriso isolinux syslinux-common
               grub-efi-amd64-bin grub-common mtools dosfstools syslinux fdisk e2fsprogs
               qemu-utils ovmf systemd systemd-container logrotate)

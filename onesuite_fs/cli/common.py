@@ -146,7 +146,7 @@ def build_view(settings: Settings, site: Site, *, serving: bool = False,
                               settings.onesis_ram_prefix, settings.limits)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
     view = View(site, settings.override_order, onesis, state_dir, bounded_caches=one_pass,
-                numbering=numbering, births=serving, fidelity=settings.fidelity)
+                numbering=numbering, serving=serving, fidelity=settings.fidelity)
     # After the view: what building it refuses (an owner no node's passwd has) is refused
     # before the store is made or locked, so a refused mount writes nothing.
     if serving and not reloading and onesis is not None and onesis.policy == "persistent":

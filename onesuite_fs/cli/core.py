@@ -169,6 +169,9 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status["loaded_at"]))
     print(f"generation {status['generation']}, loaded {loaded}; "
           f"{status['reloads']} reload(s), {status['failed_reloads']} failed")
+    fingerprint = status.get("fingerprint")
+    print(f"store fingerprint {fingerprint} (equal on every server serving the same store)"
+          if fingerprint else "store fingerprint: not yet (the first full read is running)")
     last = status.get("last_reload")
     if last:
         if last["error"]:

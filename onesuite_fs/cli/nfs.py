@@ -44,15 +44,41 @@ examples:
 
 SERVE_EPILOG = ADDRESSES_HELP + """
 NFS state directory (--nfs-state-dir): ganesha.conf, ganesha.log (the previous run's in
-ganesha.log.1), onesuite.log (the FUSE daemon), recovery/, and st_dev, the mount's device
-number. NFS file handles carry that number, so serve gives a restarted mount the same one;
-when another mount holds it, serve says so: clients must then remount (diskless nodes: reboot).
+ganesha.log.1), onesuite.log (the FUSE daemon) and recovery/. A node's NFS file handles are
+the same after a restart and on every server serving the same store with the same handle
+key (docs/nfs.md, "Several servers"): clients carry on across a restart or a failover.
 
 exit status: 0 stopped by SIGINT/SIGTERM, 1 the NFS server or the FUSE daemon failed (the
 message names the log), 2 bad configuration or usage.
 examples:
   onesuite serve --root /srv/si --bind 10.1.0.254 /export/roots
   onesuite serve --root /srv/si --protocols 4 --nfs-state-dir /run/onesuite /export/roots
+"""
+
+KEEPALIVED_EPILOG = """
+[ha] in onesuite.toml (docs/nfs.md, "Several servers"):
+  [ha]
+  interface = "eth0"               # where the floating addresses live, on every server
+  servers = ["srv1", "srv2"]       # every server's name, as --server gives it
+  router_id = 51                   # VRRP id of the first floating address (one per address)
+  advert_int = 1                   # seconds between VRRP adverts (failover in about 3 s)
+  [[ha.floating]]
+  address = "10.1.0.250/24"        # what these nodes mount their roots from
+  nodes = "node001-node064"        # a host range, as in cluster.xml
+Each address has a home server (the first listed for the first address, the second for the
+second, ...), priority 150 there and 100, 90, ... on the others in order. Every instance tracks
+'onesuite ha-check', so a server that stops serving gives its addresses away.
+
+exit status: 0 success, 1 failure, 2 bad configuration or usage.
+examples:
+  onesuite keepalived --root /srv/si --server srv1 > /etc/keepalived/keepalived.conf
+  onesuite keepalived --root /srv/si --server srv2 --json | jq '.floating[].nodes'
+"""
+
+HA_CHECK_EPILOG = """
+exit status: 0 this server serves its exports, 1 it does not (the reason on stderr), 2 usage.
+example:
+  onesuite ha-check --nfs-state-dir /var/lib/onesuite-fs/nfs && echo serving
 """
 
 
@@ -137,8 +163,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--protocols", choices=("3,4", "4", "3"), metavar="VERSIONS",
                        help="NFS versions: 3,4 (default), 4 or 3; NFSv3 needs rpcbind running")
     serve.add_argument("--nfs-state-dir", type=Path, metavar="DIR",
-                       help="ganesha's configuration, logs and state, and the mount's "
-                            f"device number (default {DEFAULT_STATE_DIR})")
+                       help="ganesha's configuration, logs and state, and the serving "
+                            f"status ha-check reads (default {DEFAULT_STATE_DIR})")
     serve.add_argument("--cache-timeout", type=float, metavar="SECONDS",
                        help="kernel entry/attribute cache time of the mount (default 300)")
     serve.add_argument("--ganesha", default="ganesha.nfsd", metavar="PROGRAM",
@@ -149,6 +175,43 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--json", action="store_true",
                        help="print one JSON status line on stdout once serving")
     serve.set_defaults(func=cmd_serve)
+
+    keepalived = commands.add_parser(
+        "keepalived", parents=[common],
+        help="print keepalived's configuration for one of several servers",
+        description="Print keepalived.conf for this server: one VRRP instance per floating "
+                    "address of [ha] in onesuite.toml (the address a set of nodes mounts "
+                    "its root from), with this server's priority for it, all tracking "
+                    "'onesuite ha-check'. Every server runs 'onesuite serve' over the same "
+                    "store with the same handle key, so a node's file handles are valid on "
+                    "all of them and keepalived only moves addresses.",
+        epilog=KEEPALIVED_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    keepalived.add_argument("--server", required=True, metavar="NAME",
+                            help="this server's name, as [ha] servers lists it")
+    keepalived.add_argument("--nfs-state-dir", type=Path, metavar="DIR",
+                            help=f"serve's state directory (default {DEFAULT_STATE_DIR})")
+    keepalived.add_argument("--check-program", metavar="PATH",
+                            help="the onesuite program the health check runs (default: this "
+                                 "Python with -m onesuite_fs.cli)")
+    keepalived.add_argument("--json", action="store_true",
+                            help="machine-readable: addresses, nodes, priorities and the "
+                                 "configuration")
+    keepalived.set_defaults(func=cmd_keepalived)
+
+    ha_check = commands.add_parser(
+        "ha-check", help="exit 0 if this server serves its exports (keepalived's check)",
+        description="Check that the 'onesuite serve' using DIR runs, that its ganesha and "
+                    "FUSE daemon are alive, that the mount answers and that ganesha answers "
+                    "an NFS NULL call. Each step is bounded in time (a hung mount is a "
+                    "failure, not a hung check). keepalived runs it every second.",
+        epilog=HA_CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ha_check.add_argument("--nfs-state-dir", type=Path, metavar="DIR",
+                          help=f"serve's state directory (default {DEFAULT_STATE_DIR})")
+    ha_check.add_argument("--address", metavar="ADDR",
+                          help="where to call ganesha (default: serve's --bind, else "
+                               "127.0.0.1)")
+    ha_check.add_argument("--json", action="store_true", help="machine-readable output")
+    ha_check.set_defaults(func=cmd_ha_check)
 
 
 def _plan(settings: Settings, site: Site, mountpoint: Path, args: argparse.Namespace,
@@ -218,3 +281,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except NfsServerError as exc:
         print(f"onesuite: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def cmd_keepalived(args: argparse.Namespace) -> int:
+    from ..nfs.keepalived import check_command, plan_ha, plan_json, render_keepalived
+
+    settings, site = load(args)
+    plan = plan_ha(settings.ha, site.nodes, settings.config_file, settings.limits.max_nodes)
+    if settings.nfs_bind:
+        raise ConfigError(f"[nfs] bind = {settings.nfs_bind!r}: ganesha would not answer on "
+                          "the floating addresses", file=settings.config_file,
+                          hint="remove bind: with floating addresses ganesha listens on every "
+                               "address")
+    state_dir = (args.nfs_state_dir or settings.nfs_state_dir or DEFAULT_STATE_DIR).absolute()
+    program = [args.check_program] if args.check_program else [sys.executable, "-m",
+                                                                "onesuite_fs.cli"]
+    text = render_keepalived(plan, args.server, check_command(program, state_dir))
+    if plan.unassigned:
+        shown = ", ".join(plan.unassigned[:5]) + (", ..." if len(plan.unassigned) > 5 else "")
+        print(f"onesuite: note: {len(plan.unassigned)} node(s) have no floating address "
+              f"({shown}): they mount from a fixed server ([[ha.floating]] nodes)",
+              file=sys.stderr)
+    if args.json:
+        json.dump({**plan_json(plan, args.server), "config": text}, sys.stdout, indent=2)
+        print()
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_ha_check(args: argparse.Namespace) -> int:
+    from ..nfs.health import check
+
+    state_dir = (args.nfs_state_dir or DEFAULT_STATE_DIR).absolute()
+    health = check(state_dir, args.address)
+    if args.json:
+        print(json.dumps({"healthy": health.healthy, "reason": health.reason}))
+    elif not health.healthy:
+        print(f"onesuite: not serving: {health.reason}", file=sys.stderr)
+    return EXIT_OK if health.healthy else EXIT_FAILURE

@@ -11,11 +11,19 @@ the wrong object when that is impossible. So numbers are derived, never counted:
   hash of (entry, path), so a slot or hash collision gives ESTALE, never another directory;
 * a view-private non-directory (a oneSIS LINKBACK path, a link into /ram): the same with
   bit 61 set too, so its origin can name the rule that made it;
-* any other file of a layer: bit 61 set (bit 62 clear) and a 61-bit hash of the backing
-  file's (st_dev, st_ino), so the same backing file has one inode in every view (one copy in
-  the page cache for all nodes) and hard links inside an image stay one inode;
-* a node's persistent, writable entry: bit 60 set and a hash of the state file's (st_dev,
-  st_ino), so it keeps its number across renames.
+* any other file of a layer: bit 61 set (bit 62 clear) and a 61-bit hash of the layer's
+  name, the file's path in it and what tells this file from the next one made at that path:
+  what rsync's quick check compares (mtime to the nanosecond, size) and the file type. So the
+  same file has one inode in every view (one copy in the page cache for all nodes) and on
+  every server holding a copy of the store (a shared file system, or rsync'd copies), and a
+  file replaced at its path gets a new number (a process holding the old one keeps reading
+  it; an old handle is stale after a restart, never the new file). Never the backing
+  (st_dev, st_ino), the birth time or the ctime: every copy has its own. Hard links in an
+  image are one inode per path;
+* a node's persistent, writable entry: bit 60 set and a hash of the node and the entry's
+  id, a random value kept with the entry in the store (an extended attribute), so it keeps
+  its number across renames and on every server that mounts the store. Where the store
+  keeps no id (a symlink: user.* attributes are refused there), the node and its path.
 
 Every hash is keyed (BLAKE2b with the site's handle key, docs/nfs.md "Handles are
 capabilities"): an NFS handle is a capability, and a node that could compute another node's
@@ -74,6 +82,9 @@ class Numbering:
         self._hashers = {purpose: hashlib.blake2b(digest_size=8, key=bytes(key[:64]),
                                                   person=purpose.encode())
                          for purpose in self.PURPOSES}
+        # A key of its own for fingerprints of what is served (core/fingerprint.py).
+        self.fingerprint_key = hashlib.blake2b(bytes(key[:64]), digest_size=32,
+                                               person=b"fingerprint-key").digest()
 
     @classmethod
     def ephemeral(cls) -> Numbering:
@@ -102,20 +113,32 @@ class Numbering:
         parts = (entry_key, path) if source in ("", path) else (entry_key, path, source)
         return self._hash("generation", self._text(*parts), 31) | 1
 
-    def backed_ino(self, dev: int, ino: int, probe: int = 0) -> int:
-        """The inode of a non-directory whose content is the backing file (dev, ino)."""
-        return BACKED_TAG | self._hash("file", b"%d\0%d\0%d" % (dev, ino, probe), 61)
+    def backed_ino(self, layer: str, path: str, identity: bytes, probe: int = 0) -> int:
+        """The inode of a layer's non-directory: the layer's name (``image:NAME``,
+        ``override:NAME``), its path there and `layer_file_identity`; never where the copy
+        lives on this server."""
+        message = self._text(layer, path, str(probe)) + b"\0" + identity
+        return BACKED_TAG | self._hash("file", message, 61)
 
-    def state_ino(self, dev: int, ino: int) -> int:
-        return STATE_TAG | self._hash("state", b"%d\0%d" % (dev, ino), 60)
+    def state_ino(self, node: str, identity: bytes) -> int:
+        """The inode of a node's persistent entry: the node and the entry's id (or path)."""
+        return STATE_TAG | self._hash("state", node.encode("utf-8", "surrogateescape")
+                                      + b"\0" + identity, 60)
 
-    def file_generation(self, ino: int, entry_id: bytes = b"") -> int:
-        """Generation of a layer or state file: from its number (and a state entry's own
-        id, kept with it in the store), so a restarted daemon answers LOOKUP(ino, ".") with
-        the same one, and a new state entry that reuses a removed one's inode number (and
-        so its number here) does not: another node's old handle of it is stale."""
-        message = b"%d" % ino if not entry_id else b"%d\0%s" % (ino, entry_id)
+    def file_generation(self, ino: int, identity: bytes = b"") -> int:
+        """Generation of a layer or state file: its number and what makes it this file
+        rather than the next one at that path (a layer file's mtime, size and type; a state
+        entry's id), so another file at the same path (and number) does not answer an old
+        handle."""
+        message = b"%d" % ino if not identity else b"%d\0%s" % (ino, identity)
         return self._hash("file-gen", message, 31) | 1
+
+    @staticmethod
+    def layer_file_identity(mtime_ns: int, size: int, mode: int) -> bytes:
+        """What tells one layer file at a path from the next: what rsync -a keeps and its
+        quick check compares (mtime to the nanosecond, size), and the file type. Not ctime
+        or the birth time: every copy of a store has its own."""
+        return b"%d\0%d\0%o" % (mtime_ns, size, mode & 0o170000)
 
     def assign_slots(self, entry_keys: list[str]) -> dict[str, int]:
         """A slot per entry: its keyed hash, probing linearly in sorted order on a clash.

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import inodes
-from .birth import birth
 from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
 from .entry import NAMESPACES, Entry, stage_ids
+from .fingerprint import fingerprint
 from .layers import LayerStore, Meta
 from .model import Site
 from .onesis_config import OnesisSource
@@ -103,12 +103,15 @@ class View:
     def __init__(self, site: Site, order: str, onesis: OnesisSource | None = None,
                  state_dir: Path | None = None, *, bounded_caches: bool = False,
                  numbering: inodes.Numbering | None = None,
-                 births: bool = False, fidelity: str = "intent") -> None:
+                 serving: bool = False, fidelity: str = "intent") -> None:
         self.site = site
         # "intent": an override's file shows its own bytes (what the admin meant);
         # "install": what a 4.3 install leaves, rsync's quick check and no xattrs included
         # (docs/semantics.md, "What an install really holds").
         self.fidelity = fidelity
+        # A serving view answers the same entries again and again: it keeps the keyed
+        # generations it computed (bounded); a one-pass reader keeps nothing.
+        self.serving = serving
         # Keyed numbers (NFS handles are capabilities); a serving view is given the site's
         # key, anything else numbers with a key of its own process.
         self.numbering = numbering or process_numbering()
@@ -123,9 +126,6 @@ class View:
                                  install=fidelity == "install")
         self.onesis = onesis
         self.state_dir = state_dir
-        # Whether file generations include the backing file's birth time: only numbers that
-        # become NFS handles need it (a serving view), and it costs a statx per file.
-        self.births = births
         # Times of the entries no layer has (namespaces, /ram, links into it): the topology's
         # mtime, so they only change when the topology does (a reload compares attributes).
         self.stable_ns = _mtime_ns(Path(site.cluster.source))
@@ -137,10 +137,10 @@ class View:
         # found by `child` even when the bounded caches have dropped them: a lookup next to
         # an entry must not read the directory again. (entry key, path) -> (readers, items)
         self._reading: dict[tuple[str, str], tuple[int, dict[str, Item]]] = {}
-        self._births: dict[tuple[int, int], bytes] = {}  # (dev, ino) -> birth time
         self._generations: dict[tuple[str, str, str], int] = {}  # serving views only
         self._file_generations: dict[tuple[int, bytes], int] = {}  # serving views only
         self.prescanned = False  # every layer directory read (a complete snapshot)
+        self.fingerprint: str | None = None  # of the complete snapshot, once prescanned
         # --override-order updateclient: views whose installed root has no exclude list
         # (si_updateclient stops there), shown as installed.
         self.not_updated: list[str] = []
@@ -190,6 +190,7 @@ class View:
     def prescan(self) -> int:
         """Read every layer directory of the site now (see LayerStore.prescan)."""
         entries = sum(self.store.prescan(layer_id) for layer_id in range(len(self.store.layers)))
+        self.fingerprint = fingerprint(self)  # of this snapshot, for `onesuite status`
         self.prescanned = True
         return entries
 
@@ -225,7 +226,8 @@ class View:
         if isinstance(ref, DirRef):
             return self.numbering.dir_ino(ref.entry.slot, ref.path)
         if isinstance(ref, FileRef):
-            return self.numbering.backed_ino(ref.meta.dev, ref.meta.ino)
+            return self.numbering.backed_ino(self.store.layer(ref.layer).label, ref.path,
+                                             self.file_identity(ref.meta))
         if isinstance(ref, PrivateRef):
             return self.numbering.dir_ino(ref.entry.slot, ref.path, private=True)
         return self.state_attr(ref).ino
@@ -254,42 +256,30 @@ class View:
                 return self.fixed_attr(ino)
             return self.attr_from(ino, self._generation(ref), ref.meta, is_dir=True)
         if isinstance(ref, FileRef):
-            return self.attr_from(ino, self._file_generation(ino, ref), ref.meta, is_dir=False)
+            return self.attr_from(ino, self.file_generation(ino, ref.meta), ref.meta,
+                                  is_dir=False)
         return self.attr_from(ino, self._generation(ref), ref.meta, is_dir=False)
 
-    def _birth(self, ref: FileRef) -> bytes:
-        """The backing file's birth time, once per file and view: the file system reuses a
-        removed file's inode number (so its number here), and without this a client's
-        handle of a removed image file opened the next file made on it (another node's host
-        key)."""
-        if not self.births:
-            return b""  # not a serving view: its numbers are never handles
-        key = (ref.meta.dev, ref.meta.ino)
-        found = self._births.get(key)
-        if found is None:
-            parent, _, name = ref.path.rpartition("/")
-            try:
-                with self.store.open_dir(ref.layer, parent) as fd:
-                    found = birth(fd, name, ref.meta.ino)
-            except OSError:
-                return b""  # gone or moved: the open finds out and answers for it
-            self._births[key] = found
-        return found
+    @staticmethod
+    def file_identity(meta: Meta) -> bytes:
+        return inodes.Numbering.layer_file_identity(meta.mtime_ns, meta.size, meta.mode)
 
-    def _file_generation(self, ino: int, ref: FileRef) -> int:
-        birth = self._birth(ref)
-        if not self.births:
-            return self.numbering.file_generation(ino, birth)
-        found = self._file_generations.get((ino, birth))
+    def file_generation(self, ino: int, meta: Meta) -> int:
+        """A layer file's generation (its identity is in its number too): a clash of
+        numbers answers no other file's handles. Kept in a serving view (every attribute
+        reply needs it), bounded."""
+        key = (ino, self.file_identity(meta))
+        if not self.serving:
+            return self.numbering.file_generation(*key)
+        found = self._file_generations.get(key)
         if found is None:
             if len(self._file_generations) >= GENERATION_MEMO:
                 self._file_generations.clear()  # bounded: a walk must not grow it
-            found = self._file_generations[(ino, birth)] = self.numbering.file_generation(
-                ino, birth)
+            found = self._file_generations[key] = self.numbering.file_generation(*key)
         return found
 
     def _generation(self, ref: DirRef | PrivateRef) -> int:
-        if not self.births:  # not serving: no request asks twice, keep nothing
+        if not self.serving:  # not serving: no request asks twice, keep nothing
             return self.numbering.view_generation(ref.entry.key, ref.path, ref.source)
         key = (ref.entry.key, ref.path, ref.source)
         found = self._generations.get(key)
@@ -300,17 +290,21 @@ class View:
         return found
 
     def state_attr(self, ref: StateRef) -> Attr:
-        """A persistent entry's attributes; its number and generation come from the store's
-        entry (inode number, and the random id it was made with)."""
+        """A persistent entry's attributes; its number and generation come from the node and
+        the random id the entry was made with (kept with it in the store), so every server
+        mounting the store gives the same ones, and a rename keeps them."""
         found = self.node_state(ref.entry).identity(ref.path)
         if found is None:
             raise TreeError(errno.ESTALE)
         meta, entry_id = found
-        ino = self.numbering.state_ino(meta.dev, meta.ino)
-        # The entry's id in the generation: the store's file system gives a removed entry's
-        # inode number to the next one made, whichever node makes it.
-        return self.attr_from(ino, self.numbering.file_generation(ino, entry_id), meta,
-                              is_dir=False)._replace(nlink=meta.nlink)
+        if entry_id:
+            ino = self.numbering.state_ino(ref.entry.name, b"id\0" + entry_id)
+            generation = self.numbering.file_generation(ino, entry_id)
+        else:  # no id where the store keeps none (a symlink): its path, its mtime and type
+            ino = self.numbering.state_ino(ref.entry.name, b"path\0" + ref.path.encode(
+                "utf-8", "surrogateescape"))
+            generation = self.file_generation(ino, meta)
+        return self.attr_from(ino, generation, meta, is_dir=False)._replace(nlink=meta.nlink)
 
     # ----- what a directory holds ---------------------------------------------------------
     def root_ref(self, entry: Entry) -> DirRef:

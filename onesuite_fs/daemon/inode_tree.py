@@ -62,7 +62,7 @@ class InodeTree:
         self.create_state = create_state
         self._dirs: dict[int, DirRef] = {}
         self._dir_inos: dict[tuple[str, str], int] = {}  # (entry key, path) -> _dirs' key
-        self._file_inos: dict[tuple[int, int], int] = {}  # backing (dev, ino) -> _files' key
+        self._file_inos: dict[tuple[str, str, bytes], int] = {}  # (label, path, identity) -> ino
         self._files: dict[int, FileRef] = {}
         self._private: dict[int, PrivateRef] = {}
         self._state: dict[int, StateRef] = {}
@@ -137,14 +137,20 @@ class InodeTree:
         return ino
 
     def _file_ref(self, ref: FileRef) -> int:
-        backing = (ref.meta.dev, ref.meta.ino)
-        known = self._file_inos.get(backing)
+        label = self.view.store.layer(ref.layer).label
+        identity = self.view.file_identity(ref.meta)
+        # By the layer's label, not its id: the image's node-root form (image-pass
+        # excludes applied) is another layer id over the same files.
+        key = (label, ref.path, identity)
+        known = self._file_inos.get(key)
         if known is not None:
             return known  # what _register finds, without hashing again
-        ino = self._file_inos[backing] = self._register(
+        labels = self.view.store.layer
+        ino = self._file_inos[key] = self._register(
             self._files,
-            lambda probe: self.numbering.backed_ino(ref.meta.dev, ref.meta.ino, probe),
-            lambda known: (known.meta.dev, known.meta.ino) == backing, ref)
+            lambda probe: self.numbering.backed_ino(label, ref.path, identity, probe),
+            lambda known: (labels(known.layer).label, known.path,
+                           self.view.file_identity(known.meta)) == key, ref)
         return ino
 
     def _private_ref(self, ref: PrivateRef) -> int:
@@ -593,8 +599,9 @@ class InodeTree:
             return False
 
     def _adopt_file(self, old: InodeTree, ref: FileRef, ino: int) -> bool:
-        """A layer file `old` knew: the same backing file at the same path of the same layer
-        here (any view may show it, as for a number an earlier daemon issued)."""
+        """A layer file `old` knew: the same file (same mtime, size and type: the same
+        number) at the same path of the same layer here (any view may show it, as for a
+        number an earlier daemon issued)."""
         layer = old.view.store.layer(ref.layer)
         store = self.view.store
         layer_id = next((i for i, known in enumerate(store.layers) if known == layer), None)
@@ -602,7 +609,7 @@ class InodeTree:
             return False
         parent, _, name = ref.path.rpartition("/")
         meta = (store.listing(layer_id, parent) or {}).get(name)
-        if meta is None or (meta.dev, meta.ino) != (ref.meta.dev, ref.meta.ino):
+        if meta is None:
             return False
         return self._file_ref(FileRef(layer_id, ref.path, meta)) == ino
 
@@ -617,10 +624,12 @@ class InodeTree:
                 index: dict[int, FileRef] = {}
                 store = self.view.store
                 for layer_id in range(len(store.layers)):
+                    label = store.layer(layer_id).label
                     for path, meta in store.walk(layer_id):
                         if not meta.is_dir:
-                            index.setdefault(self.numbering.backed_ino(meta.dev, meta.ino),
-                                             FileRef(layer_id, path, meta))
+                            number = self.numbering.backed_ino(
+                                label, path, self.view.file_identity(meta))
+                            index.setdefault(number, FileRef(layer_id, path, meta))
                 self._backing_index = index
         ref = self._backing_index.get(ino)
         if ref is None:

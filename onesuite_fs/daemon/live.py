@@ -275,6 +275,7 @@ class Generations:
         return {
             "generation": self.number,
             "prescanned": self.tree.prescanned,
+            "fingerprint": self.tree.view.fingerprint,  # equal on servers serving the same
             "layers_elsewhere": self.tree.site.layers_elsewhere(),  # allowed, by real path
             "broken_nodes": self.tree.site.broken_report(),  # not served, with why
             "loaded_at": self.loaded_at,

@@ -8,8 +8,15 @@ handles across a server restart and a diskless root cannot recover from ESTALE:
 
 - ganesha puts the ``Export_Id`` into every handle: it is derived from the node name (a hash
   into 1..65535; a node whose slot is taken by another probes linearly, see `export_ids`);
+- ganesha's VFS FSAL also puts the file system's id there, and for FUSE (``f_fsid`` 0) that is
+  the mount's device number, which differs between servers and runs. ``fsid_type = Major64``
+  keeps only its major (0 for every FUSE mount), so the handle is the same on every server;
+  ``Filesystem_id`` fixes the fsid clients see in attributes (else the device number again);
 - the kernel server needs ``fsid=`` for a FUSE file system (it has no device UUID): a UUID
   derived from the node name.
+
+With these, and the inode numbers and generations of core/inodes.py, a node's handle is the
+same on every server serving the same store (docs/nfs.md, "Several servers").
 """
 
 from __future__ import annotations
@@ -102,6 +109,12 @@ def kernel_fsid(node: str) -> str:
     return str(uuid.UUID(bytes=hashlib.sha256(f"onesuite-fs:fsid:{node}".encode()).digest()[:16]))
 
 
+def ganesha_filesystem_id(node: str) -> str:
+    """Filesystem_id for ganesha (``major.minor``): from the node name, like `kernel_fsid`."""
+    digest = hashlib.sha256(f"onesuite-fs:fsid:{node}".encode()).digest()
+    return f"{int.from_bytes(digest[:4], 'big')}.{int.from_bytes(digest[4:8], 'big')}"
+
+
 def plan_exports(book: AddressBook, mountpoint: Path, *, writable: set[str] | None = None,
                  privileged_ports: bool = True) -> ExportPlan:
     ids = export_ids(book.found)
@@ -178,7 +191,10 @@ def render_ganesha_exports(plan: ExportPlan, protocols: str = "3,4",
             f"    PrivilegedPort = {privileged};",
             f"    CLIENT {{ Clients = {e.address}; Access_Type = {access}; "
             "Squash = No_Root_Squash; }",
-            "    FSAL { Name = VFS; }",
+            f"    Filesystem_id = {ganesha_filesystem_id(e.node)};  # the fsid clients see",
+            "    # Handles hold the fsid's major only (0 for FUSE), not the device number:",
+            "    # the same on every server and after every restart.",
+            "    FSAL { Name = VFS; fsid_type = Major64; }",
             "}",
         ]
     return "\n".join(lines) + "\n"

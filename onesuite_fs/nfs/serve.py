@@ -1,13 +1,15 @@
 """``onesuite serve``: mount, export, run nfs-ganesha, and stop in the one safe order.
 
-Start: FUSE mount (its device number pinned to the previous run's, see devpin) -> ganesha
-config -> ganesha in the foreground -> ready. Stop (SIGINT/SIGTERM, or either child dying):
-ganesha first (it holds files open on the mount, so unmounting first would fail as busy, and
-a lazy unmount would leave the old daemon serving it) -> unmount -> wait for the FUSE daemon.
+Start: FUSE mount -> ganesha config -> ganesha in the foreground -> ready. Stop
+(SIGINT/SIGTERM, or either child dying): ganesha first (it holds files open on the mount, so
+unmounting first would fail as busy, and a lazy unmount would leave the old daemon serving
+it) -> unmount -> wait for the FUSE daemon.
 
 When a child dies unexpectedly, serve stops the other and exits 1: NFS clients see errors
 (never another file's data) until serve is started again, and then continue with the handles
-they hold, provided the device number could be kept (reported at start).
+they hold: a handle names the export, the inode number and the generation, never the
+mount's device number (exports.py), so it is the same after a restart and on every other
+server serving the same store.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from ..daemon.mount import check_mountpoint, daemon_pid, mount, umount
 from ..daemon.process import pid_alive
 from ..service.sd_notify import notify
 from ..settings import Settings
-from .devpin import DevicePin, describe, read_recorded
 from .exports import ExportPlan
 from .ganesha import Ganesha, GaneshaOptions, NfsServerError
+from .health import clear_status, write_status
 
 log = logging.getLogger("onesuite.serve")
 
@@ -60,23 +62,15 @@ class _Stop:
             signal.signal(signum, handler)
 
 
-def _mount_pinned(tree: InodeTree, mountpoint: Path, settings: Settings,
-                  state_dir: Path, live: LiveOptions | None) -> dict[str, object]:
-    """Mount with the previous run's device number if possible; say what happened."""
-    record = state_dir / "st_dev"
-    previous = read_recorded(record)
-    with DevicePin(state_dir / "devpin") as pin:
-        pinned = pin.prepare(previous) if previous is not None else False
-        status = mount(tree, mountpoint, foreground=False, cache_timeout=settings.cache_timeout,
-                       log_file=state_dir / "onesuite.log", live=live)
+def _mount(tree: InodeTree, mountpoint: Path, settings: Settings, state_dir: Path,
+           live: LiveOptions | None) -> dict[str, object]:
+    status = mount(tree, mountpoint, foreground=False, cache_timeout=settings.cache_timeout,
+                   log_file=state_dir / "onesuite.log", live=live)
     if status != 0:
         raise NfsServerError(f"mounting {mountpoint} failed; see {state_dir / 'onesuite.log'}")
+    (state_dir / "st_dev").unlink(missing_ok=True)  # what the device-number pinning kept
     dev = os.stat(mountpoint).st_dev
-    kept = previous is None or dev == previous
-    record.write_text(f"{dev} {describe(dev)} {mountpoint}\n")
-    return {"st_dev": describe(dev),
-            "previous_st_dev": describe(previous) if previous is not None else None,
-            "handles_preserved": kept, "pinned": pinned}
+    return {"st_dev": f"{os.major(dev)}:{os.minor(dev)}"}  # informational: not in handles
 
 
 class NodeRootPins:
@@ -119,14 +113,9 @@ def serve(settings: Settings, tree: InodeTree, plan: ExportPlan, options: Ganesh
     mounted = False
     pins: NodeRootPins | None = None
     try:
-        device = _mount_pinned(tree, mountpoint, settings, state_dir, live)
+        device = _mount(tree, mountpoint, settings, state_dir, live)
         mounted = True
         fuse_pid = daemon_pid(mountpoint)
-        if not device["handles_preserved"]:
-            print(f"onesuite: warning: the mount got device {device['st_dev']}, the previous "
-                  f"run had {device['previous_st_dev']} (another mount holds it): NFS file "
-                  "handles from the previous run are stale now; clients must remount "
-                  "(diskless nodes: reboot)", file=sys.stderr)
         pins = NodeRootPins(plan)
         ganesha.write_config(plan)
         ganesha_pid = ganesha.start()
@@ -136,7 +125,9 @@ def serve(settings: Settings, tree: InodeTree, plan: ExportPlan, options: Ganesh
                   "privileged_ports": plan.privileged_ports,
                   "fuse_pid": fuse_pid, "ganesha_pid": ganesha_pid,
                   "port": options.port, "bind": options.bind, "protocols": options.protocols,
-                  "ganesha_log": str(ganesha.log), "config": str(ganesha.conf), **device}
+                  "ganesha_log": str(ganesha.log), "config": str(ganesha.conf),
+                  "serve_pid": os.getpid(), **device}
+        write_status(state_dir, status)  # what `onesuite ha-check` reads
         if json_status:
             print(json.dumps(status), flush=True)
         print(f"onesuite: serving {len(plan.exports)} node roots from {mountpoint} over NFS "
@@ -146,6 +137,7 @@ def serve(settings: Settings, tree: InodeTree, plan: ExportPlan, options: Ganesh
                           f"over NFS (ganesha pid {ganesha_pid})")
         result = _watch(stop, ganesha, fuse_pid, ganesha.log, state_dir / "onesuite.log")
     finally:
+        clear_status(state_dir)
         ganesha.stop()
         if pins is not None:
             pins.close()
