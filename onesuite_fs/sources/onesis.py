@@ -1053,21 +1053,28 @@ def _regexp(text: str, line: _Line, limits: Limits) -> AnchoredRegexp:
                           literal)
 
 
-def _has_top_level_bar(text: str) -> bool:
-    """Whether `text` has a `|` outside every group and character class."""
-    depth, i = 0, 0
+def _outside_classes(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """(position, character) of a pattern from `start`, escapes and character classes
+    stepped over: what the scans for groups, bars and repeats look at."""
+    i = start
     while i < len(text):
         char = text[i]
         if char == "\\":
             i += 2
-            continue
-        if char == "[":
+        elif char == "[":
             i = _class_end(text, i)
-            continue
+        else:
+            yield i, char
+            i += 1
+
+
+def _has_top_level_bar(text: str) -> bool:
+    """Whether `text` has a `|` outside every group and character class."""
+    depth = 0
+    for _, char in _outside_classes(text):
         depth += {"(": 1, ")": -1}.get(char, 0)
         if char == "|" and depth == 0:
             return True
-        i += 1
     return False
 
 
@@ -1201,15 +1208,8 @@ def _not_perl(text: str) -> tuple[str, int] | None:
 
 def _unbounded_inside(text: str, start: int) -> int | None:
     """Where the group opening at `start` repeats without bound (*, +, {n,}), if it does."""
-    depth, i = 0, start
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "[":
-            i = _class_end(text, i)
-            continue
+    depth = 0
+    for i, char in _outside_classes(text, start):
         if char == "(":
             depth += 1
         elif char == ")":
@@ -1218,7 +1218,6 @@ def _unbounded_inside(text: str, start: int) -> int | None:
                 return None
         elif _repeats_without_bound(text, i):
             return i
-        i += 1
     return None
 
 
