@@ -1,7 +1,7 @@
 """Where an entry of a view comes from, as a value: the layer and the path in it, and the
 oneSIS rule that put it there, if one did.
 
-The Tree makes one for every entry it resolves, from the facts it resolved the entry with.
+The View makes one for every entry it resolves, from the facts it resolved the entry with.
 The mount's ``user.onesuite.origin`` text (docs/semantics.md), the ``--json`` fields
 (docs/json.md) and the terminal column of preview, explain and diff are three renderings of
 it, so nothing reads provenance back from text.
@@ -38,7 +38,7 @@ class Provenance:
     is_dir: bool = False
     hard_links: int = 1  # a layer file's link count: above 1, one inode for every name
 
-    # ----- made by the Tree ---------------------------------------------------------------
+    # ----- made by the View ---------------------------------------------------------------
     @classmethod
     def namespace(cls) -> Provenance:
         return cls(Kind.NAMESPACE, "onesuite:namespace", None, is_dir=True)

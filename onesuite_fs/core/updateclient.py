@@ -10,7 +10,7 @@ node keeps what it had, which is what autoinstall laid. So a node's (or group's)
 this order is the updateclient merge, except that an excluded path shows the autoinstall
 view's entry (or nothing, when the installed node has none), with everything below it.
 
-Pure: parsing the list and matching paths. The Tree asks `Excludes.excluded` per entry.
+Pure: parsing the list and matching paths. The View asks `Excludes.excluded` per entry.
 """
 
 from __future__ import annotations
