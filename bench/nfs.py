@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from nfstools import Netns, Serve  # noqa: I001  (tests/ is on sys.path via common)
@@ -41,27 +41,29 @@ CLIENT = Path(__file__).resolve().parent / "nfs_client.py"
 
 
 @contextlib.contextmanager
-def ganesha_over(ns: Netns, root: Path, state: Path) -> Iterator[None]:
-    """ganesha exporting a plain directory as /nodes/HOST, with onesuite's own settings."""
+def ganesha_running(plan: ExportPlan, options: GaneshaOptions, state: Path,
+                    wrap: Callable[[list[str]], list[str]],
+                    env: dict[str, str] | None = None) -> Iterator[int]:
+    """ganesha serving `plan` with onesuite's own settings, started through `wrap` (the
+    namespace, a private /run), ready when its log says so; stopped by its PID. Yields it."""
     state.mkdir(parents=True, exist_ok=True)
-    plan = ExportPlan(root.parent, (Export(HOST, ADDRESS, "bench", root, f"/nodes/{HOST}",
-                                           1, ""),), ())
     conf, log, pidfile = state / "ganesha.conf", state / "ganesha.log", state / "ganesha.pid"
-    conf.write_text(render_config(plan, GaneshaOptions(protocols="4"), state / "recovery"))
+    conf.write_text(render_config(plan, options, state / "recovery"))
     (state / "recovery").mkdir(exist_ok=True)
     log.unlink(missing_ok=True)
-    proc = subprocess.Popen([*ns.prefix, "ganesha.nfsd", "-F", "-f", str(conf), "-L", str(log),
-                             "-p", str(pidfile), "-N", "NIV_EVENT"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = ["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(log), "-p", str(pidfile),
+               "-N", "NIV_EVENT"]
+    proc = subprocess.Popen(wrap(command), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 60
         while not (log.exists() and READY_LINE in log.read_text(errors="replace")):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ganesha did not start; see {log}")
             time.sleep(0.05)
-        yield
+        yield proc.pid
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # through unshare and sh exec: this is ganesha's PID
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
@@ -70,6 +72,16 @@ def ganesha_over(ns: Netns, root: Path, state: Path) -> Iterator[None]:
                 proc.wait()
         if not wait_gone(proc.pid, 5):
             os.kill(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def ganesha_over(ns: Netns, root: Path, state: Path) -> Iterator[None]:
+    """ganesha exporting a plain directory as /nodes/HOST, with onesuite's own settings."""
+    plan = ExportPlan(root.parent, (Export(HOST, ADDRESS, "bench", root, f"/nodes/{HOST}",
+                                           1, ""),), ())
+    with ganesha_running(plan, GaneshaOptions(protocols="4"), state,
+                         lambda command: [*ns.prefix, *command]):
+        yield
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -28,11 +27,11 @@ from pathlib import Path
 from nfstools import _PRIVATE_RUN, Netns, Serve  # noqa: I001  (tests/ is on sys.path via common)
 
 from onesuite_fs.nfs.exports import DEFAULT_ATTR_EXPIRATION, Export, ExportPlan
-from onesuite_fs.nfs.ganesha import READY_LINE, GaneshaOptions, render_config
+from onesuite_fs.nfs.ganesha import GaneshaOptions
 
 from . import fuse_trace
 from .common import Config, Recorder, boot_set, drop_caches, materialize, wait_gone, workdir
-from .nfs import ADDRESS, CLIENT, HOST, NODES
+from .nfs import ADDRESS, CLIENT, HOST, NODES, ganesha_running
 
 FAMILY = "nfs_attrs"
 PHASES = ("listing 1st", "listing 2nd", "listing expired", "boot set")
@@ -50,45 +49,23 @@ def _private(ns: Netns, v3: bool, command: list[str]) -> list[str]:
 def ganesha_over(ns: Netns, root: Path, state: Path, version: str,
                  expiration: int) -> Iterator[None]:
     """ganesha exporting a plain directory as /nodes/HOST, with onesuite's own settings."""
-    state.mkdir(parents=True, exist_ok=True)
     plan = ExportPlan(root.parent, (Export(HOST, ADDRESS, "bench", root, f"/nodes/{HOST}",
                                            1, ""),), ())
     protocols = "3,4" if version == "3" else "4"
-    conf, log, pidfile = state / "ganesha.conf", state / "ganesha.log", state / "ganesha.pid"
     options = GaneshaOptions(protocols=protocols, attr_expiration=expiration)
-    conf.write_text(render_config(plan, options, state / "recovery"))
-    (state / "recovery").mkdir(exist_ok=True)
-    log.unlink(missing_ok=True)
     env = {**os.environ, "ONESUITE_TEST_STATE": str(state),
            "ONESUITE_TEST_RPCBIND": "1" if version == "3" else "0"}
-    command = ["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(log), "-p", str(pidfile),
-               "-N", "NIV_EVENT"]
-    proc = subprocess.Popen(_private(ns, version == "3", command), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while not (log.exists() and READY_LINE in log.read_text(errors="replace")):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ganesha did not start; see {log}")
-            time.sleep(0.05)
-        yield
+        with ganesha_running(plan, options, state,
+                             lambda command: _private(ns, version == "3", command), env):
+            yield
     finally:
-        if proc.poll() is None:  # unshare and sh exec: this is ganesha's PID
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if not wait_gone(proc.pid, 5):
-            os.kill(proc.pid, signal.SIGKILL)
         rpcbind = state / "rpcbind.pid"
         if rpcbind.exists():
             pid = int(rpcbind.read_text())
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             wait_gone(pid, 10)
-            rpcbind.unlink()
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,10 +28,10 @@ from nfstools import Netns, Serve  # noqa: I001  (tests/ is on sys.path via comm
 from scalesite import ScaleParams, address, cached_site, hosts
 
 from onesuite_fs.nfs.exports import Export, ExportPlan
-from onesuite_fs.nfs.ganesha import READY_LINE, GaneshaOptions, render_config
+from onesuite_fs.nfs.ganesha import GaneshaOptions
 
-from .common import boot_set, drop_caches, materialize, node_layers, overlay, wait_gone, workdir
-from .nfs import CLIENT
+from .common import boot_set, drop_caches, materialize, node_layers, overlay, workdir
+from .nfs import CLIENT, ganesha_running
 
 SERVERS = ("onesuite", "materialized", "overlayfs")
 CLIENT_TIMEOUT = 300.0  # seconds for all clients of one storm
@@ -58,35 +57,12 @@ def _cpu_seconds(pids: list[int]) -> float:
 @contextlib.contextmanager
 def ganesha_over(ns: Netns, roots: dict[str, Path], state: Path) -> Iterator[list[int]]:
     """ganesha (NFSv4) exporting each node's directory to that node's address only."""
-    state.mkdir(parents=True, exist_ok=True)
     exports = tuple(Export(host, node_address(host), "bench", root,
                            f"/nodes/{host}", index + 1, "")
                     for index, (host, root) in enumerate(sorted(roots.items())))
-    plan = ExportPlan(state, exports, ())
-    conf, log, pidfile = state / "ganesha.conf", state / "ganesha.log", state / "ganesha.pid"
-    conf.write_text(render_config(plan, GaneshaOptions(protocols="4"), state / "recovery"))
-    (state / "recovery").mkdir(exist_ok=True)
-    log.unlink(missing_ok=True)
-    proc = subprocess.Popen([*ns.prefix, "ganesha.nfsd", "-F", "-f", str(conf), "-L", str(log),
-                             "-p", str(pidfile), "-N", "NIV_EVENT"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not (log.exists() and READY_LINE in log.read_text(errors="replace")):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ganesha did not start; see {log}")
-            time.sleep(0.05)
-        yield [proc.pid]
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if not wait_gone(proc.pid, 5):
-            os.kill(proc.pid, signal.SIGKILL)
+    with ganesha_running(ExportPlan(state, exports, ()), GaneshaOptions(protocols="4"), state,
+                         lambda command: [*ns.prefix, *command]) as pid:
+        yield [pid]
 
 
 @contextlib.contextmanager
