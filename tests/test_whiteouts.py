@@ -11,10 +11,13 @@ import errno
 import os
 from pathlib import Path
 
+import oracle
 import pytest
+import sitegen
 from conftest import needs_root_fuse, run_onesuite
 from fhandle import drop_caches, name_to_handle, open_by_handle
 from inspecttools import cli_tree, onesuite_json
+from whiteouttools import add_random_whiteouts, listed, remove_below
 
 from onesuite_fs.core import whiteouts
 from onesuite_fs.core.errors import ConfigError
@@ -22,6 +25,7 @@ from onesuite_fs.inspect.targets import resolve_target
 from onesuite_fs.inspect.walk import TreeView
 
 OVERRIDES = "var/lib/systemimager/overrides"
+OURS = ("user.onesuite.", "trusted.onesuite.")  # provenance the mount adds
 
 
 def write_list(site: Path, override: str, *lines: str) -> Path:
@@ -312,3 +316,33 @@ def test_a_list_added_while_mounted_hides_after_the_reload(example_site, mount_s
     write_list(example_site, "compute")
     run_onesuite("reload", mount.mountpoint)
     assert (node / "etc/motd").exists() and (node / "etc/ssh/sshd_config").is_file()
+
+
+@needs_root_fuse()
+@pytest.mark.mount
+@pytest.mark.parametrize("seed", range(3))
+def test_autoinstall_with_whiteouts_equals_rsync_with_each_list_removed_first(seed, tmp_path,
+                                                                             mount_site):
+    """An independent oracle: the 4.3 autoinstall passes with real rsync (tests/oracle.py),
+    each override's listed paths removed (`rm -rf`) from the tree just before its pass, as
+    if the override had deleted them. Every node's mounted root equals it."""
+    spec = sitegen.generate_random_site(tmp_path / "site", seed)
+    overrides = spec.prefix / sitegen.OVERRIDES_DIR
+    assert add_random_whiteouts(overrides, list(spec.images.values()), seed)
+    mount = mount_site(spec.prefix, "--whiteouts")
+    hidden_somewhere = False
+    for host in spec.nodes():
+        built = tmp_path / "oracle" / host
+        built.mkdir(parents=True)
+        image = oracle.image_dir(spec, oracle.node_image(spec, host))
+        oracle._rsync([*oracle.IMAGE_RSYNC, f"{image}/", f"{built}/"])
+        for name in oracle.override_sequence(spec, host, "autoinstall"):
+            if (overrides / name).is_dir():
+                for path in listed(overrides, name):
+                    hidden_somewhere |= os.path.lexists(built / path.strip("/"))
+                    remove_below(built, path)
+                oracle._rsync([*oracle.OVERRIDE_RSYNC, f"{overrides / name}/", f"{built}/"])
+        mounted = oracle.snapshot(mount.node(host), ignore_xattr_prefixes=OURS)
+        differences = oracle.compare(oracle.snapshot(built), mounted)
+        assert not differences, f"seed {seed}, {host}:\n" + "\n".join(differences)
+    assert hidden_somewhere
