@@ -346,3 +346,77 @@ def test_autoinstall_with_whiteouts_equals_rsync_with_each_list_removed_first(se
         differences = oracle.compare(oracle.snapshot(built), mounted)
         assert not differences, f"seed {seed}, {host}:\n" + "\n".join(differences)
     assert hidden_somewhere
+
+
+def test_a_warewulf_overlay_lists_its_whiteouts_beside_its_rootfs(tmp_path, capsys):
+    """An overlay NAME/rootfs/ has its list in NAME/whiteouts (Warewulf builds the overlay
+    from rootfs only): gpu's hides the image's /etc/os-release and /usr for n2 only."""
+    from warewulftools import make_warewulf_site, write_config
+
+    root = make_warewulf_site(tmp_path / "ww")
+    config = write_config(root, tmp_path / "cache")
+    listed = root / "usr/share/warewulf/overlays/gpu/whiteouts"
+    listed.write_text("# gpu nodes\n/etc/os-release\n/usr\n")
+    shown = {}
+    for host in ("n1", "n2"):
+        _, document = onesuite_json(capsys, "preview", "--config", config, "--whiteouts",
+                                    host)
+        shown[host] = {e["path"] for e in document["entries"]}, document["hidden"]
+    assert "/etc/os-release" in shown["n1"][0] and "/usr/bin/tool" in shown["n1"][0]
+    assert "/etc/os-release" not in shown["n2"][0] and "/usr" not in shown["n2"][0]
+    assert [(h["path"], h["line"]) for h in shown["n2"][1]] == [
+        ("/etc/os-release", f"{listed}:2"), ("/usr", f"{listed}:3")]
+    assert shown["n1"][1] == []
+    _, document = onesuite_json(capsys, "preview", "--config", config, "n2")
+    assert "/etc/os-release" in {e["path"] for e in document["entries"]}  # option off
+
+
+# ----- convert -------------------------------------------------------------------------------
+
+@needs_root_fuse()
+@pytest.mark.mount
+def test_convert_carries_whiteouts_as_absence_and_warns_for_onesis(example_site, tmp_path,
+                                                                   mount_site):
+    """convert reads the served roots, so a hidden path is in no layer the hidden nodes
+    get: the Warewulf site serves the same roots without any list (wwctl would build them
+    too). oneSIS cannot hide a path: the path becomes LINKBACK lines limited to the other
+    nodes, and the warning names it."""
+    from transformtools import OURS as TRANSFORM_OURS
+    from transformtools import serving_site
+    from warewulftools import write_config
+
+    write_list(example_site, "compute", "/etc/motd", "/etc/ssh")
+    write_list(example_site, "node001", "/etc/fstab")
+    hosts = ["login01", "login02", *(f"node00{n}" for n in range(1, 9))]
+    ww = tmp_path / "ww"
+    run_onesuite("convert", "to-warewulf", "--root", example_site, "--whiteouts", ww,
+                 "--no-progress")
+    assert not list(ww.rglob("whiteouts")) and not list(ww.rglob("*.whiteouts"))
+    original = mount_site(example_site, "--whiteouts", name="mnt-si")
+    converted = mount_site(tmp_path, "--config", str(write_config(ww, tmp_path / "cache")),
+                           name="mnt-ww")
+    for host in hosts:
+        want = oracle.snapshot(original.node(host), ignore_xattr_prefixes=TRANSFORM_OURS)
+        got = oracle.snapshot(converted.node(host), ignore_xattr_prefixes=TRANSFORM_OURS)
+        assert not oracle.compare(want, got), host
+    assert not (converted.node("node002") / "etc/motd").exists()
+    assert (converted.node("login01") / "etc/motd").exists()
+    assert not (converted.node("node001") / "etc/fstab").exists()
+
+    onesis = tmp_path / "onesis-image"  # not the mount point below
+    done = run_onesuite("convert", "to-onesis", "--root", example_site, "--whiteouts",
+                        "--image", "rocky9", onesis)
+    warning = done.stderr[done.stderr.index("warning:"):]
+    assert "oneSIS cannot hide a path" in warning
+    assert all(f"  {p}\n" in warning for p in ("/etc/motd", "/etc/ssh", "/etc/fstab"))
+    conf = (onesis / "etc/sysimage.conf").read_text()
+    assert any(line.startswith("LINKBACK /etc/motd ") and " -c " in line
+               for line in conf.splitlines())
+    site = serving_site(tmp_path / "served", "rocky9", onesis, hosts)
+    served = mount_site(site, "--config", str(site / "onesuite.toml"), name="onesis")
+    assert not os.path.lexists(served.node("node002") / "etc/motd")
+    assert (served.node("login01") / "etc/motd").read_text() == \
+        (original.node("login01") / "etc/motd").read_text()
+    plain = run_onesuite("convert", "to-onesis", "--root", example_site, "--image", "rocky9",
+                         tmp_path / "onesis-plain")
+    assert "warning:" not in plain.stderr  # without the option nothing is hidden

@@ -250,5 +250,7 @@ def watch_paths(settings: Settings, site: Site) -> tuple[Path, ...]:
     if settings.onesis_config is not None:
         paths.append(settings.onesis_config.parent)
     if site.warewulf is not None:  # every overlay, distribution ones too (templates)
-        paths += site.warewulf.site.overlays.values()  # type: ignore[attr-defined]
+        overlays = site.warewulf.site.overlays.values()  # type: ignore[attr-defined]
+        # --whiteouts: an overlay's list is beside its rootfs (core/whiteouts.py)
+        paths += [p.parent for p in overlays] if settings.whiteouts else overlays
     return tuple(dict.fromkeys(p for p in paths if p.is_dir()))

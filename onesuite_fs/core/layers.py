@@ -166,7 +166,7 @@ class LayerStore:
     def _whiteouts_of(self, layer: Layer) -> whiteouts.Whiteouts | None:
         if not self.read_whiteouts or layer.kind not in whiteouts.LAYER_KINDS:
             return None
-        return whiteouts.read(layer.path)
+        return whiteouts.read(layer.path, layer.kind)
 
     def layer(self, layer_id: int) -> Layer:
         return self.layers[layer_id]

@@ -36,8 +36,12 @@ MAX_PATH_BYTES = 4096  # PATH_MAX
 LAYER_KINDS = ("override", "overlay")  # an image is the lowest layer: nothing to hide
 
 
-def list_path(layer_path: Path) -> Path:
-    """Where a layer's list is: beside its directory, named like it plus `.whiteouts`."""
+def list_path(layer_path: Path, kind: str = "override") -> Path:
+    """Where a layer's list is: beside its directory, named like it plus `.whiteouts`; for
+    a Warewulf overlay whose files are in `NAME/rootfs/`, `NAME/whiteouts` beside rootfs
+    (Warewulf builds an overlay's image from rootfs only)."""
+    if kind == "overlay" and layer_path.name == "rootfs":
+        return layer_path.parent / "whiteouts"
     return layer_path.with_name(layer_path.name + SUFFIX)
 
 
@@ -118,10 +122,10 @@ def parse(data: bytes, file: str) -> Whiteouts:
     return result
 
 
-def read(layer_path: Path) -> Whiteouts | None:
+def read(layer_path: Path, kind: str = "override") -> Whiteouts | None:
     """The layer's list, or None when it has none. The list must be a regular file, opened
     without following a symlink (it is input like the layers: never followed elsewhere)."""
-    path = list_path(layer_path)
+    path = list_path(layer_path, kind)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
