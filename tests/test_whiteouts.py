@@ -143,8 +143,8 @@ def test_off_by_default_a_list_and_whiteout_looking_names_change_nothing(example
 
 def test_a_list_hides_files_links_and_subtrees_for_its_nodes_only(example_site):
     # node001: image, all, compute-tuning, compute, node001 (autoinstall).
-    write_list(example_site, "compute", "# group-wide", "/etc/motd", "/etc/localtime",
-               "/etc/ssh/", "/etc/security/limits.conf", "/nothing/here")
+    write_list(example_site, "compute", "# group-wide", "/etc/motd   # a comment",
+               "  /etc/localtime", "/etc/ssh/", "/etc/security/limits.conf", "/nothing/here")
     write_list(example_site, "node001", "/usr/share", "/etc/chrony.conf")
     paths = ["/etc/motd", "/etc/localtime", "/etc/ssh", "/etc/ssh/sshd_config",
              "/etc/security/limits.conf", "/etc/security", "/usr/share", "/usr",
@@ -312,10 +312,31 @@ def test_a_list_added_while_mounted_hides_after_the_reload(example_site, mount_s
         os.close(fd)
     finally:
         os.close(mount_fd)
+    # A bad list keeps the serving generation and names its line.
+    bad = write_list(example_site, "compute", "/etc/motd", "/etc/../shadow")
+    done = run_onesuite("reload", mount.mountpoint, "--json", check=False)
+    assert f"{bad}:2" in done.stdout + done.stderr
+    assert not (node / "etc/motd").exists() and (node / "etc/fstab").exists()
     # Removing the list shows the paths again.
     write_list(example_site, "compute")
     run_onesuite("reload", mount.mountpoint)
     assert (node / "etc/motd").exists() and (node / "etc/ssh/sshd_config").is_file()
+
+
+@needs_root_fuse()
+@pytest.mark.mount
+def test_the_watch_notices_a_new_list(example_site, mount_site):
+    import time
+
+    mount = mount_site(example_site, "--whiteouts")
+    motd = mount.node("node003") / "etc/motd"
+    assert motd.exists()
+    write_list(example_site, "compute", "/etc/motd")
+    deadline = time.monotonic() + 30
+    while os.path.lexists(motd):
+        assert time.monotonic() < deadline, "the list was not noticed"
+        time.sleep(0.1)
+    assert (mount.node("login01") / "etc/motd").exists()
 
 
 @needs_root_fuse()

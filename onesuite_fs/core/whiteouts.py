@@ -4,7 +4,8 @@
 SystemImager has no deletion (domain.md A.2.4), so this is off by default and the roots stay
 exactly SystemImager's. With it on, an override directory `DIR` may have a list file beside
 it, `DIR.whiteouts` (`overrides/node001.whiteouts` next to `overrides/node001/`): one
-absolute path of the node's root per line, `#` comments and blank lines ignored. Each path
+absolute path of the node's root per line; `#` at the start of a line or after a blank
+starts a comment; blank lines are ignored. Each path
 is hidden, with everything below it, from every layer applied before that override (and,
 in pushoverrides' one multi-source copy, from the sources after it). The override itself,
 and any layer applied after it, may lay the path again: a list entry plus the same
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ MAX_LIST_BYTES = 4 * 1024 * 1024  # a list of 100,000 deep paths fits; a log fil
 MAX_LINES = 100_000
 MAX_PATH_BYTES = 4096  # PATH_MAX
 LAYER_KINDS = ("override", "overlay")  # an image is the lowest layer: nothing to hide
+_COMMENT = re.compile(r"(?:^|\s)#")  # '#' at the start or after a blank starts a comment
 
 
 def list_path(layer_path: Path, kind: str = "override") -> Path:
@@ -110,8 +113,8 @@ def parse(data: bytes, file: str) -> Whiteouts:
         raise ConfigError(f"whiteout list has more than {MAX_LINES:,} lines", file=file,
                           line=MAX_LINES + 1, hint="hide a directory instead of every file")
     for number, raw in enumerate(lines, 1):
-        text = raw.strip()
-        if not text or text.startswith("#"):
+        text = _COMMENT.split(raw, maxsplit=1)[0].strip()
+        if not text:
             continue
         problem = _problem(text)
         if problem is not None:
