@@ -441,3 +441,27 @@ def test_convert_carries_whiteouts_as_absence_and_warns_for_onesis(example_site,
     plain = run_onesuite("convert", "to-onesis", "--root", example_site, "--image", "rocky9",
                          tmp_path / "onesis-plain")
     assert "warning:" not in plain.stderr  # without the option nothing is hidden
+
+
+def test_the_served_fingerprint_covers_the_lists(example_site):
+    """Servers compare fingerprints (onesuite status): one with another list serves other
+    roots and numbers, so its fingerprint differs; without the option a list changes
+    nothing."""
+    from onesuite_fs.core.inodes import Numbering
+    from onesuite_fs.core.onesis_config import OnesisSource
+    from onesuite_fs.core.view import View
+    from onesuite_fs.settings import Settings
+    from onesuite_fs.sources.systemimager import load_site
+
+    key = Numbering.ephemeral()
+
+    def served(whiteouts: bool) -> str:
+        view = View(load_site(Settings(root=example_site)), "autoinstall", OnesisSource(),
+                    numbering=key, whiteouts=whiteouts)
+        view.prescan()
+        assert view.fingerprint is not None
+        return view.fingerprint
+
+    before = served(True), served(False)
+    write_list(example_site, "compute", "/etc/motd")
+    assert served(True) != before[0] and served(False) == before[1]
