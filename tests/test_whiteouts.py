@@ -100,9 +100,12 @@ def test_huge_or_binary_or_linked_lists_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="symlink; not followed"):
         whiteouts.read(layer)
     listed.unlink()
-    listed.mkdir()
+    os.mkfifo(listed)
     with pytest.raises(ConfigError, match="not a regular file"):
-        whiteouts.read(layer)
+        whiteouts.read(layer)  # and does not wait for a writer
+    listed.unlink()
+    listed.mkdir()  # an override named NAME.whiteouts, not a list
+    assert whiteouts.read(layer) is None
     listed.rmdir()
     assert whiteouts.read(layer) is None  # no list: nothing hidden
 
@@ -339,33 +342,64 @@ def test_the_watch_notices_a_new_list(example_site, mount_site):
     assert (mount.node("login01") / "etc/motd").exists()
 
 
+def build_with_whiteouts(spec, host: str, order: str, built: Path, work: Path) -> bool:
+    """The oracle: real rsync passes as tests/oracle.py makes them, each override's listed
+    paths removed (`rm -rf`) from the tree just before its pass, as if it deleted them. For
+    pushoverrides' one multi-source copy: every source's listed paths removed from the
+    installed tree first, and each source copied without what the sources before it list
+    (rsync --exclude into a copy). True if some listed path was there to remove."""
+    overrides = spec.prefix / sitegen.OVERRIDES_DIR
+    built.mkdir(parents=True)
+    image = oracle.image_dir(spec, oracle.node_image(spec, host))
+    oracle._rsync([*oracle.IMAGE_RSYNC, f"{image}/", f"{built}/"])
+    removed = False
+    for name in oracle.override_sequence(spec, host, "autoinstall"):
+        if (overrides / name).is_dir():
+            for path in listed(overrides, name):
+                removed |= os.path.lexists(built / path.strip("/"))
+                remove_below(built, path)
+            oracle._rsync([*oracle.OVERRIDE_RSYNC, f"{overrides / name}/", f"{built}/"])
+    if order == "autoinstall":
+        return removed
+    sources = oracle.override_sequence(spec, host, "pushoverrides")[0]
+    copies, above = [], []
+    for number, name in enumerate(sources):
+        for path in listed(overrides, name):
+            removed |= os.path.lexists(built / path.strip("/"))
+            remove_below(built, path)
+        copy = work / f"{host}-source{number}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        oracle._rsync(["rsync", "-aHSX", "--numeric-ids",
+                       *(f"--exclude=/{p.strip('/')}" for p in above),
+                       f"{overrides / name}/", f"{copy}/"])
+        copies.append(f"{copy}/")
+        above += listed(overrides, name)
+    if copies:
+        oracle._rsync([*oracle.OVERRIDE_RSYNC, *copies, f"{built}/"])
+    return removed
+
+
 @needs_root_fuse()
 @pytest.mark.mount
+@pytest.mark.parametrize("order", ["autoinstall", "pushoverrides"])
 @pytest.mark.parametrize("seed", range(3))
-def test_autoinstall_with_whiteouts_equals_rsync_with_each_list_removed_first(seed, tmp_path,
-                                                                             mount_site):
-    """An independent oracle: the 4.3 autoinstall passes with real rsync (tests/oracle.py),
-    each override's listed paths removed (`rm -rf`) from the tree just before its pass, as
-    if the override had deleted them. Every node's mounted root equals it."""
+def test_with_whiteouts_the_mount_equals_rsync_with_each_list_removed_first(seed, order,
+                                                                          tmp_path,
+                                                                          mount_site):
+    """An independent oracle (build_with_whiteouts, real rsync and rm): every node's
+    mounted root equals it, for random sites with random lists."""
     spec = sitegen.generate_random_site(tmp_path / "site", seed)
     overrides = spec.prefix / sitegen.OVERRIDES_DIR
     assert add_random_whiteouts(overrides, list(spec.images.values()), seed)
-    mount = mount_site(spec.prefix, "--whiteouts")
+    mount = mount_site(spec.prefix, "--whiteouts", "--override-order", order)
     hidden_somewhere = False
     for host in spec.nodes():
         built = tmp_path / "oracle" / host
-        built.mkdir(parents=True)
-        image = oracle.image_dir(spec, oracle.node_image(spec, host))
-        oracle._rsync([*oracle.IMAGE_RSYNC, f"{image}/", f"{built}/"])
-        for name in oracle.override_sequence(spec, host, "autoinstall"):
-            if (overrides / name).is_dir():
-                for path in listed(overrides, name):
-                    hidden_somewhere |= os.path.lexists(built / path.strip("/"))
-                    remove_below(built, path)
-                oracle._rsync([*oracle.OVERRIDE_RSYNC, f"{overrides / name}/", f"{built}/"])
+        hidden_somewhere |= build_with_whiteouts(spec, host, order, built,
+                                                 tmp_path / "sources")
         mounted = oracle.snapshot(mount.node(host), ignore_xattr_prefixes=OURS)
         differences = oracle.compare(oracle.snapshot(built), mounted)
-        assert not differences, f"seed {seed}, {host}:\n" + "\n".join(differences)
+        assert not differences, f"seed {seed}, {order}, {host}:\n" + "\n".join(differences)
     assert hidden_somewhere
 
 

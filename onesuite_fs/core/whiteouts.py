@@ -140,6 +140,8 @@ def read(layer_path: Path, kind: str = "override") -> Whiteouts | None:
         raise ConfigError(f"cannot read whiteout list: {exc.strerror}", file=str(path)) from None
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return None  # another override named NAME.whiteouts, not a list
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError("whiteout list is not a regular file", file=str(path))
         chunks, total = [], 0
