@@ -12,7 +12,9 @@ tuple of layers copied by one rsync run:
 Applying a stage onto the tree built so far follows ``rsync -a`` without ``--force`` or
 ``--delete``: a directory merges into a directory and takes the new metadata; a non-directory
 replaces a non-directory or an *empty* directory, but never a non-empty one (rsync: "cannot
-delete non-empty directory"); a directory replaces a non-directory. Nothing is ever deleted.
+delete non-empty directory"); a directory replaces a non-directory. Nothing is ever deleted,
+unless whiteouts are on (``--whiteouts``, whiteouts.py): then a layer's list hides the names
+it lists from what came before it (`_Hiding`), within the same two functions.
 
 Only the layers whose copy of a directory actually took part in it are kept for that directory
 (its *contribution*), and merged listings are cached by (path, contribution): two nodes whose
@@ -196,7 +198,6 @@ class MergeTrace:
     def keeps(self, stage: int, layer: int) -> None:
         """An install keeps the bytes laid at (stage, layer) under the entry just applied."""
         self.install_keeps = (stage, layer)
-
 
 
 class _Hiding:
