@@ -271,8 +271,16 @@ def test_diff_sees_the_hidden_paths_as_removed(example_site, capsys):
 @pytest.mark.mount
 def test_on_the_mount_a_hidden_name_is_neither_listed_nor_found(example_site, mount_site):
     write_list(example_site, "compute", "/etc/motd", "/etc/ssh", "/etc/localtime")
+    # A name like an aufs whiteout is an ordinary file, with the option as without it.
+    (example_site / OVERRIDES / "compute/etc/.wh.fstab").write_text("ordinary\n")
+    plain = mount_site(example_site, "--no-watch", name="plain")
+    assert (plain.node("node001") / "etc/motd").exists()
+    assert (plain.node("node001") / "etc/.wh.fstab").read_text() == "ordinary\n"
+    assert not [p for p in (plain.mountpoint / "nodes").rglob("*whiteouts*")]
+    plain.stop()
     mount = mount_site(example_site, "--whiteouts", "--no-watch")
     etc = mount.node("node001") / "etc"
+    assert (etc / ".wh.fstab").read_text() == "ordinary\n" and (etc / "fstab").is_file()
     names = os.listdir(etc)
     assert "motd" not in names and "ssh" not in names and "localtime" not in names
     assert "fstab" in names
