@@ -19,6 +19,7 @@ The file can name every path and policy explicitly (example in docs/configuratio
     allow_dynamic_nodes = false
     strict = false                    # one node that cannot be served refuses the site
     fidelity = "intent"               # or "install": exactly what a 4.3 install leaves
+    whiteouts = false                 # true: overrides/NAME.whiteouts hides paths below NAME
 
     [mount]
     cache_timeout = 300.0             # kernel entry/attr cache, seconds
@@ -76,7 +77,7 @@ _PATH_KEYS = ("root", "cluster_xml", "images_dir", "overrides_dir", "scripts_dir
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paths": {key: str for key in _PATH_KEYS},
     "policy": {"override_order": str, "allow_dynamic_nodes": bool, "strict": bool,
-               "fidelity": str},
+               "fidelity": str, "whiteouts": bool},
     "mount": {"cache_timeout": (int, float), "handle_key": str},
     "onesis": {"enabled": bool, "config": str, "link_policy": str, "ram_prefix": str,
                "state_dir": str},
@@ -104,6 +105,9 @@ class Settings:
     # "intent" (an override's file shows its bytes) or "install" (what a 4.3 install leaves:
     # rsync's quick check, no xattrs); docs/semantics.md.
     fidelity: str = "intent"
+    # Off: SystemImager's semantics exactly (nothing hides anything). On: an override's list
+    # file beside it hides paths of the layers below it (core/whiteouts.py).
+    whiteouts: bool = False
     cache_timeout: float = 300.0
     handle_key: Path | None = None  # None: handle_key.DEFAULT_HANDLE_KEY
     # [onesis]

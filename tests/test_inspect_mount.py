@@ -13,6 +13,7 @@ import sitegen
 from conftest import needs_root_fuse, run_onesuite
 from inspecttools import cli_tree, mounted_entries, onesuite_json, preview_entries
 from sitetools import onesis_site
+from whiteouttools import add_random_whiteouts
 
 from onesuite_fs.inspect.explain import explain
 from onesuite_fs.inspect.targets import resolve_target
@@ -90,6 +91,35 @@ def test_preview_equals_the_mount_and_explain_names_its_winner(seed, tmp_path, m
         views += [(f"image:{name}", mount.mountpoint / "images" / name) for name in spec.images]
         assert_preview_matches_mount(capsys, spec.prefix, options, views)
         assert_explain_names_the_mounts_winner(spec.prefix, options, mount, spec.nodes())
+        mount.stop()
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_with_whiteouts_preview_equals_the_mount_and_explain_names_its_winner(
+        seed, tmp_path, mount_site, capsys):
+    """--whiteouts: random lists beside the random overrides hide files, links and
+    subtrees, some laid again above; the mount, preview and explain still agree entry for
+    entry in every order, and every path a list hides is absent from the mount."""
+    spec = sitegen.generate_random_site(tmp_path / "site", seed)
+    lists = add_random_whiteouts(spec.prefix / sitegen.OVERRIDES_DIR,
+                                 list(spec.images.values()), seed)
+    assert lists
+    for order in oracle.ORDERS:
+        options = ("--override-order", order, "--whiteouts")
+        mount = mount_site(spec.prefix, *options, name=f"mnt-{order}")
+        views = [(f"node:{host}", mount.node(host)) for host in spec.nodes()]
+        views += [(f"group:{g.name}", mount.mountpoint / "groups" / g.name)
+                  for g in spec.groups if g.image]
+        assert_preview_matches_mount(capsys, spec.prefix, options, views)
+        assert_explain_names_the_mounts_winner(spec.prefix, options, mount, spec.nodes())
+        hidden = 0
+        for target, mounted_root in views:
+            _, document = onesuite_json(capsys, "preview", "--root", spec.prefix, *options,
+                                        target)
+            for gone in document["hidden"]:
+                hidden += 1
+                assert not os.path.lexists(mounted_root / gone["path"][1:]), (target, gone)
+        assert hidden, order  # the lists hid something in every order
         mount.stop()
 
 

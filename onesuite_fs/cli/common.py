@@ -51,6 +51,13 @@ def site_options() -> argparse.ArgumentParser:
                             "mtime as the one below) keeps the lower layer's bytes under "
                             "the override's mode and owner, and no extended attribute is "
                             "kept (4.3 passes no -X)")
+    group.add_argument("--whiteouts", action="store_true", default=None,
+                       help="let an override hide paths of the layers below it for its "
+                            "nodes: the file NAME.whiteouts beside overrides/NAME/ lists one "
+                            "absolute path per line ('#' comments), each hidden with "
+                            "everything below it (docs/semantics.md, \"Whiteouts\"). Off "
+                            "by default: SystemImager has no deletion, so roots stay exactly "
+                            "its own")
     group.add_argument("--allow-dynamic-nodes", action="store_true", default=None,
                        help="run cluster.xml <dynamic_node> commands (off by default: "
                             "they are shell commands)")
@@ -93,6 +100,7 @@ def load(args: argparse.Namespace) -> tuple[Settings, Site]:
     settings = settings.with_options(root=args.root, override_order=args.override_order,
                                      allow_dynamic_nodes=args.allow_dynamic_nodes,
                                      strict=args.strict, fidelity=args.fidelity,
+                                     whiteouts=getattr(args, "whiteouts", None),
                                      cache_timeout=getattr(args, "cache_timeout", None),
                                      handle_key=getattr(args, "handle_key", None),
                                      onesis_config=args.onesis_config,
@@ -146,7 +154,8 @@ def build_view(settings: Settings, site: Site, *, serving: bool = False,
                               settings.onesis_ram_prefix, settings.limits)
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
     view = View(site, settings.override_order, onesis, state_dir, bounded_caches=one_pass,
-                numbering=numbering, serving=serving, fidelity=settings.fidelity)
+                numbering=numbering, serving=serving, fidelity=settings.fidelity,
+                whiteouts=settings.whiteouts)
     # After the view: what building it refuses (an owner no node's passwd has) is refused
     # before the store is made or locked, so a refused mount writes nothing.
     if serving and not reloading and onesis is not None and onesis.policy == "persistent":
@@ -241,5 +250,7 @@ def watch_paths(settings: Settings, site: Site) -> tuple[Path, ...]:
     if settings.onesis_config is not None:
         paths.append(settings.onesis_config.parent)
     if site.warewulf is not None:  # every overlay, distribution ones too (templates)
-        paths += site.warewulf.site.overlays.values()  # type: ignore[attr-defined]
+        overlays = site.warewulf.site.overlays.values()  # type: ignore[attr-defined]
+        # --whiteouts: an overlay's list is beside its rootfs (core/whiteouts.py)
+        paths += [p.parent for p in overlays] if settings.whiteouts else overlays
     return tuple(dict.fromkeys(p for p in paths if p.is_dir()))

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.provenance import Provenance
 from ..core.stack import Stages
 from ..core.view import View
 from ..inspect.diff import Difference, diff
@@ -27,6 +28,7 @@ from ..inspect.explain import (
     LayerFact,
     explain,
     explanation_json,
+    hidden_paths,
     nearby,
 )
 from ..inspect.targets import Target, normalize_path, resolve_target
@@ -286,10 +288,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
     try:
         records = walk(view, top, args.depth, progress.tick)
         assert target.entry is not None
+        hidden = [gone for gone in hidden_paths(tree, target.entry, path)  # --whiteouts
+                  if args.depth is None or _depth_below(path, gone["path"]) <= args.depth]
         if args.json:
             _emit_json_stream({"target": _target_json(target), "override_order": tree.order,
                                "path": path, "depth": args.depth,
-                               "layers": stack_json(target.entry.stages)},
+                               "layers": stack_json(target.entry.stages), "hidden": hidden},
                               "entries", (record_json(view, r) for r in records))
             return EXIT_OK
         style = Style(f"{e.layer.kind}:{e.layer.name}" for s in target.entry.stages for e in s)
@@ -303,9 +307,17 @@ def cmd_preview(args: argparse.Namespace) -> int:
         width = min(48, max(len(_shown_name(view, r)) for r in first))
         for record in itertools.chain(first, records):
             print(_entry_row(view, record, width, style))
+        for gone in hidden:  # not entries: what a whiteout list keeps out of the root
+            shown = Provenance.whiteout(gone["layer"], gone["path"], gone["line"])
+            print(f"  {'(hidden)':>32s}  {gone['path']:{width}s}  "
+                  f"{shown.terminal(gone['path'], style.layer)}")
     finally:
         progress.close()
     return EXIT_OK
+
+
+def _depth_below(top: str, path: str) -> int:
+    return path.count("/") - (0 if top == "/" else top.count("/"))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -356,6 +368,11 @@ def _explain_lines(result: Explanation, view: TreeView, style: Style) -> list[st
         kept = result.updateclient
         lines.append(f"  excluded by si_updateclient: {kept['excluded_by']} ({kept['line']}): "
                      "the node keeps what autoinstall laid; the layers are autoinstall's")
+    if result.whiteout is not None:
+        hidden = result.whiteout
+        what = "hidden" if hidden["hidden"] else "laid again over a whiteout"
+        lines.append(f"  {what}: {style.layer(hidden['layer'])} lists {hidden['path']} "
+                     f"[{hidden['line']}]")
     if result.source is not None:
         lines.append(f"  {result.source} in the layers, lowest first:")
         lines += [_fact_row(number, fact, style)
@@ -387,7 +404,8 @@ def _fact_row(number: int, fact: LayerFact, style: Style) -> str:
     if not fact.present:
         return f"  {number:3d}. [{fact.stage}] {text} {role:26s} missing: skipped"
     if fact.meta is None:
-        return f"  {number:3d}. [{fact.stage}] {text} {role:26s} -"
+        hides = f"{'whiteout':20s} {STEPS['hides']}" if fact.step == "hides" else "-"
+        return f"  {number:3d}. [{fact.stage}] {text} {role:26s} {hides}"
     has = f"{stat.filemode(fact.meta.mode)} {fact.meta.uid}:{fact.meta.gid}"
     step = STEPS.get(fact.step or "", "not laid: its parent directory is not merged")
     mark = "  <- wins" if fact.wins else ""

@@ -171,10 +171,29 @@ def cmd_to_onesis(args: argparse.Namespace) -> int:
         bar.close()
     for limit in done.limits:
         print(f"onesuite: limit: {limit}", file=sys.stderr)
+    _warn_hidden_paths(tree, done.linkbacks)
     print(f"onesuite: wrote the oneSIS image {args.out}: {len(done.hosts)} nodes in "
           f"{len(done.groups)} classes, {len(done.linkbacks)} LINKBACK paths, "
           f"{done.entries:,} entries, {human(done.bytes)} of file content")
     return EXIT_OK
+
+
+def _warn_hidden_paths(tree: Any, linkbacks: list[Any]) -> None:
+    """--whiteouts: oneSIS has no way to hide a path for some nodes. The converted image
+    gives the other nodes LINKBACK lines limited to them (-c/-n): onesuite-fs serves the
+    path absent where no line names the node, but mk-sysimage on a real oneSIS server
+    leaves those nodes a dangling link. Say which paths, never drop them silently."""
+    catalog = tree.store.whiteouts
+    hidden = [lb.path for lb in linkbacks
+              if lb.limited is not None and catalog.covers(lb.path.strip("/"))]
+    if not hidden:
+        return
+    shown = "\n".join(f"  {path}" for path in hidden[:20])
+    more = f"\n  ... and {len(hidden) - 20} more" if len(hidden) > 20 else ""
+    print(f"onesuite: warning: {len(hidden)} path(s) a whiteout list hides for some nodes "
+          "became LINKBACK lines limited to the other nodes: onesuite-fs serves them absent, "
+          "but oneSIS cannot hide a path (mk-sysimage on a real oneSIS server gives those "
+          f"nodes a dangling link):\n{shown}{more}", file=sys.stderr)
 
 
 TO_SYSTEMIMAGER_DESCRIPTION = """\

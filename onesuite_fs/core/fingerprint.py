@@ -41,6 +41,9 @@ def fingerprint(view: Snapshot) -> str:
                 "utf-8", "surrogateescape"))
     for layer_id in sorted(range(len(labels)), key=labels.__getitem__):
         digest.update(f"L\0{labels[layer_id]}\n".encode("utf-8", "surrogateescape"))
+        lists = view.store.whiteouts.get(layer_id)
+        for relpath, _line in sorted(lists.paths()) if lists is not None else ():
+            digest.update(f"W\0{relpath}\n".encode("utf-8", "surrogateescape"))
         pending = [""]
         while pending:
             directory = pending.pop()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from . import openat2
+from . import openat2, whiteouts
 from .bounded import BoundedCache, entries_of
 
 log = logging.getLogger("onesuite.layers")
@@ -136,8 +136,12 @@ class LayerStore:
     readers), only that many entries of recent scans are kept.
     """
 
-    def __init__(self, cache_limit: int | None = None) -> None:
+    def __init__(self, cache_limit: int | None = None, *, read_whiteouts: bool = False) -> None:
         self.layers: list[Layer] = []
+        # --whiteouts: each override's list (whiteouts.py), read when the layer is added, so
+        # a bad list refuses the view (file:line) before anything is merged.
+        self.read_whiteouts = read_whiteouts
+        self.whiteouts = whiteouts.Catalog()
         self._ids: dict[Layer, int] = {}
         self._listings: dict[tuple[int, str], dict[str, Meta] | None] | BoundedCache = (
             {} if cache_limit is None else BoundedCache(entries_of, cache_limit))
@@ -152,9 +156,17 @@ class LayerStore:
             found = self._ids.get(layer)
             if found is not None:
                 return found
+            found = self._whiteouts_of(layer)
             self.layers.append(layer)
             self._ids[layer] = len(self.layers) - 1
+            if found is not None:
+                self.whiteouts.set(len(self.layers) - 1, found)
             return len(self.layers) - 1
+
+    def _whiteouts_of(self, layer: Layer) -> whiteouts.Whiteouts | None:
+        if not self.read_whiteouts or layer.kind not in whiteouts.LAYER_KINDS:
+            return None
+        return whiteouts.read(layer.path, layer.kind)
 
     def layer(self, layer_id: int) -> Layer:
         return self.layers[layer_id]

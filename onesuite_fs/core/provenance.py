@@ -21,6 +21,7 @@ class Kind(Enum):
     PERSISTENT = "persistent"  # a node-private, writable path: state:HOST
     SYNTHETIC = "synthetic"  # an entry no layer has, made by a oneSIS rule: onesis
     DIRECTORY = "directory"  # a plain directory on disk (onesuite diff A dir:PATH)
+    WHITEOUT = "whiteout"  # not an entry: a path a layer's whiteout list hides (--whiteouts)
 
 
 ONESIS = "onesis"  # the label of an entry a oneSIS rule made
@@ -63,6 +64,11 @@ class Provenance:
         """An entry of a plain directory tree: `label` "dir:ROOT", `path` absolute."""
         return cls(Kind.DIRECTORY, label, path, is_dir=is_dir)
 
+    @classmethod
+    def whiteout(cls, label: str, path: str, line: str) -> Provenance:
+        """A path (absolute) the list of layer `label` hides; `line` its file:line."""
+        return cls(Kind.WHITEOUT, label, path, line, "whiteout")
+
     # ----- renderings ---------------------------------------------------------------------
     def _hard_link_note(self) -> str:
         # One inode for every name of a hard-linked file: its source is the first name seen.
@@ -76,6 +82,8 @@ class Provenance:
             return f"onesis: {self.reason}" + (f" ({self.rule})" if self.rule else "")
         if self.kind is Kind.PERSISTENT:
             return f"{self.layer} {self.source} (persistent: {self.reason} {self.rule})"
+        if self.kind is Kind.WHITEOUT:
+            return f"hidden by {self.layer} (whiteout {self.source}, {self.rule})"
         text = f"{self.layer} {self.source}"
         if self.rule is not None and not self.is_dir:
             # A LINKBACK'd directory's origin names its variant only (docs/semantics.md:
@@ -109,6 +117,8 @@ class Provenance:
         where = f"  [{os.path.basename(self.shown_rule)}]" if self.shown_rule else ""
         if self.kind is Kind.SYNTHETIC:
             return f"{paint(self.layer)}: {self.reason}{where}"
+        if self.kind is Kind.WHITEOUT:
+            return f"hidden by {paint(self.layer)}{where}"
         text = paint(self.layer)
         source = self.shown_source
         if source is not None and source != view_path:

@@ -12,7 +12,9 @@ tuple of layers copied by one rsync run:
 Applying a stage onto the tree built so far follows ``rsync -a`` without ``--force`` or
 ``--delete``: a directory merges into a directory and takes the new metadata; a non-directory
 replaces a non-directory or an *empty* directory, but never a non-empty one (rsync: "cannot
-delete non-empty directory"); a directory replaces a non-directory. Nothing is ever deleted.
+delete non-empty directory"); a directory replaces a non-directory. Nothing is ever deleted,
+unless whiteouts are on (``--whiteouts``, whiteouts.py): then a layer's list hides the names
+it lists from what came before it (`_Hiding`), within the same two functions.
 
 Only the layers whose copy of a directory actually took part in it are kept for that directory
 (its *contribution*), and merged listings are cached by (path, contribution): two nodes whose
@@ -32,6 +34,7 @@ from typing import NamedTuple
 
 from .bounded import BoundedCache
 from .layers import LayerStore, Meta
+from .whiteouts import Whiteouts
 
 # Per stage, the ids of the layers whose copy of a directory is merged into it.
 Contribution = tuple[tuple[int, ...], ...]
@@ -136,6 +139,10 @@ class MergeTrace:
         self._stage_rule: str | None = None  # the in-stage rule that picked the stage's entry
         self._decided: str | None = None
         self._refused_since = False  # a later stage was refused by a non-empty directory
+        # --whiteouts: (stage, layer) of every list that names the path, and the last one
+        # that hid a copy of it (from the tree below, or from a later source of its stage).
+        self.whiteouts: list[tuple[int, int]] = []
+        self.hidden_at: tuple[int, int] | None = None
 
     @property
     def rule(self) -> str | None:
@@ -151,10 +158,25 @@ class MergeTrace:
     def in_stage(self, layer: int, step: str) -> None:
         """A source of the current stage (several only with pushoverrides' one rsync)."""
         self.steps[(self._stage, layer)] = step
+        if step == "hidden-by-whiteout":
+            self.hidden_at = self._stage_hider()
         if step == "beats-earlier-source":
             self._stage_rule = "directory-beats-non-directory"
         elif step in ("earlier-source-wins", "merges-into-earlier-source"):
             self._stage_rule = self._stage_rule or "first-source-wins"
+
+    def hides(self, layer: int) -> None:
+        """The list of `layer`, a source of the current stage, names the path."""
+        self.whiteouts.append((self._stage, layer))
+
+    def _stage_hider(self) -> tuple[int, int] | None:
+        return next((key for key in self.whiteouts if key[0] == self._stage), None)
+
+    def hidden_below(self) -> None:
+        """The tree built so far lost the path to a list of the current stage."""
+        self.hidden_at = self._stage_hider()
+        self.winner, self._decided, self._refused_since = None, None, False
+        self.install_keeps = None
 
     def applied(self, layer: int, step: str) -> None:
         """The stage's entry, from `layer`, laid onto the tree built so far."""
@@ -176,6 +198,87 @@ class MergeTrace:
     def keeps(self, stage: int, layer: int) -> None:
         """An install keeps the bytes laid at (stage, layer) under the entry just applied."""
         self.install_keeps = (stage, layer)
+
+
+class _Hiding:
+    """What the whiteouts of one stage's sources do to one directory's names (--whiteouts,
+    whiteouts.py), collected while `_stage_entries` reads the sources in order:
+
+    * `hidden`: name -> the first source whose list hides it; the tree built so far loses
+      the name before the stage is laid (`hide_below`), and every later source's copy is
+      skipped. The hiding source's own copy is laid (an opaque directory).
+    * a source that hides something *below* a name (its list names `dir/x`) takes part in
+      that directory even where it has no copy of it: its layer joins the directory's
+      contribution in stage order, so the merged directory below knows of the list (and is
+      cached apart from the nodes without it). It never makes the directory exist, never
+      gives its metadata and never wins a type conflict.
+    """
+
+    __slots__ = ("hidden", "_blocked", "_joining")
+
+    def __init__(self) -> None:
+        self.hidden: dict[str, int] = {}
+        self._blocked: set[str] = set()  # hidden by an earlier source of this stage
+        self._joining: dict[str, list[int]] = {}  # passing through, no directory met yet
+
+    def source(self, lists: Whiteouts | None, layer: int, path: str, only: str | None,
+               listing: dict[str, Meta], entries: dict[str, _Pending],
+               trace: MergeTrace | None) -> dict[str, Meta]:
+        """The source's listing without what an earlier source hid; notes what it hides."""
+        if self._blocked:
+            shown = {n: m for n, m in listing.items() if n not in self._blocked}
+            if trace is not None and len(shown) != len(listing):
+                trace.in_stage(layer, "hidden-by-whiteout")
+            listing = shown
+        if lists is None:
+            return listing
+        names = lists.hidden.get(path)
+        if names:
+            for name in names if only is None else ([only] if only in names else []):
+                if name in self._blocked:
+                    continue
+                self.hidden.setdefault(name, layer)
+                if trace is not None:
+                    trace.hides(layer)
+        passing = lists.passes.get(path)
+        if passing:
+            for name in passing if only is None else ([only] if only in passing else []):
+                found = listing.get(name)
+                if name in self._blocked or (found is not None and found.is_dir):
+                    continue  # its own directory takes part anyway
+                earlier = entries.get(name)
+                if earlier is not None and earlier.contribution is not None:
+                    earlier.contribution[0] += (layer,)
+                else:
+                    self._joining.setdefault(name, []).append(layer)
+        if names:
+            self._blocked.update(names)  # after its own listing: its own copy stays
+        return listing
+
+    def starts_directory(self, name: str, pending: _Pending) -> None:
+        """A source's directory became the stage's entry: sources passing through it
+        earlier in the stage join it, before it, in stage order."""
+        joining = self._joining.pop(name, None)
+        if joining and pending.contribution is not None:
+            pending.contribution[0] = (*joining, *pending.contribution[0])
+
+    def hide_below(self, state: dict[str, _Pending], trace: MergeTrace | None) -> None:
+        for name in self.hidden:
+            if state.pop(name, None) is not None and trace is not None:
+                trace.hidden_below()
+
+    def join_directories(self, incoming: dict[str, _Pending],
+                         state: dict[str, _Pending]) -> None:
+        """Sources that only pass through a directory the stage did not lay join the one
+        the tree has (as a stage of their own in its contribution)."""
+        for name, layers in self._joining.items():
+            current = state.get(name)
+            laid = incoming.get(name)
+            if current is None or current.contribution is None:
+                continue
+            if laid is not None and current is laid:
+                continue  # laid by this stage: joined in starts_directory already
+            current.contribution.append(tuple(layers))
 
 
 class Resolver:
@@ -237,7 +340,13 @@ class Resolver:
         for stage in contribution:
             if trace is not None:
                 trace.stage_begins()
-            self._apply_stage(path, self._stage_entries(path, stage, only, trace), state, trace)
+            hiding = _Hiding() if self.store.whiteouts else None
+            incoming = self._stage_entries(path, stage, only, trace, hiding)
+            if hiding is not None:
+                hiding.hide_below(state, trace)
+            self._apply_stage(path, incoming, state, trace)
+            if hiding is not None:
+                hiding.join_directories(incoming, state)
         if kept_out is not None:
             kept_out.update((name, (p.kept[0], p.by)) for name, p in state.items()
                             if p.kept is not None)
@@ -279,17 +388,26 @@ class Resolver:
         return found
 
     def _stage_entries(self, path: str, stage: tuple[int, ...], only: str | None = None,
-                       trace: MergeTrace | None = None) -> dict[str, _Pending]:
+                       trace: MergeTrace | None = None,
+                       hiding: _Hiding | None = None) -> dict[str, _Pending]:
         """One rsync run with several sources: the first source wins, a directory beats a
-        non-directory, and the contents of every source's directory are merged."""
+        non-directory, and the contents of every source's directory are merged.
+
+        `hiding` (--whiteouts, whiteouts.py): a source's list hides a name from the sources
+        after it and from the tree built so far (`_Hiding.hide_below`), never its own copy."""
         entries: dict[str, _Pending] = {}
         for layer in stage:
             listing = (self.store.listing(layer, path) or {}) if only is None \
                 else self._one_entry(layer, path, only)
+            if hiding is not None:
+                listing = hiding.source(self.store.whiteouts.get(layer), layer, path, only,
+                                        listing, entries, trace)
             for name, meta in listing.items():
                 found = entries.get(name)
                 if found is None:
                     entries[name] = _Pending(layer, meta, [layer] if meta.is_dir else None)
+                    if hiding is not None and meta.is_dir:
+                        hiding.starts_directory(name, entries[name])
                 elif found.contribution is not None:
                     if meta.is_dir:
                         found.contribution[0] += (layer,)
@@ -301,6 +419,8 @@ class Resolver:
                         trace.in_stage(found.layer, "beaten-by-directory")
                         trace.in_stage(layer, "beats-earlier-source")
                     entries[name] = _Pending(layer, meta, [layer])
+                    if hiding is not None:
+                        hiding.starts_directory(name, entries[name])
                 elif trace is not None:
                     trace.in_stage(layer, "earlier-source-wins")
         return entries
@@ -360,8 +480,10 @@ class Resolver:
         return "quick-check-keeps"
 
     def _is_empty(self, path: str, contribution: list[tuple[int, ...]]) -> bool:
-        # Nothing is ever deleted, so a merged directory is empty exactly when every copy
-        # of it that was merged in was empty.
+        # Without whiteouts nothing is ever deleted, so a merged directory is empty exactly
+        # when every copy of it that was merged in was empty; with them, what it shows counts.
+        if self.store.whiteouts:
+            return not self._merge_children(path, tuple(contribution))
         return not any(self.store.listing(layer, path) for stage in contribution
                        for layer in stage)
 

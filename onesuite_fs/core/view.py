@@ -103,7 +103,8 @@ class View:
     def __init__(self, site: Site, order: str, onesis: OnesisSource | None = None,
                  state_dir: Path | None = None, *, bounded_caches: bool = False,
                  numbering: inodes.Numbering | None = None,
-                 serving: bool = False, fidelity: str = "intent") -> None:
+                 serving: bool = False, fidelity: str = "intent",
+                 whiteouts: bool = False) -> None:
         self.site = site
         # "intent": an override's file shows its own bytes (what the admin meant);
         # "install": what a 4.3 install leaves, rsync's quick check and no xattrs included
@@ -119,7 +120,8 @@ class View:
         # A serving view keeps everything it read (a generation is a snapshot); a one-pass
         # reader keeps only recent listings (docs/architecture.md, "One-pass readers").
         limit = DEFAULT_ENTRY_LIMIT if bounded_caches else None
-        self.store = LayerStore(limit)
+        # whiteouts: each override's list beside it hides paths below it (whiteouts.py).
+        self.store = LayerStore(limit, read_whiteouts=whiteouts)
         # Only autoinstall's passes are rsync -av without -I (pushoverrides' autoinstall
         # passes are too, but its push re-copies with -I: not modelled, semantics.md).
         self.resolver = Resolver(self.store, limit, quick_check=order == "autoinstall",
@@ -227,7 +229,7 @@ class View:
             return self.numbering.dir_ino(ref.entry.slot, ref.path)
         if isinstance(ref, FileRef):
             return self.numbering.backed_ino(self.store.layer(ref.layer).label, ref.path,
-                                             self.file_identity(ref.meta))
+                                             self.ref_identity(ref))
         if isinstance(ref, PrivateRef):
             return self.numbering.dir_ino(ref.entry.slot, ref.path, private=True)
         return self.state_attr(ref).ino
@@ -263,6 +265,15 @@ class View:
     @staticmethod
     def file_identity(meta: Meta) -> bytes:
         return inodes.Numbering.layer_file_identity(meta.mtime_ns, meta.size, meta.mode)
+
+    def ref_identity(self, ref: FileRef) -> bytes:
+        """What a layer file's number is made of besides its layer and path. A path some
+        whiteout list names is numbered apart: a handle a node kept from before a list hid
+        it opens nothing afterwards (whiteouts.Catalog.covers)."""
+        identity = self.file_identity(ref.meta)
+        if self.store.whiteouts.covers(ref.path):
+            identity += b"\0whiteout"
+        return identity
 
     def file_generation(self, ino: int, meta: Meta) -> int:
         """A layer file's generation (its identity is in its number too): a clash of

@@ -138,7 +138,7 @@ class InodeTree:
 
     def _file_ref(self, ref: FileRef) -> int:
         label = self.view.store.layer(ref.layer).label
-        identity = self.view.file_identity(ref.meta)
+        identity = self.view.ref_identity(ref)
         # By the layer's label, not its id: the image's node-root form (image-pass
         # excludes applied) is another layer id over the same files.
         key = (label, ref.path, identity)
@@ -150,7 +150,7 @@ class InodeTree:
             self._files,
             lambda probe: self.numbering.backed_ino(label, ref.path, identity, probe),
             lambda known: (labels(known.layer).label, known.path,
-                           self.view.file_identity(known.meta)) == key, ref)
+                           self.view.ref_identity(known)) == key, ref)
         return ino
 
     def _private_ref(self, ref: PrivateRef) -> int:
@@ -624,12 +624,10 @@ class InodeTree:
                 index: dict[int, FileRef] = {}
                 store = self.view.store
                 for layer_id in range(len(store.layers)):
-                    label = store.layer(layer_id).label
                     for path, meta in store.walk(layer_id):
                         if not meta.is_dir:
-                            number = self.numbering.backed_ino(
-                                label, path, self.view.file_identity(meta))
-                            index.setdefault(number, FileRef(layer_id, path, meta))
+                            ref = FileRef(layer_id, path, meta)
+                            index.setdefault(self.view.number(ref), ref)
                 self._backing_index = index
         ref = self._backing_index.get(ino)
         if ref is None:

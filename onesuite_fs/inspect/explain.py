@@ -18,7 +18,7 @@ from typing import Any
 from ..core.layers import Meta
 from ..core.onesis_rules import LinkBack, class_chain
 from ..core.onesis_view import Attempt, NodeOnesis, chosen_attempt
-from ..core.provenance import Kind
+from ..core.provenance import Kind, Provenance
 from ..core.resolve import Contribution, MergedDir
 from ..core.updateclient import excluding_rule
 from ..core.view import Entry, View
@@ -53,6 +53,9 @@ STEPS = {
     "merges-into-earlier-source": "directory contents merged; metadata from the first source",
     "quick-check-keeps": "not copied (--fidelity install): same size and mtime as the file "
                          "below, so rsync -av only sets its mode and owner",
+    # --whiteouts (core/whiteouts.py)
+    "hides": "its whiteout list hides the path from every layer below it",
+    "hidden-by-whiteout": "not copied: an earlier source's whiteout list hides it",
 }
 
 # The rule that decided the winner (winner["rule"]).
@@ -139,6 +142,9 @@ class Explanation:
     near: dict[str, Any] | None = None  # for a missing path: what is close to it
     # --override-order updateclient: the exclusion that keeps the path as installed
     updateclient: dict[str, Any] | None = None
+    # --whiteouts: the list line that hides the path (or a directory above it), or that a
+    # later layer laid it again over
+    whiteout: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +243,8 @@ def merge_facts(tree: View, entry: Entry, facts: list[LayerFact], layer_ids: lis
                          else (tree.store.listing(layer, parent_source) or {}).get(name))
     trace = tree.resolver.trace(source, parent)
     fact_of = _facts_by_stage(facts, layer_ids, parent)
+    for key in trace.whiteouts:
+        facts[fact_of[key]].step = "hides"
     for key, step in trace.steps.items():
         facts[fact_of[key]].step = step
     if trace.winner is None:
@@ -311,10 +319,74 @@ def explain(tree: View, target: Target, path: str) -> Explanation:
         result.winner = {"layer": winner.layer, "source": result.source, "rule": rule,
                          "line": line,
                          "why": f"{RULES[rule]}; order {ORDER_POLICIES[tree.order]}"}
+    result.whiteout = whiteout_of(tree, entry, facts, layer_ids, source)
     if record is None:
         result.onesis = _hidden_by_service(tree, entry, path) if rule is not None else None
         result.near = nearby(tree, target, path)
     return result
+
+
+def whiteout_of(tree: View, entry: Entry, facts: list[LayerFact],
+                layer_ids: list[int | None], source: str) -> dict[str, Any] | None:
+    """--whiteouts: the list line that hides `source` (relative) or the first directory
+    above it that is hidden, from the merge rule's own trace of each level; or, for a path
+    shown, the last line a later layer laid it again over. None: no list names it."""
+    if not tree.store.whiteouts or not source:
+        return None
+    parts = source.split("/")
+    parent: Contribution | None = entry.contribution
+    for depth in range(1, len(parts) + 1):
+        here = "/".join(parts[:depth])
+        if parent is None:
+            return None  # a non-directory on the way: nothing below it to hide
+        trace = tree.resolver.trace(here, parent)
+        key = trace.hidden_at
+        if key is not None and trace.winner is None:
+            return _whiteout_json(tree, facts, layer_ids, parent, key, here, hidden=True)
+        if trace.winner is None:
+            return None  # no layer has it: nothing hidden
+        if depth == len(parts):
+            return (_whiteout_json(tree, facts, layer_ids, parent, key, here, hidden=False)
+                    if key is not None else None)
+        found = tree.resolver.child(None, here.rpartition("/")[0], parent, parts[depth - 1])
+        parent = found.contribution if found is not None else None
+    return None
+
+
+def hidden_paths(tree: View, entry: Entry, under: str = "/") -> list[dict[str, Any]]:
+    """--whiteouts: every path at or below `under` (absolute) that a list of the entry's
+    stack hides from its root (the highest hidden directory, not what is below it), each as
+    explain's `whiteout` says it (path, layer, line). Lists are short: each listed path is
+    traced as explain traces it."""
+    if not tree.store.whiteouts:
+        return []
+    facts, layer_ids = stack_facts(tree, entry)
+    prefix = under.strip("/")
+    found: dict[str, dict[str, Any]] = {}
+    for layer in dict.fromkeys(i for i in layer_ids if i is not None):
+        lists = tree.store.whiteouts.get(layer)
+        for relpath, _line in lists.paths() if lists is not None else ():
+            if prefix and relpath != prefix and not relpath.startswith(prefix + "/"):
+                continue
+            hidden = whiteout_of(tree, entry, facts, layer_ids, relpath)
+            if hidden is not None and hidden["hidden"]:
+                found.setdefault(hidden["path"], hidden)
+    return [found[path] for path in sorted(found)]
+
+
+def _whiteout_json(tree: View, facts: list[LayerFact], layer_ids: list[int | None],
+                   parent: Contribution, key: tuple[int, int], listed: str, *,
+                   hidden: bool) -> dict[str, Any]:
+    fact = facts[_facts_by_stage(facts, layer_ids, parent)[key]]
+    lists = tree.store.whiteouts.get(key[1])
+    assert lists is not None
+    where = lists.where(listed)
+    return {"hidden": hidden, "path": _abs(listed), "layer": fact.layer, "line": where,
+            "origin": Provenance.whiteout(fact.layer, _abs(listed), where).xattr_text(),
+            "why": (f"{fact.layer}'s whiteout list hides {_abs(listed)} from every layer "
+                    "below it" if hidden else
+                    f"{fact.layer}'s whiteout list hides it from the layers below; a later "
+                    "layer lays it again")}
 
 
 def _hidden_by_service(tree: View, entry: Entry, path: str) -> dict[str, Any] | None:
@@ -380,4 +452,5 @@ def explanation_json(result: Explanation, view: TreeView) -> dict[str, Any]:
         "winner": result.winner,
         "near": result.near,
         "updateclient": result.updateclient,
+        "whiteout": result.whiteout,
     }
