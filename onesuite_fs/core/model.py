@@ -43,11 +43,17 @@ class Group:
     ip_range: str | None = None
     domain: str | None = None
     source: str = ""  # file:line, for messages
+    # The <priority> text is exactly "0": Perl's `or` reads that string (and only it, not
+    # "00" or " 0 ") as false, so sort_group ranks the group MAXINT (HostRange.pm:239-240).
+    priority_perl_false: bool = False
 
     @property
     def rank(self) -> tuple[int, str]:
-        """SystemImager's sort_group key: priority (missing or 0 = MAXINT), then name."""
-        return (self.priority or MAXINT, self.name.lower())
+        """SystemImager's sort_group key: priority (missing or written "0" = MAXINT), then
+        name. "00" or a 0 with spaces around is priority 0, the most important."""
+        if self.priority is None or self.priority_perl_false:
+            return (MAXINT, self.name.lower())
+        return (self.priority, self.name.lower())
 
 
 @dataclass(frozen=True)
