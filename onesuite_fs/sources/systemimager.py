@@ -21,13 +21,11 @@ from .cluster_xml import parse_cluster_xml, run_dynamic_node
 from .layer_roots import LayerPlaces, has_dotdot
 from .options import SiteOptions
 from .scripts import ScriptOverrides, node_scripts
+from .server_conf import appconfig_values, rsyncd_module_paths
 
 # si_lsimage skips these rsync modules: they are not images (domain.md A.1.2).
 RESERVED_MODULES = {"scripts", "boot", "overrides", "torrents"}
-_CONF_LINE = re.compile(r"^\s*([A-Z_]+)\s*=\s*(.*?)\s*$")
 _STUB_NAME = re.compile(r"^\d+")
-_SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*$")
-_PATH_KEY = re.compile(r"^\s*path\s*=\s*(\S+)\s*$")
 
 
 def under_root(root: Path, server_path: str) -> Path:
@@ -36,16 +34,11 @@ def under_root(root: Path, server_path: str) -> Path:
 
 
 def read_systemimager_conf(path: Path) -> dict[str, tuple[str, int]]:
-    """KEY -> (value, line) of systemimager.conf (classic format); missing file = {}."""
+    """KEY (upper case) -> (value, line) of systemimager.conf as AppConfig reads it
+    (sources/server_conf.py); missing file = {}."""
     if not path.is_file():
         return {}
-    values = {}
-    for number, raw in enumerate(path.read_text(errors="surrogateescape").splitlines(), 1):
-        line = raw.split("#", 1)[0]
-        match = _CONF_LINE.match(line)
-        if match:
-            values[match.group(1)] = (match.group(2), number)
-    return values
+    return appconfig_values(path.read_text(errors="surrogateescape"))
 
 
 def resolve_layout(settings: SiteOptions) -> SiteLayout:
@@ -103,18 +96,9 @@ def read_rsync_stubs(stub_dir: Path) -> dict[str, StubPath]:
         stub = stub_dir / name
         if not stub.is_file():
             continue
-        section = None
         text = stub.read_text(errors="surrogateescape")
-        for number, raw in enumerate(text.splitlines(), 1):
-            if raw.lstrip().startswith(("#", ";")):
-                continue
-            header = _SECTION.match(raw)
-            if header:
-                section = header.group(1).strip()
-                continue
-            path = _PATH_KEY.match(raw)
-            if path and section is not None:
-                modules[section] = StubPath(path.group(1), str(stub), number)
+        for module, (value, number) in rsyncd_module_paths(text).items():
+            modules[module] = StubPath(value, str(stub), number)
     return modules
 
 
@@ -227,19 +211,8 @@ def _stub_path_line(image: Image) -> tuple[str | None, int | None]:
     """Where the rsync stub that named an image says its path= (for the message only)."""
     if not image.found_by.startswith("rsync stub "):
         return None, None
-    stub = image.found_by.removeprefix("rsync stub ").rpartition(":")[0]  # "FILE:LINE"
-    section = None
-    try:
-        lines = Path(stub).read_text(errors="surrogateescape").splitlines()
-    except OSError:
-        return stub, None
-    for number, raw in enumerate(lines, 1):
-        header = _SECTION.match(raw)
-        if header:
-            section = header.group(1).strip()
-        elif section == image.name and _PATH_KEY.match(raw):
-            return stub, number
-    return stub, None
+    stub, _, line = image.found_by.removeprefix("rsync stub ").rpartition(":")  # "FILE:LINE"
+    return stub, int(line) if line.isdigit() else None
 
 
 def layer_places(settings: SiteOptions, layout: SiteLayout) -> LayerPlaces:
