@@ -136,3 +136,76 @@ def test_mount_follows_stub_and_conf_spellings(tmp_path, mount_site):
 
 MINIMAL_XML = """<xml><name>all</name><override>all</override>
 <group><name>G</name><image>img</image><node>n1</node></group></xml>"""
+
+
+LINKS_XML = """<xml><name>all</name><override>all</override>
+<group><name>G</name><image>img</image><node>n1-n6</node></group>
+<group><name>A</name><priority>1</priority><image>alias</image><node>a1</node></group>
+<group><name>E</name><priority>1</priority><image>escape</image><node>e1</node></group>
+</xml>"""
+
+
+def links_site(tmp_path):
+    """Host overrides n1..n6 and images img/alias/escape, with symlinks inside and out."""
+    root = make_site(tmp_path / "site", LINKS_XML, images=("img",), overrides=("n1",))
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "shadow").write_text("root:$6$server-secret\n")
+    overrides = root / "var/lib/systemimager/overrides"
+    os.symlink("n1", overrides / "n2")  # inside: rsyncd delivers n1's files
+    os.symlink("n2", overrides / "n3")  # a chain that stays inside
+    os.symlink(secret, overrides / "n4")  # out, absolute
+    os.symlink("../..", overrides / "n5")  # out, climbing
+    os.symlink(secret, overrides / "hop")
+    os.symlink("hop", overrides / "n6")  # a chain that leaves
+    images = root / "var/lib/systemimager/images"
+    os.symlink("img", images / "alias")  # a module whose path= is a symlink inside
+    os.symlink(secret, images / "escape")
+    stubs = root / "etc/systemimager/rsync_stubs"
+    (stubs / "40alias").write_text("[alias]\n\tpath=/var/lib/systemimager/images/alias\n")
+    (stubs / "40escape").write_text("[escape]\n\tpath=/var/lib/systemimager/images/escape\n")
+    return root, secret
+
+
+def test_symlinked_layers_inside_are_followed_outside_break_only_their_nodes(tmp_path):
+    root, _secret = links_site(tmp_path)
+    site = load_site(Settings(root=root))
+    assert sorted(site.nodes) == ["a1", "n1", "n2", "n3"]
+    assert sorted(site.broken) == ["e1", "n4", "n5", "n6"]
+    overrides = root / "var/lib/systemimager/overrides"
+    real_n1 = overrides.resolve() / "n1"
+    assert site.override_real("n2") == (real_n1, None) == site.override_real("n3")
+    assert site.images["alias"].real == (root / "var/lib/systemimager/images/img").resolve()
+    assert "is a symlink to" in site.broken["n4"].message
+    assert "node n4 uses it" in site.broken["n4"].message
+    assert "image 'escape'" in site.broken["e1"].message
+    assert site.broken["e1"].line == 2  # the stub's path= line
+
+
+@needs_root_fuse()
+@pytest.mark.mount
+def test_mount_follows_links_inside_and_never_a_link_swapped_later(tmp_path, mount_site):
+    import errno
+    root, secret = links_site(tmp_path)
+    (root / "var/lib/systemimager/overrides/n1/sub").mkdir()
+    (root / "var/lib/systemimager/overrides/n1/sub/unread").write_text("n1")
+    mount = mount_site(root, "--no-watch")
+    assert sorted(os.listdir(mount.mountpoint / "nodes")) == ["a1", "n1", "n2", "n3"]
+    assert (mount.node("n2") / "from-n1").read_text() == "n1"
+    assert (mount.node("n3") / "from-n1").read_text() == "n1"
+    assert (mount.node("a1") / "etc/image").read_text() == "img"
+    for view in ("nodes/n1", "nodes/n2", "groups/G", "images/img"):
+        assert not (mount.mountpoint / view / "shadow").exists()
+    # After the load: n2 pointed at the secret; the mount keeps n1's directory (its real
+    # path), and when n1 itself becomes a link to the secret, nothing is followed.
+    overrides = root / "var/lib/systemimager/overrides"
+    (overrides / "n2").unlink()
+    os.symlink(secret, overrides / "n2")
+    assert sorted(os.listdir(mount.node("n2"))) == ["etc", "from-n1", "sub"]
+    (overrides / "n1").rename(tmp_path / "old-n1")
+    os.symlink(secret, overrides / "n1")
+    with pytest.raises(OSError) as err:
+        (mount.node("n2") / "sub/unread").read_text()  # first opened now: checked on open
+    assert err.value.errno == errno.EIO
+    assert "not followed" in (tmp_path / "mnt.log").read_text()
+    assert not (mount.node("n1") / "shadow").exists()

@@ -135,6 +135,9 @@ class Site:
     # overrides elsewhere (name -> (real path, allow_layers_outside entry)).
     overrides_real_dir: Path | None = None
     overrides_elsewhere: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    # Overrides that are symlinks to a directory inside the overrides directory, as rsyncd
+    # follows them: name -> that directory's real path (sources/layer_roots.py).
+    overrides_linked: dict[str, Path] = field(default_factory=dict)
     # A Warewulf site's stacks (sources/warewulf_build.WarewulfStacks): stack.py asks it for
     # each view's stages instead of laying SystemImager overrides. None for SystemImager.
     warewulf: object | None = None
@@ -154,6 +157,9 @@ class Site:
         elsewhere = self.overrides_elsewhere.get(name)
         if elsewhere is not None:
             return elsewhere
+        linked = self.overrides_linked.get(name)
+        if linked is not None:
+            return linked, None
         if self.overrides_real_dir is None or name not in self.present_overrides:
             return None, None
         return self.overrides_real_dir / name, None

@@ -224,11 +224,16 @@ def layer_places(settings: SiteOptions, layout: SiteLayout) -> LayerPlaces:
 
 
 def place_images(images: dict[str, Image], layout: SiteLayout, places: LayerPlaces,
-                 used: set[str], warn: Callable[[str], None]) -> dict[str, Image]:
-    """The images that may be served, each with its real path. An image elsewhere (a
-    symlink, '..', a symlinked directory on the way) is refused, unless allowed; an unused
-    entry of the images directory is only skipped (a convenience link of the admin's)."""
+                 used: set[str], warn: Callable[[str], None]
+                 ) -> tuple[dict[str, Image], dict[str, ConfigError]]:
+    """The images that may be served, each with its real path, and the used ones that may
+    not (name -> why). An image elsewhere (a symlink leaving its directory, '..', a
+    symlinked directory on the way) is refused, unless allowed: only the nodes using it are
+    broken, as upstream only their rsync of the module fails. A symlink to a directory
+    inside the images directory is served as that directory, as rsyncd follows it. An
+    unused entry of the images directory is only skipped (a convenience link of the admin's)."""
     placed: dict[str, Image] = {}
+    refused: dict[str, ConfigError] = {}
     for name, image in images.items():
         home = image.path.parent if image.found_by == "configuration file" else layout.images_dir
         file, _, line = image.found_by.removeprefix("rsync stub ").rpartition(":")
@@ -240,14 +245,16 @@ def place_images(images: dict[str, Image], layout: SiteLayout, places: LayerPlac
                 file=file if from_stub else None, line=int(line) if from_stub else None,
                 fix="fix the stub's path=" if from_stub else "")
         except ConfigError as exc:
-            if image.found_by == "images directory" and name not in used:
-                warn(f"{exc.message}; not served (no group uses it)")
+            if name not in used:
+                if image.found_by == "images directory":
+                    warn(f"{exc.message}; not served (no group uses it)")
                 continue
-            raise
+            refused[name] = exc
+            continue
         if placement is None:
             continue  # no directory: assign_images has said whether that matters
         placed[name] = replace(image, real=placement.real, allowed_by=placement.allowed_by)
-    return placed
+    return placed, refused
 
 
 def used_override_names(cluster: Cluster, images: dict[str, Image],
@@ -262,36 +269,87 @@ def used_override_names(cluster: Cluster, images: dict[str, Image],
     return names
 
 
+class PlacedOverrides(NamedTuple):
+    present: frozenset[str]  # names that exist and may be laid
+    real_dir: Path | None  # the overrides directory's real path
+    elsewhere: dict[str, tuple[Path, Path]]  # name -> (real path, allowed_by)
+    linked: dict[str, Path]  # symlinks inside the overrides directory -> the real directory
+    refused: dict[str, ConfigError]  # used ones that lead outside: name -> why
+
+
 def place_overrides(overrides_dir: Path, places: LayerPlaces, used: set[str]
-                    ) -> tuple[frozenset[str], Path | None, dict[str, tuple[Path, Path]]]:
-    """The override directories that exist and may be laid: (names, real path of the
-    overrides directory, those elsewhere: name -> (real path, allowed_by)). An override
-    that is a symlink or lies elsewhere is refused, unless allowed, when a stack uses it."""
+                    ) -> PlacedOverrides:
+    """The override directories that exist and may be laid. A symlink to a directory inside
+    the overrides directory is laid as that directory (rsyncd follows it); an override that
+    leads elsewhere is refused, unless allowed, when a stack uses it: `refused`, which costs
+    only the nodes laying it."""
     try:
         entries = list(os.scandir(overrides_dir))
     except (FileNotFoundError, NotADirectoryError):
-        return frozenset(), None, {}
+        return PlacedOverrides(frozenset(), None, {}, {}, {})
     present: set[str] = set()
     elsewhere: dict[str, tuple[Path, Path]] = {}
+    linked: dict[str, Path] = {}
+    refused: dict[str, ConfigError] = {}
     home_inside = bool(entries) and places.home_is_inside(overrides_dir)
+    real_dir = Path(os.path.realpath(overrides_dir))
     for entry in entries:
         if entry.name not in used or not entry.is_dir():
-            continue  # no stack lays it: never opened
+            continue  # no stack lays it (or a link to no directory): never opened
         what = f"override {entry.name!r}"
         if not entry.is_symlink() and home_inside:
             present.add(entry.name)  # the common case: one check for the directory
             continue
-        if entry.is_symlink():
-            placement = places.place(Path(entry.path), overrides_dir, what,
-                                     fix="replace the symlink by the directory")
-        else:
-            placement = places.place_child(overrides_dir, entry.name, what)
+        try:
+            if entry.is_symlink():
+                placement = places.place(Path(entry.path), overrides_dir, what,
+                                         fix="replace the symlink by the directory")
+            else:
+                placement = places.place_child(overrides_dir, entry.name, what)
+        except ConfigError as exc:
+            refused[entry.name] = exc
+            continue
         if placement is None:
             continue
         present.add(entry.name)
         if placement.allowed_by is not None:
             elsewhere[entry.name] = (placement.real, placement.allowed_by)
-    return frozenset(present), Path(os.path.realpath(overrides_dir)), elsewhere
+        elif placement.real != real_dir / entry.name:
+            linked[entry.name] = placement.real
+    return PlacedOverrides(frozenset(present), real_dir, elsewhere, linked, refused)
+
+
+def node_override_names(node: Node, cluster: Cluster,
+                        scripts: dict[str, ScriptOverrides]) -> set[str]:
+    """Every override name the node's stack may lay (any --override-order)."""
+    names = {node.name, node.image, *cluster.global_overrides}
+    for group in cluster.groups_of(node.name):
+        names.update(group.overrides)
+    script = scripts.get(node.name)
+    if script is not None:
+        names.update(w for w in script.words if not w.startswith("$"))
+    return names
+
+
+def break_nodes_of_refused_layers(nodes: dict[str, Node], cluster: Cluster,
+                                  scripts: dict[str, ScriptOverrides],
+                                  images: dict[str, ConfigError],
+                                  overrides: dict[str, ConfigError]
+                                  ) -> dict[str, ConfigError]:
+    """The nodes that use a refused image or override, each with the first such layer's
+    error; they are removed from `nodes`."""
+    broken: dict[str, ConfigError] = {}
+    for host, node in list(nodes.items()):
+        error = images.get(node.image)
+        if error is None and overrides:
+            bad = sorted(node_override_names(node, cluster, scripts) & overrides.keys())
+            error = overrides[bad[0]] if bad else None
+        if error is not None:
+            broken[host] = ConfigError(f"{error.message}; node {host} uses it, and is not "
+                                       "served", file=error.file, line=error.line,
+                                       column=error.column, hint=error.hint)
+            del nodes[host]
+    return broken
 
 
 def load_site(settings: SiteOptions) -> Site:
@@ -308,13 +366,18 @@ def load_site(settings: SiteOptions) -> Site:
     if settings.strict:
         refuse_broken(broken)
     used_images = {group.image for group in cluster.groups if group.image}
-    images = place_images(images, layout, places, used_images, warnings.append)
+    images, refused_images = place_images(images, layout, places, used_images, warnings.append)
     scripts, chosen = node_scripts(layout.scripts_dir,
                                    {h: (n.groups, n.image) for h, n in nodes.items()},
                                    warnings.append)
-    present, overrides_real, elsewhere = place_overrides(
-        layout.overrides_dir, places, used_override_names(cluster, images, scripts))
+    overrides = place_overrides(layout.overrides_dir, places,
+                                used_override_names(cluster, images, scripts))
+    broken.update(break_nodes_of_refused_layers(nodes, cluster, scripts, refused_images,
+                                                overrides.refused))
+    if settings.strict:
+        refuse_broken(broken)
     return Site(layout=layout, cluster=cluster, images=images, nodes=nodes,
-                warnings=tuple(warnings), present_overrides=present,
-                overrides_real_dir=overrides_real, overrides_elsewhere=elsewhere,
-                broken=broken, scripts=scripts, chosen_scripts=chosen)
+                warnings=tuple(warnings), present_overrides=overrides.present,
+                overrides_real_dir=overrides.real_dir, overrides_elsewhere=overrides.elsewhere,
+                overrides_linked=overrides.linked, broken=broken, scripts=scripts,
+                chosen_scripts=chosen)
