@@ -209,3 +209,40 @@ def test_mount_follows_links_inside_and_never_a_link_swapped_later(tmp_path, mou
     assert err.value.errno == errno.EIO
     assert "not followed" in (tmp_path / "mnt.log").read_text()
     assert not (mount.node("n1") / "shadow").exists()
+
+
+@needs_root_fuse()
+@pytest.mark.mount
+def test_overrides_and_scripts_come_from_their_rsync_modules(tmp_path, mount_site):
+    # systemimager.conf names one overrides directory, the [overrides] module serves
+    # another: clients fetch ::overrides/NAME/, so the module's path= wins; the same for
+    # [scripts] (the master script's OVERRIDES, cluster.txt).
+    root = make_site(tmp_path / "site", MINIMAL_XML, images=("img",), overrides=("all",))
+    served = root / "srv/si/overrides"
+    (served / "all").mkdir(parents=True)
+    (served / "all/from-module").write_text("module")
+    scripts = root / "srv/si/scripts"
+    scripts.mkdir(parents=True)
+    (scripts / "img.master").write_text('#!/bin/sh\nOVERRIDES="extra $GROUP_OVERRIDES"\n')
+    (served / "extra").mkdir()
+    (served / "extra/from-script").write_text("script")
+    (root / "etc/systemimager/systemimager.conf").write_text(
+        "DEFAULT_OVERRIDE_DIR = /var/lib/systemimager/overrides\n")
+    (root / "etc/systemimager/rsync_stubs/10header").write_text(
+        "uid = root\n[overrides]\n  path = /srv/si/overrides\n[scripts]\npath=/srv/si/scripts\n")
+    site = load_site(Settings(root=root))
+    assert site.layout.overrides_dir == served and site.layout.scripts_dir == scripts
+    mount = mount_site(root, "--no-watch")
+    assert sorted(os.listdir(mount.node("n1"))) == ["etc", "from-module", "from-script"]
+
+
+@pytest.mark.parametrize("path", ["/srv/../../etc", "/", "/../.."])
+def test_an_overrides_module_may_not_leave_the_tree(tmp_path, path):
+    from onesuite_fs.core.errors import ConfigError
+    root = make_site(tmp_path / "site", MINIMAL_XML, images=("img",))
+    stub = root / "etc/systemimager/rsync_stubs/10header"
+    stub.write_text(f"[overrides]\npath = {path}\n")
+    with pytest.raises(ConfigError) as err:
+        load_site(Settings(root=root))
+    assert err.value.file == str(stub) and err.value.line == 2
+    assert "leaves the server's tree" in err.value.message

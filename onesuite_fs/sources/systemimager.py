@@ -49,9 +49,12 @@ def resolve_layout(settings: SiteOptions) -> SiteLayout:
     conf_file = config_dir / "systemimager.conf"
     conf = read_systemimager_conf(conf_file)
 
-    def pick(explicit: Path | None, key: str, default: str) -> Path:
+    def pick(explicit: Path | None, key: str, default: str,
+             module: StubPath | None = None) -> Path:
         if explicit is not None:
             return explicit
+        if module is not None:
+            return _module_dir(root, key, module)
         value, line = conf.get(key) or (default, None)
         if not value:
             value, line = default, None
@@ -63,19 +66,34 @@ def resolve_layout(settings: SiteOptions) -> SiteLayout:
                                    f"(the default is {default})")
         return under_root(root, value)
 
+    stubs_dir = pick(settings.rsync_stubs_dir, "RSYNC_STUB_DIR", "/etc/systemimager/rsync_stubs")
+    # Clients fetch ::overrides/NAME/ and ::scripts/ (4.3 etc/rsync_stubs/10header lines
+    # 43-47 define both modules with their own path=): where rsyncd serves them wins.
+    modules = read_rsync_stubs(stubs_dir)
     return SiteLayout(
         root=root,
         config_dir=config_dir,
         cluster_xml=settings.cluster_xml or config_dir / "cluster.xml",
-        rsync_stubs_dir=pick(settings.rsync_stubs_dir, "RSYNC_STUB_DIR",
-                             "/etc/systemimager/rsync_stubs"),
+        rsync_stubs_dir=stubs_dir,
         images_dir=pick(settings.images_dir, "DEFAULT_IMAGE_DIR",
                         "/var/lib/systemimager/images"),
         overrides_dir=pick(settings.overrides_dir, "DEFAULT_OVERRIDE_DIR",
-                           "/var/lib/systemimager/overrides"),
+                           "/var/lib/systemimager/overrides", modules.get("overrides")),
         scripts_dir=pick(settings.scripts_dir, "AUTOINSTALL_SCRIPT_DIR",
-                         "/var/lib/systemimager/scripts"),
+                         "/var/lib/systemimager/scripts", modules.get("scripts")),
     )
+
+
+def _module_dir(root: Path, key: str, module: StubPath) -> Path:
+    """The directory an [overrides] or [scripts] stub serves, under --root: no '..', not
+    the root itself (as for an image's path=, and as for systemimager.conf's `key`)."""
+    if has_dotdot(module.server_path) or under_root(root, module.server_path) == root:
+        raise ConfigError(f"path={module.server_path} leaves the server's tree (--root "
+                          f"{root}): a directory with '..' or the root itself",
+                          file=module.file, line=module.line,
+                          hint=f"name the directory by its absolute path without '..' "
+                               f"(it replaces {key} of systemimager.conf)")
+    return under_root(root, module.server_path)
 
 
 class StubPath(NamedTuple):
