@@ -246,3 +246,30 @@ def test_an_overrides_module_may_not_leave_the_tree(tmp_path, path):
         load_site(Settings(root=root))
     assert err.value.file == str(stub) and err.value.line == 2
     assert "leaves the server's tree" in err.value.message
+
+
+NO_IMAGE_XML = """<xml><name>all</name><override>all</override>
+<group><name>G</name><image>img</image><node>n1</node></group>
+<group><name>bare</name><node>b1-b3</node></group></xml>"""
+
+
+@needs_root_fuse()
+@pytest.mark.mount
+def test_a_node_without_a_group_image_installs_its_scripts_imagename(tmp_path, mount_site):
+    # b1 runs bare.master (its group's script), which si_mkautoinstallscript wrote for image
+    # other: `[ -z $IMAGENAME ] && IMAGENAME=other` (4.3 Server.pm:1991-1993).
+    root = make_site(tmp_path / "site", NO_IMAGE_XML, images=("img", "other"))
+    scripts = root / "var/lib/systemimager/scripts"
+    scripts.mkdir(parents=True)
+    (scripts / "bare.master").write_text(
+        "#!/bin/sh\n[ -z $IMAGENAME ] && IMAGENAME=other\nOVERRIDES=\"$GROUP_OVERRIDES\"\n")
+    (scripts / "b2.sh").write_text("#!/bin/sh\nIMAGENAME=gone\n")
+    (scripts / "b3.sh").write_text("#!/bin/sh\nIMAGENAME=$(hostname)\n")
+    site = load_site(Settings(root=root))
+    assert site.nodes["b1"].image == "other"
+    assert "image 'gone' does not exist" in site.broken["b2"].message
+    assert site.broken["b2"].file == str(scripts / "b2.sh") and site.broken["b2"].line == 2
+    assert "has no image" in site.broken["b3"].message  # not a name: never run or guessed
+    mount = mount_site(root, "--no-watch")
+    assert (mount.node("b1") / "etc/image").read_text() == "other"
+    assert sorted(os.listdir(mount.mountpoint / "nodes")) == ["b1", "n1"]

@@ -20,7 +20,7 @@ from .cluster_txt import parse_cluster_txt
 from .cluster_xml import parse_cluster_xml, run_dynamic_node
 from .layer_roots import LayerPlaces, has_dotdot
 from .options import SiteOptions
-from .scripts import ScriptOverrides, node_scripts
+from .scripts import ScriptOverrides, node_scripts, script_image
 from .server_conf import appconfig_values, rsyncd_module_paths
 
 # si_lsimage skips these rsync modules: they are not images (domain.md A.1.2).
@@ -159,16 +159,31 @@ def read_cluster(layout: SiteLayout, settings: SiteOptions,
              "or name the file with cluster_xml in the --config file")
 
 
-def assign_images(cluster: Cluster, images: dict[str, Image]
+def assign_images(cluster: Cluster, images: dict[str, Image], scripts_dir: Path | None = None
                   ) -> tuple[dict[str, Node], dict[str, ConfigError]]:
-    """Each node's image: the most important of its groups that names one (A.3.3). A node
-    without one, or whose image does not exist or has no directory, is broken (the error
-    says which file and line asked for it): upstream, only that node's install fails."""
+    """Each node's image: the most important of its groups that names one (A.3.3), else the
+    IMAGENAME its autoinstall script sets (4.3 Server.pm lines 1991-1993: `[ -z $IMAGENAME ]
+    && IMAGENAME=...`, read from `scripts_dir`). A node without one, or whose image does not
+    exist or has no directory, is broken (the error says which file and line asked for it):
+    upstream, only that node's install fails."""
     nodes: dict[str, Node] = {}
     broken: dict[str, ConfigError] = {}
     for host in cluster.hosts():
         groups = cluster.groups_of(host)
         chosen = next((g for g in groups if g.image), None)
+        from_script = (script_image(scripts_dir, host, tuple(g.name for g in groups))
+                       if chosen is None and scripts_dir is not None else None)
+        if from_script is not None:
+            script, line, image = from_script
+            if image not in images:
+                broken[host] = ConfigError(
+                    f"image {image!r} does not exist; node {host} (no group names an image) "
+                    f"runs {script.name}, whose IMAGENAME asked for it", file=str(script),
+                    line=line, hint="create the image, or add an <image> to one of the "
+                                    "node's groups")
+                continue
+            nodes[host] = Node(host, tuple(g.name for g in groups), image)
+            continue
         if chosen is None:
             file, line = _source_of(groups[0].source, cluster.source)
             broken[host] = ConfigError(
@@ -379,11 +394,12 @@ def load_site(settings: SiteOptions) -> Site:
     places = layer_places(settings, layout)
     cluster = read_cluster(layout, settings, warnings.append)
     images = discover_images(layout, settings.images)
-    nodes, broken = assign_images(cluster, images)
+    nodes, broken = assign_images(cluster, images, layout.scripts_dir)
     broken = {**cluster.broken, **broken}
     if settings.strict:
         refuse_broken(broken)
     used_images = {group.image for group in cluster.groups if group.image}
+    used_images |= {node.image for node in nodes.values()}  # an IMAGENAME of a script too
     images, refused_images = place_images(images, layout, places, used_images, warnings.append)
     scripts, chosen = node_scripts(layout.scripts_dir,
                                    {h: (n.groups, n.image) for h, n in nodes.items()},
