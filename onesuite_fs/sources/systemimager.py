@@ -336,6 +336,7 @@ def place_overrides(overrides_dir: Path, places: LayerPlaces, used: set[str]
         try:
             if entry.is_symlink():
                 placement = places.place(Path(entry.path), overrides_dir, what,
+                                         file=str(overrides_dir),
                                          fix="replace the symlink by the directory")
             else:
                 placement = places.place_child(overrides_dir, entry.name, what)
