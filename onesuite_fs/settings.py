@@ -29,6 +29,7 @@ The file can name every path and policy explicitly (example in docs/configuratio
     enabled = true                    # read each node's /etc/sysimage.conf when it has one
     config = "/etc/onesuite/sysimage.conf"   # one file for every node instead
     link_policy = "ram"               # RAM*/LINK* paths: "ram" or "persistent"
+    range_numbers = "value"           # or "exact": node007 not in node[1-128]
     ram_prefix = "/ram"
     state_dir = "/var/lib/onesuite-fs/state" # persistent paths live here, per node
 
@@ -80,7 +81,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                "fidelity": str, "whiteouts": bool},
     "mount": {"cache_timeout": (int, float), "handle_key": str},
     "onesis": {"enabled": bool, "config": str, "link_policy": str, "ram_prefix": str,
-               "state_dir": str},
+               "state_dir": str, "range_numbers": str},
     "nfs": {"bind": str, "port": int, "protocols": str, "state_dir": str, "addresses": dict,
             "privileged_ports": bool, "attr_expiration": int},
     "warewulf": {"root": str, "render_cache": str},
@@ -116,6 +117,8 @@ class Settings:
     onesis_link_policy: str = "ram"
     onesis_ram_prefix: str = "/ram"
     onesis_state_dir: Path | None = None
+    # "value": node007 is in node[1-128] (oneSIS manual node36); "exact": only as written.
+    onesis_range_numbers: str = "value"
     # [nfs]: read by onesuite_fs.nfs only (the core never looks at them).
     nfs_bind: str | None = None
     nfs_port: int | None = None
@@ -230,6 +233,11 @@ def load_settings(path: Path) -> Settings:
         check_fidelity(values["fidelity"], filename)
     if "onesis_link_policy" in values:
         check_link_policy(values["onesis_link_policy"], filename)
+    if values.get("onesis_range_numbers", "value") not in ("value", "exact"):
+        raise ConfigError(f"[onesis] range_numbers {values['onesis_range_numbers']!r} is "
+                          "neither \"value\" nor \"exact\"", file=filename,
+                          hint='"value" (node007 is in node[1-128]) or "exact" (only as the '
+                               'range writes it)')
     if "limits" in values:
         try:
             values["limits"] = Limits(**values["limits"])

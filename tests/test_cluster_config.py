@@ -115,9 +115,11 @@ def test_site_images_from_rsync_stubs_under_root(tmp_path):
     (stub_dir / "40img").write_text("[img]\n\tpath=/srv/elsewhere/img\n\n")
     (stub_dir / "40img~").write_text("[img]\n\tpath=/wrong\n\n")  # editor backup: ignored
     (tmp_path / "srv/elsewhere/img").mkdir(parents=True)
-    # Outside the images directory: refused unless that place is allowed (test_layer_roots).
+    # Outside the images directory: refused unless that place is allowed (test_layer_roots);
+    # only its nodes are not served (issue 16 item 4), --strict refuses the site.
+    assert "outside the directory" in load_site(Settings(root=tmp_path)).broken["n1"].message
     with pytest.raises(ConfigError, match="outside the directory"):
-        load_site(Settings(root=tmp_path))
+        load_site(Settings(root=tmp_path, strict=True))
     site = load_site(Settings(root=tmp_path, allow_layers_outside=(tmp_path / "srv",)))
     assert site.images["img"].path == tmp_path / "srv/elsewhere/img"
     assert site.images["img"].allowed_by == tmp_path / "srv"

@@ -12,6 +12,7 @@ from ..core.errors import ConfigError
 from ..core.inodes import Numbering
 from ..core.model import Site
 from ..core.onesis_config import OnesisSource
+from ..core.onesis_rules import Policy
 from ..core.stack import missing_overrides, node_stages
 from ..core.state import prepare_store
 from ..core.view import View
@@ -151,7 +152,8 @@ def build_view(settings: Settings, site: Site, *, serving: bool = False,
     onesis = None
     if settings.onesis_enabled:
         onesis = OnesisSource(settings.onesis_config, settings.onesis_link_policy,
-                              settings.onesis_ram_prefix, settings.limits)
+                              settings.onesis_ram_prefix, settings.limits,
+                              Policy(range_numbers=settings.onesis_range_numbers))
     state_dir = settings.onesis_state_dir or DEFAULT_STATE_DIR
     view = View(site, settings.override_order, onesis, state_dir, bounded_caches=one_pass,
                 numbering=numbering, serving=serving, fidelity=settings.fidelity,

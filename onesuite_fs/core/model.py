@@ -43,11 +43,17 @@ class Group:
     ip_range: str | None = None
     domain: str | None = None
     source: str = ""  # file:line, for messages
+    # The <priority> text is exactly "0": Perl's `or` reads that string (and only it, not
+    # "00" or " 0 ") as false, so sort_group ranks the group MAXINT (HostRange.pm:239-240).
+    priority_perl_false: bool = False
 
     @property
     def rank(self) -> tuple[int, str]:
-        """SystemImager's sort_group key: priority (missing or 0 = MAXINT), then name."""
-        return (self.priority or MAXINT, self.name.lower())
+        """SystemImager's sort_group key: priority (missing or written "0" = MAXINT), then
+        name. "00" or a 0 with spaces around is priority 0, the most important."""
+        if self.priority is None or self.priority_perl_false:
+            return (MAXINT, self.name.lower())
+        return (self.priority, self.name.lower())
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,9 @@ class Site:
     # overrides elsewhere (name -> (real path, allow_layers_outside entry)).
     overrides_real_dir: Path | None = None
     overrides_elsewhere: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    # Overrides that are symlinks to a directory inside the overrides directory, as rsyncd
+    # follows them: name -> that directory's real path (sources/layer_roots.py).
+    overrides_linked: dict[str, Path] = field(default_factory=dict)
     # A Warewulf site's stacks (sources/warewulf_build.WarewulfStacks): stack.py asks it for
     # each view's stages instead of laying SystemImager overrides. None for SystemImager.
     warewulf: object | None = None
@@ -148,6 +157,9 @@ class Site:
         elsewhere = self.overrides_elsewhere.get(name)
         if elsewhere is not None:
             return elsewhere
+        linked = self.overrides_linked.get(name)
+        if linked is not None:
+            return linked, None
         if self.overrides_real_dir is None or name not in self.present_overrides:
             return None, None
         return self.overrides_real_dir / name, None

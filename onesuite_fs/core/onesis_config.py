@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError
 from .limits import DEFAULT_LIMITS, Limits
-from .onesis_rules import RamPath, SysimageConfig, limiters_match
+from .onesis_rules import DEFAULT_POLICY, Policy, RamPath, SysimageConfig, limiters_match
 from .onesis_view import NodeOnesis, Writable
 from .resolve import Child
 from .state import NodeAttrs
@@ -52,6 +52,7 @@ class OnesisSource:
     policy: str = "ram"
     ram_prefix: str = "/ram"
     limits: Limits = DEFAULT_LIMITS
+    rules: Policy = DEFAULT_POLICY  # how sysimage.conf is read (range_numbers: onesuite.toml)
     _configs: dict[str, SysimageConfig | None] = field(default_factory=dict)
     # host -> (class, properties), matched once at load so no request ever runs a pattern
     _identities: dict[str, tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
@@ -114,7 +115,7 @@ class OnesisSource:
             raise ConfigError(f"cannot read the oneSIS configuration: {exc.strerror}",
                               file=str(path)) from None
         return parse_sysimage_conf(text, filename=str(path), load_include=load_include,
-                                   limits=self.limits)
+                                   limits=self.limits, policy=self.rules)
 
     def _parse_in_tree(self, tree: MergedRoots, entry: Entry, found: Child) -> SysimageConfig:
         def read(child: Child, path: str) -> str:
@@ -134,7 +135,8 @@ class OnesisSource:
 
         return parse_sysimage_conf(read(found, SYSIMAGE_CONF),
                                    filename=display(found, SYSIMAGE_CONF),
-                                   load_include=load_include, limits=self.limits)
+                                   load_include=load_include, limits=self.limits,
+                                   policy=self.rules)
 
     def distinct_configs(self) -> list[SysimageConfig]:
         return list({id(c): c for c in self._configs.values() if c is not None}.values())

@@ -36,19 +36,20 @@ class Policy:
 
     trailing_comments: a word starting with `#` after whitespace ends the line. The NCI configs
         write `SERVICE smartd -c vu.compute.external,xe.compute # -p fc`, which only works if so.
-    range_numbers: how digits in a hostname meet a `[a-b]` range. "exact": the number must be
-        written as the range writes it, unpadded or zero-padded to the width of a padded start
-        (`node[1-32]` matches `node7`, not `node07`; `node[01-32]` matches `node07`, not `node7`),
-        so a differently spelt hostname is not swept into a class. "value": any digits whose
-        value is in the range (`node07` matches `node[1-32]`), the loosest reading of node36's
-        "hostnames having digits within that range".
+    range_numbers: how digits in a hostname meet a `[a-b]` range. "value" (the default): any
+        digits whose value is in the range (`node007` matches `node[1-128]`), as the manual
+        (node36) says: a range matches "hostnames having digits within that range"; a node
+        silently missing its class is worse than a loose match. "exact" (`[onesis]
+        range_numbers` in onesuite.toml): the number must be written as the range writes it,
+        unpadded or zero-padded to the width of a padded start (`node[1-32]` matches `node7`,
+        not `node07`; `node[01-32]` matches `node07`, not `node7`).
     class_matches_subclasses: `-c vu` also selects `vu.compute.internal`. The NCI configs rely
         on it (`LINKBACK /etc/fstab CLASS -c vu,...,r`, B.1.3, where no node has the bare class
         `vu` or `r`), and node29 says subclasses inherit all the behaviours of a parent class.
     """
 
     trailing_comments: bool = True
-    range_numbers: Literal["exact", "value"] = "exact"
+    range_numbers: Literal["exact", "value"] = "value"
     class_matches_subclasses: bool = True
 
 
@@ -149,7 +150,7 @@ _RANGE_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 MAX_RANGE_DIGITS = 64  # numbers in a host range (and int() never sees 4,300 digits)
 
 
-def parse_host_pattern(text: str, numbers: Literal["exact", "value"] = "exact") -> HostPattern:
+def parse_host_pattern(text: str, numbers: Literal["exact", "value"] = "value") -> HostPattern:
     """Parse `prefix[a[-b][,x[-y]]...]...suffix`; raises ValueError (with `.offset`) if bad."""
     parts: list[str | tuple[NumberRange, ...]] = []
     pos = 0

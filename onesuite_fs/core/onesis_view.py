@@ -11,9 +11,9 @@ Three things change a directory's entries:
   oneSIS node. ``-f`` keeps a link to a missing target instead of falling back.
 * SERVICE: a service disabled on this node has no start script and no start links.
 * RAMDIR/RAMFILE/LINKDIR/LINKFILE, per the site's policy: ``ram`` shows LINK* paths as
-  mk-sysimage leaves them, symlinks into ``/ram`` (rc.preinit fills /ram at boot), and RAM*
-  paths unchanged; ``persistent`` makes every such path a writable, node-private entry backed
-  by the server's state directory.
+  mk-sysimage leaves them, symlinks into ``/ram`` (rc.preinit fills /ram at boot) with the
+  original beside them as ``NAME.default``, and RAM* paths unchanged; ``persistent`` makes
+  every such path a writable, node-private entry backed by the server's state directory.
 """
 
 from __future__ import annotations
@@ -117,6 +117,16 @@ def _expand_braces(pattern: str) -> list[str]:
             for expanded in _expand_braces(head + option + tail)]
 
 
+def glob_matches(name: str, pattern: str) -> bool:
+    """One path component against one glob component as oneSIS's Perl glob() (POSIX glob(3))
+    matches it: `*`, `?` and a bracket expression never match a leading dot (the manual's
+    node42 says patterns are expanded by glob; `/etc/ssh/*` leaves `/etc/ssh/.keep` alone), so
+    a dot-file is matched only by a pattern that starts with a dot."""
+    if name.startswith(".") and not pattern.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, pattern)
+
+
 def _is_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
@@ -128,7 +138,7 @@ class _PathRule(NamedTuple):
 
     def parent_matches(self, parts: tuple[str, ...]) -> bool:
         return len(parts) == len(self.parent) and all(
-            fnmatch.fnmatchcase(part, glob) for part, glob in zip(parts, self.parent,
+            glob_matches(part, glob) for part, glob in zip(parts, self.parent,
                                                                   strict=True))
 
 
@@ -178,7 +188,7 @@ class NodeOnesis:
             if len(parts) <= depth:
                 if rule.parent_matches(parts + rule.parent[len(parts):]):
                     return True
-            elif rule.parent_matches(parts[:depth]) and fnmatch.fnmatchcase(parts[depth],
+            elif rule.parent_matches(parts[:depth]) and glob_matches(parts[depth],
                                                                             rule.name):
                 return True
         return False
@@ -201,7 +211,7 @@ class NodeOnesis:
         items: dict[str, Item] = dict(children)
         parts = tuple(view_dir.split("/")) if view_dir else ()
         for rule in self._hiding(parts):
-            for name in [n for n in items if fnmatch.fnmatchcase(n, rule.name)]:
+            for name in [n for n in items if glob_matches(n, rule.name)]:
                 del items[name]
         for rule in self._ram_rules:
             if rule.parent_matches(parts):
@@ -223,7 +233,7 @@ class NodeOnesis:
         parts = tuple(p for p in view_path.split("/") if p)
         for depth in range(1, len(parts) + 1):
             services = [rule.payload for rule in self._hiding(parts[:depth - 1])
-                        if fnmatch.fnmatchcase(parts[depth - 1], rule.name)]
+                        if glob_matches(parts[depth - 1], rule.name)]
             if services:
                 return list(dict.fromkeys(services))  # type: ignore[arg-type]
         return []
@@ -232,9 +242,11 @@ class NodeOnesis:
                         children: Mapping[str, Child], source_dir: str) -> None:
         ram = rule.payload
         assert isinstance(ram, RamPath)
-        names = [n for n in children if fnmatch.fnmatchcase(n, rule.name)]
-        if not names and not _is_glob(rule.name):
-            names = [rule.name]  # mk-sysimage makes the path even when the image lacks it
+        names = [n for n in children if glob_matches(n, rule.name)]
+        if not names and not any(_is_glob(part) for part in (*rule.parent, rule.name)):
+            # mk-sysimage makes the path even when the image lacks it; Perl's glob returns
+            # a pattern without * ? [ as it is (GLOB_NOMAGIC), one with them only matches.
+            names = [rule.name]
         for name in names:
             path = f"{view_dir}/{name}" if view_dir else name
             if self.policy == "persistent":
@@ -242,6 +254,28 @@ class NodeOnesis:
             elif ram.kind in ("LINKDIR", "LINKFILE"):
                 items[name] = Synthetic(name, f"{self.ram_prefix}/{path}", _location(ram),
                                         f"{ram.kind} (rc.preinit fills {self.ram_prefix})")
+                # mk-sysimage moves the original to NAME.default (manual node28, node74):
+                # rc.preinit's -d copies from it. An image mk-sysimage already ran on has
+                # its own NAME.default, which stays.
+                default = f"{name}.default"
+                if name in children and default not in children:
+                    items[default] = Linked(default, children[name], source_dir,
+                                            _location(ram), f"{ram.kind}: the original "
+                                            f"{name}, moved to {default} by mk-sysimage")
+
+    def moved_original(self, view_dir: str, name: str) -> str | None:
+        """The original a LINKDIR/LINKFILE's `NAME.default` in this directory shows (`patch`
+        adds it when the tree has NAME and no NAME.default), or None: for `onesuite explain`."""
+        if self.policy != "ram" or not name.endswith(".default"):
+            return None
+        original = name.removesuffix(".default")
+        parts = tuple(view_dir.split("/")) if view_dir else ()
+        for rule in self._ram_rules:
+            ram = rule.payload
+            if (isinstance(ram, RamPath) and ram.kind in ("LINKDIR", "LINKFILE")
+                    and rule.parent_matches(parts) and glob_matches(original, rule.name)):
+                return original
+        return None
 
     def variant_attempts(self, linkback: LinkBack, name: str, children: Mapping[str, Child],
                          source_dir: str,

@@ -184,6 +184,11 @@ def trace_source(tree: View, entry: Entry,
         view = _join(view, part)
         linkback = onesis.rules.linkback_for("/" + view) if onesis is not None else None
         if linkback is None:
+            # A LINKDIR/LINKFILE's NAME.default no layer has: the original NAME it shows.
+            moved = (onesis.moved_original(view.rpartition("/")[0], part)
+                     if onesis is not None else None)
+            if moved is not None and tree.merged_lookup(entry, _join(source, part)) is None:
+                part = moved
             source = _join(source, part)
             continue
         assert onesis is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from xml.parsers import expat
 
@@ -143,6 +143,7 @@ def parse_cluster_xml(path: Path, *, dynamic_nodes: Callable[[str], str] | None 
     groups = [_parse_group(e, filename, dynamic_nodes, warn, budget, broken, strict)
               for e in root.all("group")]
     groups = _without_duplicates(groups, filename, broken, strict)
+    groups = _global_group_takes_everyone(groups, global_name or "")
     master, _ = _single_text(root, "master", filename, required=False, what="cluster.xml")
     return Cluster(global_name=global_name or "", global_overrides=global_overrides,
                    groups=tuple(sorted(groups, key=lambda g: g.rank)), source=filename,
@@ -172,6 +173,18 @@ def _without_duplicates(groups: list[Group], filename: str, broken: dict[str, Co
             for host in group.nodes:
                 broken.setdefault(host, twice[group.name])
     return [group for group in groups if group.name not in twice]
+
+
+def _global_group_takes_everyone(groups: list[Group], global_name: str) -> list[Group]:
+    """A group named like the global <name> holds every node of every group: upstream's
+    expand_groups_xml (HostRange.pm:125-141 at HEAD, :129 at 4.3) matches any group when
+    the name asked for is the global one, and si_clusterconfig writes that group's line for
+    each of them at its own sort_group rank (docs/semantics.md, "the global group")."""
+    if not any(group.name == global_name for group in groups):
+        return groups
+    everyone = tuple(sorted({host for group in groups for host in group.nodes}))
+    return [replace(group, nodes=everyone) if group.name == global_name else group
+            for group in groups]
 
 
 class _HostBudget:
@@ -256,7 +269,8 @@ def _parse_group(element: Element, filename: str,
     domain, _ = _single_text(element, "domain", filename, required=False, what=what)
     return Group(name=name, priority=priority, image=image, overrides=overrides,
                  nodes=tuple(sorted(hosts)), ip_range=ip_range, domain=domain,
-                 source=f"{filename}:{element.line}")
+                 source=f"{filename}:{element.line}",
+                 priority_perl_false=priority_el is not None and priority_el.text == "0")
 
 
 def run_dynamic_node(command: str, timeout: float = 60.0) -> str:

@@ -98,7 +98,7 @@ class LayerPlaces:
             return None
         inside = (is_within(path, home, strictly=True)
                   and self.expected_real(path, home) == real)
-        if inside:
+        if inside or self.links_inside(path, home, real):
             return Placement(real)
         allowed_by = self.allowed_for(real)
         if allowed_by is not None:
@@ -112,6 +112,19 @@ class LayerPlaces:
             why = f"is outside the directory {home}"
         raise ConfigError(f"{what} at {path} {why}", file=file, line=line,
                           hint=f"{fix or 'make it a directory inside ' + str(home)}, {ALLOW_HINT}")
+
+    def links_inside(self, path: Path, home: Path, real: Path) -> bool:
+        """Whether `path` is a symlink (or a chain of them) whose real path `real` is a
+        directory strictly inside `home`, itself inside its base: rsyncd serves such a
+        module or override as that directory (overrides/n2 -> n1 delivers n1's files), and
+        nothing outside the layers is reached. `real` is what realpath found; layers.py
+        opens it with O_NOFOLLOW, so a link swapped after the load is never followed."""
+        if not os.path.islink(path) or not is_within(path, home, strictly=True):
+            return False
+        real_home = self._real_cached(Path(os.path.normpath(home)))
+        if real_home is None or self.expected_real(home, home) != real_home:
+            return False
+        return is_within(real, real_home, strictly=True) and os.path.isdir(real)
 
     def _home(self, home: Path) -> tuple[Path, Path, bool]:
         verdict = self._homes.get(home)

@@ -119,6 +119,47 @@ def node_scripts(scripts_dir: Path, nodes: dict[str, tuple[tuple[str, ...], str]
     return found, chosen
 
 
+_IMAGENAME = re.compile(r'^\s*(?:\[\s+-z\s+"?\$\{?IMAGENAME\}?"?\s+\]\s*&&\s*)?'
+                        r'IMAGENAME="?([^"\s`$\\;&|]+)"?\s*$')
+
+
+def read_imagename(script: Path, scripts_dir: Path) -> tuple[int, str] | None:
+    """(line, image) of the script's last `IMAGENAME=` assignment, as si_mkautoinstallscript
+    writes it (`[ -z $IMAGENAME ] && IMAGENAME=NAME`, 4.3 Server.pm lines 1991-1993 from the
+    template's ##SET_IMAGENAME##, line 37): the image a node installs when cluster.txt gives
+    it none. None when the script is outside the scripts directory, unreadable, or has none."""
+    real = Path(os.path.realpath(script))
+    if Path(os.path.realpath(scripts_dir)) not in real.parents:
+        return None
+    try:
+        with open(real, "rb") as f:
+            data = f.read(MAX_SCRIPT_BYTES).decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+    found = None
+    for number, line in enumerate(data.splitlines(), 1):
+        match = _IMAGENAME.match(line)
+        if match is not None and name_problem(match.group(1)) is None:
+            found = (number, match.group(1))
+    return found
+
+
+def script_image(scripts_dir: Path, host: str, groups: tuple[str, ...]
+                 ) -> tuple[Path, int, str] | None:
+    """(script, line, image) for a node none of whose groups names an image: the script the
+    client would choose (by host, groups, base host name; it has no image name to try) and
+    the IMAGENAME it sets."""
+    try:
+        listing = {entry.name for entry in os.scandir(scripts_dir)}
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    script = choose_script(scripts_dir, host, groups, "", listing)
+    if script is None:
+        return None
+    found = read_imagename(script, scripts_dir)
+    return (script, *found) if found is not None else None
+
+
 _FSTAB_START = re.compile(r"""^\s*cat\s+<<\s*'?EOF'?\s*>\s*/a/etc/fstab\s*$""")
 
 

@@ -20,14 +20,12 @@ from .cluster_txt import parse_cluster_txt
 from .cluster_xml import parse_cluster_xml, run_dynamic_node
 from .layer_roots import LayerPlaces, has_dotdot
 from .options import SiteOptions
-from .scripts import ScriptOverrides, node_scripts
+from .scripts import ScriptOverrides, node_scripts, script_image
+from .server_conf import appconfig_values, rsyncd_module_paths
 
 # si_lsimage skips these rsync modules: they are not images (domain.md A.1.2).
 RESERVED_MODULES = {"scripts", "boot", "overrides", "torrents"}
-_CONF_LINE = re.compile(r"^\s*([A-Z_]+)\s*=\s*(.*?)\s*$")
 _STUB_NAME = re.compile(r"^\d+")
-_SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*$")
-_PATH_KEY = re.compile(r"^\s*path\s*=\s*(\S+)\s*$")
 
 
 def under_root(root: Path, server_path: str) -> Path:
@@ -36,16 +34,11 @@ def under_root(root: Path, server_path: str) -> Path:
 
 
 def read_systemimager_conf(path: Path) -> dict[str, tuple[str, int]]:
-    """KEY -> (value, line) of systemimager.conf (classic format); missing file = {}."""
+    """KEY (upper case) -> (value, line) of systemimager.conf as AppConfig reads it
+    (sources/server_conf.py); missing file = {}."""
     if not path.is_file():
         return {}
-    values = {}
-    for number, raw in enumerate(path.read_text(errors="surrogateescape").splitlines(), 1):
-        line = raw.split("#", 1)[0]
-        match = _CONF_LINE.match(line)
-        if match:
-            values[match.group(1)] = (match.group(2), number)
-    return values
+    return appconfig_values(path.read_text(errors="surrogateescape"))
 
 
 def resolve_layout(settings: SiteOptions) -> SiteLayout:
@@ -56,9 +49,12 @@ def resolve_layout(settings: SiteOptions) -> SiteLayout:
     conf_file = config_dir / "systemimager.conf"
     conf = read_systemimager_conf(conf_file)
 
-    def pick(explicit: Path | None, key: str, default: str) -> Path:
+    def pick(explicit: Path | None, key: str, default: str,
+             module: StubPath | None = None) -> Path:
         if explicit is not None:
             return explicit
+        if module is not None:
+            return _module_dir(root, key, module)
         value, line = conf.get(key) or (default, None)
         if not value:
             value, line = default, None
@@ -70,19 +66,34 @@ def resolve_layout(settings: SiteOptions) -> SiteLayout:
                                    f"(the default is {default})")
         return under_root(root, value)
 
+    stubs_dir = pick(settings.rsync_stubs_dir, "RSYNC_STUB_DIR", "/etc/systemimager/rsync_stubs")
+    # Clients fetch ::overrides/NAME/ and ::scripts/ (4.3 etc/rsync_stubs/10header lines
+    # 43-47 define both modules with their own path=): where rsyncd serves them wins.
+    modules = read_rsync_stubs(stubs_dir)
     return SiteLayout(
         root=root,
         config_dir=config_dir,
         cluster_xml=settings.cluster_xml or config_dir / "cluster.xml",
-        rsync_stubs_dir=pick(settings.rsync_stubs_dir, "RSYNC_STUB_DIR",
-                             "/etc/systemimager/rsync_stubs"),
+        rsync_stubs_dir=stubs_dir,
         images_dir=pick(settings.images_dir, "DEFAULT_IMAGE_DIR",
                         "/var/lib/systemimager/images"),
         overrides_dir=pick(settings.overrides_dir, "DEFAULT_OVERRIDE_DIR",
-                           "/var/lib/systemimager/overrides"),
+                           "/var/lib/systemimager/overrides", modules.get("overrides")),
         scripts_dir=pick(settings.scripts_dir, "AUTOINSTALL_SCRIPT_DIR",
-                         "/var/lib/systemimager/scripts"),
+                         "/var/lib/systemimager/scripts", modules.get("scripts")),
     )
+
+
+def _module_dir(root: Path, key: str, module: StubPath) -> Path:
+    """The directory an [overrides] or [scripts] stub serves, under --root: no '..', not
+    the root itself (as for an image's path=, and as for systemimager.conf's `key`)."""
+    if has_dotdot(module.server_path) or under_root(root, module.server_path) == root:
+        raise ConfigError(f"path={module.server_path} leaves the server's tree (--root "
+                          f"{root}): a directory with '..' or the root itself",
+                          file=module.file, line=module.line,
+                          hint=f"name the directory by its absolute path without '..' "
+                               f"(it replaces {key} of systemimager.conf)")
+    return under_root(root, module.server_path)
 
 
 class StubPath(NamedTuple):
@@ -103,18 +114,9 @@ def read_rsync_stubs(stub_dir: Path) -> dict[str, StubPath]:
         stub = stub_dir / name
         if not stub.is_file():
             continue
-        section = None
         text = stub.read_text(errors="surrogateescape")
-        for number, raw in enumerate(text.splitlines(), 1):
-            if raw.lstrip().startswith(("#", ";")):
-                continue
-            header = _SECTION.match(raw)
-            if header:
-                section = header.group(1).strip()
-                continue
-            path = _PATH_KEY.match(raw)
-            if path and section is not None:
-                modules[section] = StubPath(path.group(1), str(stub), number)
+        for module, (value, number) in rsyncd_module_paths(text).items():
+            modules[module] = StubPath(value, str(stub), number)
     return modules
 
 
@@ -157,16 +159,31 @@ def read_cluster(layout: SiteLayout, settings: SiteOptions,
              "or name the file with cluster_xml in the --config file")
 
 
-def assign_images(cluster: Cluster, images: dict[str, Image]
+def assign_images(cluster: Cluster, images: dict[str, Image], scripts_dir: Path | None = None
                   ) -> tuple[dict[str, Node], dict[str, ConfigError]]:
-    """Each node's image: the most important of its groups that names one (A.3.3). A node
-    without one, or whose image does not exist or has no directory, is broken (the error
-    says which file and line asked for it): upstream, only that node's install fails."""
+    """Each node's image: the most important of its groups that names one (A.3.3), else the
+    IMAGENAME its autoinstall script sets (4.3 Server.pm lines 1991-1993: `[ -z $IMAGENAME ]
+    && IMAGENAME=...`, read from `scripts_dir`). A node without one, or whose image does not
+    exist or has no directory, is broken (the error says which file and line asked for it):
+    upstream, only that node's install fails."""
     nodes: dict[str, Node] = {}
     broken: dict[str, ConfigError] = {}
     for host in cluster.hosts():
         groups = cluster.groups_of(host)
         chosen = next((g for g in groups if g.image), None)
+        from_script = (script_image(scripts_dir, host, tuple(g.name for g in groups))
+                       if chosen is None and scripts_dir is not None else None)
+        if from_script is not None:
+            script, line, image = from_script
+            if image not in images:
+                broken[host] = ConfigError(
+                    f"image {image!r} does not exist; node {host} (no group names an image) "
+                    f"runs {script.name}, whose IMAGENAME asked for it", file=str(script),
+                    line=line, hint="create the image, or add an <image> to one of the "
+                                    "node's groups")
+                continue
+            nodes[host] = Node(host, tuple(g.name for g in groups), image)
+            continue
         if chosen is None:
             file, line = _source_of(groups[0].source, cluster.source)
             broken[host] = ConfigError(
@@ -227,19 +244,8 @@ def _stub_path_line(image: Image) -> tuple[str | None, int | None]:
     """Where the rsync stub that named an image says its path= (for the message only)."""
     if not image.found_by.startswith("rsync stub "):
         return None, None
-    stub = image.found_by.removeprefix("rsync stub ").rpartition(":")[0]  # "FILE:LINE"
-    section = None
-    try:
-        lines = Path(stub).read_text(errors="surrogateescape").splitlines()
-    except OSError:
-        return stub, None
-    for number, raw in enumerate(lines, 1):
-        header = _SECTION.match(raw)
-        if header:
-            section = header.group(1).strip()
-        elif section == image.name and _PATH_KEY.match(raw):
-            return stub, number
-    return stub, None
+    stub, _, line = image.found_by.removeprefix("rsync stub ").rpartition(":")  # "FILE:LINE"
+    return stub, int(line) if line.isdigit() else None
 
 
 def layer_places(settings: SiteOptions, layout: SiteLayout) -> LayerPlaces:
@@ -251,11 +257,16 @@ def layer_places(settings: SiteOptions, layout: SiteLayout) -> LayerPlaces:
 
 
 def place_images(images: dict[str, Image], layout: SiteLayout, places: LayerPlaces,
-                 used: set[str], warn: Callable[[str], None]) -> dict[str, Image]:
-    """The images that may be served, each with its real path. An image elsewhere (a
-    symlink, '..', a symlinked directory on the way) is refused, unless allowed; an unused
-    entry of the images directory is only skipped (a convenience link of the admin's)."""
+                 used: set[str], warn: Callable[[str], None]
+                 ) -> tuple[dict[str, Image], dict[str, ConfigError]]:
+    """The images that may be served, each with its real path, and the used ones that may
+    not (name -> why). An image elsewhere (a symlink leaving its directory, '..', a
+    symlinked directory on the way) is refused, unless allowed: only the nodes using it are
+    broken, as upstream only their rsync of the module fails. A symlink to a directory
+    inside the images directory is served as that directory, as rsyncd follows it. An
+    unused entry of the images directory is only skipped (a convenience link of the admin's)."""
     placed: dict[str, Image] = {}
+    refused: dict[str, ConfigError] = {}
     for name, image in images.items():
         home = image.path.parent if image.found_by == "configuration file" else layout.images_dir
         file, _, line = image.found_by.removeprefix("rsync stub ").rpartition(":")
@@ -267,14 +278,16 @@ def place_images(images: dict[str, Image], layout: SiteLayout, places: LayerPlac
                 file=file if from_stub else None, line=int(line) if from_stub else None,
                 fix="fix the stub's path=" if from_stub else "")
         except ConfigError as exc:
-            if image.found_by == "images directory" and name not in used:
-                warn(f"{exc.message}; not served (no group uses it)")
+            if name not in used:
+                if image.found_by == "images directory":
+                    warn(f"{exc.message}; not served (no group uses it)")
                 continue
-            raise
+            refused[name] = exc
+            continue
         if placement is None:
             continue  # no directory: assign_images has said whether that matters
         placed[name] = replace(image, real=placement.real, allowed_by=placement.allowed_by)
-    return placed
+    return placed, refused
 
 
 def used_override_names(cluster: Cluster, images: dict[str, Image],
@@ -289,36 +302,88 @@ def used_override_names(cluster: Cluster, images: dict[str, Image],
     return names
 
 
+class PlacedOverrides(NamedTuple):
+    present: frozenset[str]  # names that exist and may be laid
+    real_dir: Path | None  # the overrides directory's real path
+    elsewhere: dict[str, tuple[Path, Path]]  # name -> (real path, allowed_by)
+    linked: dict[str, Path]  # symlinks inside the overrides directory -> the real directory
+    refused: dict[str, ConfigError]  # used ones that lead outside: name -> why
+
+
 def place_overrides(overrides_dir: Path, places: LayerPlaces, used: set[str]
-                    ) -> tuple[frozenset[str], Path | None, dict[str, tuple[Path, Path]]]:
-    """The override directories that exist and may be laid: (names, real path of the
-    overrides directory, those elsewhere: name -> (real path, allowed_by)). An override
-    that is a symlink or lies elsewhere is refused, unless allowed, when a stack uses it."""
+                    ) -> PlacedOverrides:
+    """The override directories that exist and may be laid. A symlink to a directory inside
+    the overrides directory is laid as that directory (rsyncd follows it); an override that
+    leads elsewhere is refused, unless allowed, when a stack uses it: `refused`, which costs
+    only the nodes laying it."""
     try:
         entries = list(os.scandir(overrides_dir))
     except (FileNotFoundError, NotADirectoryError):
-        return frozenset(), None, {}
+        return PlacedOverrides(frozenset(), None, {}, {}, {})
     present: set[str] = set()
     elsewhere: dict[str, tuple[Path, Path]] = {}
+    linked: dict[str, Path] = {}
+    refused: dict[str, ConfigError] = {}
     home_inside = bool(entries) and places.home_is_inside(overrides_dir)
+    real_dir = Path(os.path.realpath(overrides_dir))
     for entry in entries:
         if entry.name not in used or not entry.is_dir():
-            continue  # no stack lays it: never opened
+            continue  # no stack lays it (or a link to no directory): never opened
         what = f"override {entry.name!r}"
         if not entry.is_symlink() and home_inside:
             present.add(entry.name)  # the common case: one check for the directory
             continue
-        if entry.is_symlink():
-            placement = places.place(Path(entry.path), overrides_dir, what,
-                                     fix="replace the symlink by the directory")
-        else:
-            placement = places.place_child(overrides_dir, entry.name, what)
+        try:
+            if entry.is_symlink():
+                placement = places.place(Path(entry.path), overrides_dir, what,
+                                         file=str(overrides_dir),
+                                         fix="replace the symlink by the directory")
+            else:
+                placement = places.place_child(overrides_dir, entry.name, what)
+        except ConfigError as exc:
+            refused[entry.name] = exc
+            continue
         if placement is None:
             continue
         present.add(entry.name)
         if placement.allowed_by is not None:
             elsewhere[entry.name] = (placement.real, placement.allowed_by)
-    return frozenset(present), Path(os.path.realpath(overrides_dir)), elsewhere
+        elif placement.real != real_dir / entry.name:
+            linked[entry.name] = placement.real
+    return PlacedOverrides(frozenset(present), real_dir, elsewhere, linked, refused)
+
+
+def node_override_names(node: Node, cluster: Cluster,
+                        scripts: dict[str, ScriptOverrides]) -> set[str]:
+    """Every override name the node's stack may lay (any --override-order)."""
+    names = {node.name, node.image, *cluster.global_overrides}
+    for group in cluster.groups_of(node.name):
+        names.update(group.overrides)
+    script = scripts.get(node.name)
+    if script is not None:
+        names.update(w for w in script.words if not w.startswith("$"))
+    return names
+
+
+def break_nodes_of_refused_layers(nodes: dict[str, Node], cluster: Cluster,
+                                  scripts: dict[str, ScriptOverrides],
+                                  images: dict[str, ConfigError],
+                                  overrides: dict[str, ConfigError]
+                                  ) -> dict[str, ConfigError]:
+    """The nodes that use a refused image or override, each with the first such layer's
+    error; they are removed from `nodes`."""
+    broken: dict[str, ConfigError] = {}
+    for host, node in list(nodes.items()):
+        error = images.get(node.image)
+        if error is None and overrides:
+            bad = sorted(node_override_names(node, cluster, scripts) & overrides.keys())
+            error = overrides[bad[0]] if bad else None
+        if error is not None:
+            broken[host] = ConfigError(f"{error.message}; node {host} uses it, and is not "
+                                       "served", file=error.file, line=error.line,
+                                       column=error.column, hint=error.hint)
+            del nodes[host]
+    return broken
 
 
 def load_site(settings: SiteOptions) -> Site:
@@ -330,18 +395,24 @@ def load_site(settings: SiteOptions) -> Site:
     places = layer_places(settings, layout)
     cluster = read_cluster(layout, settings, warnings.append)
     images = discover_images(layout, settings.images)
-    nodes, broken = assign_images(cluster, images)
+    nodes, broken = assign_images(cluster, images, layout.scripts_dir)
     broken = {**cluster.broken, **broken}
     if settings.strict:
         refuse_broken(broken)
     used_images = {group.image for group in cluster.groups if group.image}
-    images = place_images(images, layout, places, used_images, warnings.append)
+    used_images |= {node.image for node in nodes.values()}  # an IMAGENAME of a script too
+    images, refused_images = place_images(images, layout, places, used_images, warnings.append)
     scripts, chosen = node_scripts(layout.scripts_dir,
                                    {h: (n.groups, n.image) for h, n in nodes.items()},
                                    warnings.append)
-    present, overrides_real, elsewhere = place_overrides(
-        layout.overrides_dir, places, used_override_names(cluster, images, scripts))
+    overrides = place_overrides(layout.overrides_dir, places,
+                                used_override_names(cluster, images, scripts))
+    broken.update(break_nodes_of_refused_layers(nodes, cluster, scripts, refused_images,
+                                                overrides.refused))
+    if settings.strict:
+        refuse_broken(broken)
     return Site(layout=layout, cluster=cluster, images=images, nodes=nodes,
-                warnings=tuple(warnings), present_overrides=present,
-                overrides_real_dir=overrides_real, overrides_elsewhere=elsewhere,
-                broken=broken, scripts=scripts, chosen_scripts=chosen)
+                warnings=tuple(warnings), present_overrides=overrides.present,
+                overrides_real_dir=overrides.real_dir, overrides_elsewhere=overrides.elsewhere,
+                overrides_linked=overrides.linked, broken=broken, scripts=scripts,
+                chosen_scripts=chosen)
