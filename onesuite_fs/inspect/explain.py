@@ -53,6 +53,8 @@ STEPS = {
     "merges-into-earlier-source": "directory contents merged; metadata from the first source",
     "quick-check-keeps": "not copied (--fidelity install): same size and mtime as the file "
                          "below, so rsync -av only sets its mode and owner",
+    "written-into": "the install writes a file into it (--fidelity install); it keeps its "
+                    "mode, owner and time from below",
 }
 
 # The rule that decided the winner (winner["rule"]).
@@ -156,7 +158,7 @@ def _abs(relative: str) -> str:
 def merged_dir(tree: View, entry: Entry, source: str) -> MergedDir | None:
     """The merged directory at `source` (relative, "" = root) of the entry's layers."""
     if not source:
-        top = entry.contribution[-1][0]
+        top = tree.store.metadata_layer(entry.contribution)
         return tree.resolver.merged_dir("", entry.contribution, top, tree.store.root_meta(top))
     found = tree.merged_lookup(entry, source)
     if found is None or found[1].contribution is None:

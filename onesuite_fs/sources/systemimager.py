@@ -18,6 +18,7 @@ from ..core.model import Cluster, Image, Node, Site, SiteLayout
 from ..core.names import check_name, name_problem
 from .cluster_txt import parse_cluster_txt
 from .cluster_xml import parse_cluster_xml, run_dynamic_node
+from .install_writes import install_writes
 from .layer_roots import LayerPlaces, has_dotdot
 from .options import SiteOptions
 from .scripts import ScriptOverrides, node_scripts
@@ -341,7 +342,10 @@ def load_site(settings: SiteOptions) -> Site:
                                    warnings.append)
     present, overrides_real, elsewhere = place_overrides(
         layout.overrides_dir, places, used_override_names(cluster, images, scripts))
+    written = install_writes(nodes, images, Path(cluster.source), chosen, layout.scripts_dir,
+                             warnings.append)
     return Site(layout=layout, cluster=cluster, images=images, nodes=nodes,
                 warnings=tuple(warnings), present_overrides=present,
                 overrides_real_dir=overrides_real, overrides_elsewhere=elsewhere,
-                broken=broken, scripts=scripts, chosen_scripts=chosen)
+                broken=broken, scripts=scripts, chosen_scripts=chosen,
+                install_writes=written)
