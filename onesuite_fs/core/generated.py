@@ -12,7 +12,8 @@ overrides.
 Each file is a layer of its own with no directory on disk (layers.Generated): its label
 names what wrote it and a digest of the image, the path and the bytes, so its file is numbered
 like any layer file (inodes.py: label, path, mtime, size, type), the same on every server with
-the same key, shared by every node writing the same bytes, and new when they change. Pure: the files come from the Site (sources/install_writes.py).
+the same key, shared by every node writing the same bytes, and new when they change. Pure:
+the files come from the Site (sources/install_writes.py).
 """
 
 from __future__ import annotations
