@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import stat
@@ -286,7 +287,13 @@ class LayerStore:
             return None
         mode, uid, gid = (old.mode, old.uid, old.gid) if old else (stat.S_IFREG | 0o644, 0, 0)
         size, t = len(written.content), written.mtime_ns
-        return Meta(mode, 0, 0, 1, uid, gid, size, t, t, t, 0, (size + 511) // 512)
+        # (st_dev 0, a number of its own): what readers tell files apart by (hard links,
+        # digests already computed), one per written path and content.
+        ino = int.from_bytes(hashlib.blake2b(
+            b"%s\0%s\0%s" % (generated.base.label.encode("utf-8", "surrogateescape"),
+                              written.path.encode("utf-8", "surrogateescape"),
+                              written.content), digest_size=7).digest(), "big")
+        return Meta(mode, ino, 0, 1, uid, gid, size, t, t, t, 0, (size + 511) // 512)
 
     def root_meta(self, layer_id: int) -> Meta:
         found = self._root_metas.get(layer_id)
