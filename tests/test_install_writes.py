@@ -274,3 +274,32 @@ def test_preview_explain_diff_and_export_see_what_the_mount_shows(order, tmp_pat
         mounted = oracle.snapshot(mount.node("n1"), ignore_xattr_prefixes=OURS)
         assert not oracle.compare(normalize(mounted, fmt, ()), normalize(back, fmt, ()))
         assert (tmp_path / f"x-{fmt}/etc/fstab").read_bytes() == EXPECTED
+
+
+@pytest.mark.parametrize("plant", ["symlink", "fifo", "huge", "dtd-bomb"])
+def test_a_hostile_autoinstallscript_conf_is_not_read(plant, tmp_path):
+    """The conf lies inside an image anyone with write access to it controls: a symlink
+    out of the image (to a secret) is not followed, a fifo does not block the load, a huge
+    file and entity expansion are refused; each is warned about and no fstab is shown."""
+    from onesuite_fs.settings import Settings
+    from onesuite_fs.sources.systemimager import load_site
+
+    root = written_site(tmp_path / "site")
+    conf = root / "var/lib/systemimager/images/img/etc/systemimager/autoinstallscript.conf"
+    conf.unlink()
+    secret = tmp_path / "secret"
+    secret.write_bytes(CONF)
+    if plant == "symlink":
+        os.symlink(secret, conf)
+    elif plant == "fifo":
+        os.mkfifo(conf)
+    elif plant == "huge":
+        conf.write_bytes(CONF[:-10] + b" " * (2 << 20) + CONF[-10:])
+    else:
+        conf.write_bytes(b'<!DOCTYPE c [<!ENTITY a "' + b"x" * 1000 + b'"><!ENTITY b "'
+                         + b"&a;" * 1000 + b'">]><c><fsinfo line="1" comment="&b;"/></c>')
+    site = load_site(Settings(root=root))
+    assert [w.path for w in site.install_writes["n1"]] == [
+        "etc/systemimager/IMAGE_LAST_SYNCED_TO"]
+    assert any("autoinstallscript.conf" in w and "not shown" in w for w in site.warnings), \
+        site.warnings
