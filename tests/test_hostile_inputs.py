@@ -251,7 +251,8 @@ def test_catastrophic_pattern_is_an_error_not_a_hang_in_core() -> None:
     """The pure parser: the match is stopped after the timeout and names line and host."""
     from onesuite_fs.core.errors import ConfigError
     from onesuite_fs.core.limits import Limits
-    from onesuite_fs.sources.onesis import node_class, parse_sysimage_conf
+    from onesuite_fs.core.onesis_rules import node_class
+    from onesuite_fs.core.sysimage_conf import parse_sysimage_conf
 
     config = parse_sysimage_conf(f"# x\nNODECLASS_REGEXP {HANG} c\n", filename="s.conf",
                                  limits=Limits(regexp_timeout=0.05))
@@ -262,7 +263,7 @@ def test_catastrophic_pattern_is_an_error_not_a_hang_in_core() -> None:
 
 
 TWELVE_RANGES = """
-from onesuite_fs.sources.onesis import parse_host_pattern
+from onesuite_fs.core.onesis_rules import parse_host_pattern
 pattern = parse_host_pattern("n" + "[0-99999999]" * 12)
 assert not pattern.matches("n" + "1" * 200)
 assert pattern.matches("n" + "1" * 96)
@@ -371,7 +372,7 @@ def test_regexp_that_unrolls_without_bound_is_refused(tmp_path: Path, pattern: s
 
 
 def test_unrolled_size_counts_nested_repeats() -> None:
-    from onesuite_fs.sources.onesis import _unrolled_size
+    from onesuite_fs.core.sysimage_conf import _unrolled_size
 
     assert _unrolled_size(r"n\d+") == 3
     assert _unrolled_size(r"n[0-9]{4}r[0-9]{2}") == 8

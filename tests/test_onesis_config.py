@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from onesuite_fs.core.errors import ConfigError
-from onesuite_fs.sources.onesis import (
+from onesuite_fs.core.onesis_rules import (
     LEGACY_FORCE,
     LEGACY_PROTECT,
     Limiters,
@@ -25,8 +25,8 @@ from onesuite_fs.sources.onesis import (
     node_class,
     node_properties,
     parse_host_pattern,
-    parse_sysimage_conf,
 )
+from onesuite_fs.core.sysimage_conf import parse_sysimage_conf
 
 # --- Verbatim examples (domain.md B.1.3) -----------------------------------------------------
 

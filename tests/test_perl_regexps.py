@@ -12,7 +12,8 @@ import subprocess
 import pytest
 
 from onesuite_fs.core.errors import ConfigError
-from onesuite_fs.sources.onesis import node_class, parse_sysimage_conf
+from onesuite_fs.core.onesis_rules import node_class
+from onesuite_fs.core.sysimage_conf import parse_sysimage_conf
 
 pytestmark = pytest.mark.skipif(shutil.which("perl") is None, reason="needs perl")
 

@@ -40,6 +40,8 @@ def check_formats(tmp_path, site, mount, hosts, synthetic=()):
             extra = (("--kernel", next(path for path, entry in sorted(mounted.items())
                                        if entry.kind == "file")) if fmt == "raw" else ())
             export(site, host, fmt, out, *extra)
+            # a whole root (host keys, shadow) is for its owner only, whatever the umask
+            assert os.stat(out).st_mode & 0o7777 == 0o600, f"{out} mode"
             back = oracle.snapshot(extract(fmt, out, tmp_path / f"x-{host}-{fmt}"))
             differences = oracle.compare(normalize(mounted, fmt, synthetic),
                                          normalize(back, fmt, synthetic))

@@ -4,6 +4,7 @@ up half way, removes the partial output and leaves an existing one alone."""
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -41,3 +42,34 @@ def test_a_complete_output_replaces_the_old_one(tmp_path):
         (temp / "new").write_text("new")
     assert [p.name for p in out.iterdir()] == ["new"]
     assert [p.name for p in tmp_path.iterdir()] == ["tree"]
+
+
+def test_a_file_output_is_its_owners_alone_from_the_start(tmp_path):
+    """A node's root as one file holds its secrets: the partial file is 0600 before anything
+    is written into it (even with umask 0), and so is the output when a writing tool made
+    the file anew with its own mode."""
+    out = tmp_path / "n1.tar"
+    old_umask = os.umask(0)
+    try:
+        with atomic_output(out) as temp:
+            assert os.stat(temp).st_mode & 0o7777 == 0o600
+            os.unlink(temp)
+            temp.write_text("a tool that made its own file")
+            os.chmod(temp, 0o666)
+    finally:
+        os.umask(old_umask)
+    assert os.stat(out).st_mode & 0o7777 == 0o600
+    assert out.read_text() == "a tool that made its own file"
+
+
+def test_a_planted_link_at_the_partial_name_is_not_followed(tmp_path):
+    """Another user who guessed the partial name cannot make the export write elsewhere:
+    a symlink there is removed, never written through."""
+    out = tmp_path / "n1.tar"
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    from onesuite_fs.transform.output import temporary_name
+    os.symlink(victim, temporary_name(out))
+    with atomic_output(out) as temp:
+        temp.write_text("root")
+    assert victim.read_text() == "keep" and out.read_text() == "root"

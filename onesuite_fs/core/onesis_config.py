@@ -15,18 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..sources.onesis import (
-    MAX_ID,
-    RamPath,
-    SysimageConfig,
-    limiters_match,
-    parse_sysimage_conf,
-)
 from .errors import ConfigError
 from .limits import DEFAULT_LIMITS, Limits
+from .onesis_rules import RamPath, SysimageConfig, limiters_match
 from .onesis_view import NodeOnesis, Writable
 from .resolve import Child
 from .state import NodeAttrs
+from .sysimage_conf import MAX_ID, parse_sysimage_conf
 
 if TYPE_CHECKING:
     from .entry import Entry

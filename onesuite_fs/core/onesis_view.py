@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from ..sources.onesis import LinkBack, NodeRules, RamPath, class_chain
+from .onesis_rules import LinkBack, NodeRules, RamPath, class_chain
 from .resolve import Child
 
 RAM_DIR = "ram"

@@ -16,8 +16,8 @@ from __future__ import annotations
 import stat
 from typing import TYPE_CHECKING
 
-from ..sources.onesis import RamPath
 from .layers import Meta
+from .onesis_rules import RamPath
 from .provenance import Provenance
 from .refs import DirRef, PrivateRef
 from .resolve import Child

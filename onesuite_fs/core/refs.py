@@ -7,9 +7,9 @@ from __future__ import annotations
 import stat
 from typing import NamedTuple
 
-from ..sources.onesis import RamPath
 from .entry import Entry
 from .layers import Meta
+from .onesis_rules import RamPath
 from .onesis_view import Linked
 from .provenance import Provenance
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..core.layers import Meta
+from ..core.onesis_rules import LinkBack, class_chain
 from ..core.onesis_view import Attempt, NodeOnesis, chosen_attempt
 from ..core.provenance import Kind
 from ..core.resolve import Contribution, MergedDir
 from ..core.updateclient import excluding_rule
 from ..core.view import Entry, View
-from ..sources.onesis import LinkBack, class_chain
 from .targets import Target, close_matches, path_parts
 from .walk import KINDS, Record, TreeView, mode_string
 

@@ -38,7 +38,7 @@ from ..core.errors import ConfigError
 from ..progress import Progress
 from . import boot_media
 from .boot_media import MIB, SECTOR
-from .iso import follow
+from .iso import follow, wanted_file
 from .materialize import Writer
 from .walk import Item, Root, Totals, clamped_seconds
 
@@ -104,12 +104,8 @@ def find_initrd(root: Root, kernel: Item, wanted: str | None) -> Item | None:
     """The initrd that goes with the kernel: `wanted` (a path in the root), else the one
     Debian's and Red Hat's kernel packages put next to it (/boot/initrd.img-V,
     /boot/initramfs-V.img, /initrd.img for /vmlinuz); None when the root has none."""
-    host = root.entry.name
     if wanted is not None:
-        found = follow(root, wanted)
-        if found is None or not found.is_reg:
-            raise ConfigError(f"{host}'s root has no initrd file at {wanted}")
-        return found
+        return wanted_file(root, wanted, "initrd")
     directory, _, name = kernel.path.rpartition("/")
     candidates = ["initrd.img"] if kernel.path == "vmlinuz" else []
     if name.startswith("vmlinuz-"):

@@ -89,15 +89,20 @@ def follow(root: Root, path: str) -> Item | None:
     return None
 
 
+def wanted_file(root: Root, wanted: str, what: str) -> Item:
+    """The regular file the admin named (`--kernel`, `--initrd`), symlinks followed in the
+    root; ConfigError when the root has none there."""
+    found = follow(root, wanted)
+    if found is None or not found.is_reg:
+        raise ConfigError(f"{root.entry.name}'s root has no {what} file at {wanted}")
+    return found
+
+
 def find_kernel(root: Root, wanted: str | None = None) -> Item:
     """The kernel to boot: `wanted` (a path in the root), else /vmlinuz, else the newest
     /boot/vmlinuz-*. ConfigError when the root carries none."""
-    host = root.entry.name
     if wanted is not None:
-        found = follow(root, wanted)
-        if found is None or not found.is_reg:
-            raise ConfigError(f"{host}'s root has no kernel file at {wanted}")
-        return found
+        return wanted_file(root, wanted, "kernel")
     found = follow(root, "vmlinuz")
     if found is not None and found.is_reg:
         return found
@@ -110,8 +115,8 @@ def find_kernel(root: Root, wanted: str | None = None) -> Item:
         found = follow(root, f"boot/{name}")
         if found is not None and found.is_reg:
             return found
-    raise ConfigError(f"{host}'s root carries no kernel (no /vmlinuz, no /boot/vmlinuz-*): "
-                      "an ISO or disk image cannot boot it",
+    raise ConfigError(f"{root.entry.name}'s root carries no kernel (no /vmlinuz, "
+                      "no /boot/vmlinuz-*): an ISO or disk image cannot boot it",
                       hint="add a kernel to the image or an override, or name one with "
                            "--kernel PATH; tar, squashfs and cpio need none")
 

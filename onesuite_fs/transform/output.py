@@ -54,17 +54,28 @@ def _remove(path: Path) -> None:
         os.unlink(path)
 
 
+# A file output holds a whole node root (its host keys, shadow, keytabs): readable by its
+# owner only, from the moment it exists, whatever the writing tool or the umask would give.
+FILE_OUTPUT_MODE = 0o600
+
+
 @contextmanager
 def atomic_output(path: Path, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it to `path` when the block completes,
     remove it when the block fails or is interrupted. A replaced output (--force) is removed
-    only after the new one is in place."""
+    only after the new one is in place. A file output is made (empty) before the block runs,
+    mode 0600, and is 0600 when renamed into place."""
     temp = temporary_name(path)
     _remove(temp)
     if directory:
         temp.mkdir()
+    else:
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         FILE_OUTPUT_MODE))
     try:
         yield temp
+        if not directory:
+            os.chmod(temp, FILE_OUTPUT_MODE)  # a tool may have made the file anew
     except BaseException as exc:
         _remove(temp)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..core.onesis_config import SYSIMAGE_CONF
+from ..core.onesis_rules import NOT_LINKBACKS
 from ..core.view import View
 from ..progress import Progress
-from ..sources.onesis import NOT_LINKBACKS
 from .compare import Comparer
 from .materialize import Writer
 from .walk import HardLinks, Item, Root, merged_children, named_root
