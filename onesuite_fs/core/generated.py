@@ -61,7 +61,3 @@ def with_install_writes(stages: Stages, files: tuple[WrittenFile, ...], *,
                              "written by autoinstall after the image pass", True)
                   for written in files)
     return (stages[0], stage, *stages[1:])
-
-
-def is_generated(layer: Layer) -> bool:
-    return layer.generated is not None
