@@ -109,8 +109,9 @@ def test_a_warewulf_node_reads_its_root_over_nfs_and_nothing_else(example_site, 
         answer = raw(ns, ADDRESSES["ww001"], [["putrootfh"], ["lookup", "nodes"],
                                                ["readdir"]])
         assert answer["names"] == ["ww001"], answer
-        # ... nor with handles of ww002's root: its own (ww002's export), or its inode under
-        # ww001's export, computed with the site's key (what no attacker has, the worst case).
+        # ... nor with handles of ww002's root: its own (ww002's export: the export rules),
+        # or its inode under ww001's export numbered without the site's key (a handle is a
+        # capability: test_nfs_isolation.py). The key's numbering is the mount's.
         def root_handle(node: str) -> bytes:
             answer = raw(ns, ADDRESSES[node], [["putrootfh"], ["lookup", "nodes"],
                                                 ["lookup", node], ["getfh"]])
@@ -118,15 +119,20 @@ def test_a_warewulf_node_reads_its_root_over_nfs_and_nothing_else(example_site, 
 
         mine, theirs = root_handle("ww001"), root_handle("ww002")
         assert fuse_part(mine)[0] == os.stat(mnt / "nodes/ww001").st_ino
-        numbering = Numbering(load_or_create_key(tmp_path / "key"))
         keys = [f"nodes/{n}" for n in os.listdir(mnt / "nodes")]
         keys += [f"groups/{g}" for g in os.listdir(mnt / "groups")]
         keys += [f"images/{i}" for i in os.listdir(mnt / "images")]
-        slot = numbering.assign_slots(keys)["nodes/ww002"]
-        computed = (numbering.dir_ino(slot, ""), numbering.view_generation("nodes/ww002", ""))
-        assert fuse_part(theirs) == computed
-        forged = with_fuse_part(mine, *computed)
-        for handle in (theirs.hex(), forged):
+        handles = [theirs.hex()]
+        for numbering in (Numbering(load_or_create_key(tmp_path / "key")),
+                          Numbering.ephemeral()):
+            slot = numbering.assign_slots(keys)["nodes/ww002"]
+            computed = (numbering.dir_ino(slot, ""),
+                        numbering.view_generation("nodes/ww002", ""))
+            if len(handles) == 1:  # the site's key: the derivation is the mount's
+                assert fuse_part(theirs) == computed
+                continue
+            handles.append(with_fuse_part(mine, *computed))
+        for handle in handles:
             for ops in ([["readdir"]], [["lookup", "etc"], ["lookup", "hostname"],
                                         ["read", 0, 100]]):
                 assert refused(raw(ns, ADDRESSES["ww001"], [["putfh", handle], *ops])), ops
