@@ -221,10 +221,62 @@ def build_root_with_rsync(spec: SiteSpec, host: str, order: str, dest: Path,
         _updateclient(spec, host, dest, fidelity)
         return
     _rsync([*image_rsync, f"{image_dir(spec, node_image(spec, host))}/", f"{dest}/"])
+    written = _write_after_image_pass(spec, host, dest) if install else {}
     passes = override_sequence(spec, host, order)
     for name in passes:
         if (overrides_root / name).is_dir():
             _rsync([*override_rsync, f"{overrides_root / name}/", f"{dest}/"])
+    _date_written(dest, written)
+
+
+# What autoinstall runs between the image pass and the overrides (etc/autoinstallscript.template
+# lines 316-321 at v4.3.0): the template's own line, then the fstab section
+# si_mkautoinstallscript put in the node's script (Server.pm _write_out_new_fstab_file).
+SYNCED_TO = "etc/systemimager/IMAGE_LAST_SYNCED_TO"
+ECHO_LINE = "echo $IMAGENAME > /a/etc/systemimager/IMAGE_LAST_SYNCED_TO"
+FSTAB_SECTION = re.compile(r"^### BEGIN generate new fstab file.*?^### END generate new fstab",
+                           re.M | re.S)
+
+
+def _run_as_installer(program: str, dest: Path) -> None:
+    """A shell snippet of the installer, run by sh with /a/ being `dest` and umask 022; a
+    failing redirect (no directory) is let pass: docs/semantics.md, the mount shows no file."""
+    text = program.replace("/a/", f"{dest}/")
+    subprocess.run(["sh", "-c", f"umask 022\n{text}"], capture_output=True, check=False)
+
+
+def _write_after_image_pass(spec: SiteSpec, host: str, dest: Path) -> dict[str, tuple[int, int]]:
+    """Run the two writes; the directories they write into keep the times the image pass
+    gave them (the install's own time is not knowable: docs/semantics.md). Returns path ->
+    (inode written, the time the mount shows it with: its input's)."""
+    script = chosen_script(spec, host)
+    program = f"IMAGENAME='{node_image(spec, host)}'\n{ECHO_LINE}\n"
+    section = FSTAB_SECTION.search(script.read_text()) if script is not None else None
+    if section is not None:
+        program += section.group(0) + "\n"
+    times = {SYNCED_TO: (spec.prefix / "etc/systemimager/cluster.xml").stat().st_mtime_ns,
+             "etc/fstab": script.stat().st_mtime_ns if script is not None else 0}
+    return _keeping_dir_times(dest, list(times), lambda: _run_as_installer(program, dest),
+                              times)
+
+
+def _keeping_dir_times(dest: Path, paths: list[str], write, times: dict[str, int]
+                       ) -> dict[str, tuple[int, int]]:
+    parents = {p.rpartition("/")[0] for p in paths}
+    before = {p: os.lstat(dest / p).st_mtime_ns for p in parents if (dest / p).is_dir()}
+    write()
+    for parent, mtime in before.items():
+        os.utime(dest / parent, ns=(mtime, mtime), follow_symlinks=False)
+    return {p: (os.lstat(dest / p).st_ino, times[p]) for p in paths
+            if (dest / p).is_file() and not (dest / p).is_symlink()}
+
+
+def _date_written(dest: Path, written: dict[str, tuple[int, int]]) -> None:
+    """A written file no later pass replaced shows its input's time (as the mount does)."""
+    for path, (inode, mtime) in written.items():
+        st = os.lstat(dest / path) if os.path.lexists(dest / path) else None
+        if st is not None and st.st_ino == inode:
+            os.utime(dest / path, ns=(mtime, mtime), follow_symlinks=False)
 
 
 def _updateclient(spec: SiteSpec, host: str, dest: Path, fidelity: str) -> None:
@@ -249,6 +301,13 @@ def _updateclient(spec: SiteSpec, host: str, dest: Path, fidelity: str) -> None:
         if (overrides_root / name).is_dir():
             _rsync([*override, "--numeric-ids", *excludes, f"{overrides_root / name}/",
                     f"{dest}/"])
+    if install:  # the graffiti: `open(FILE, ">$file"); print FILE $image, "\n"` (623-626)
+        mtime = (spec.prefix / "etc/systemimager/cluster.xml").stat().st_mtime_ns
+        written = _keeping_dir_times(
+            dest, [SYNCED_TO], lambda: _run_as_installer(
+                f"printf '%s\\n' '{node_image(spec, host)}' > /a/{SYNCED_TO}", dest),
+            {SYNCED_TO: mtime})
+        _date_written(dest, written)
 
 
 def _rsync(argv: list[str]) -> None:

@@ -184,10 +184,12 @@ def test_preview_flags_what_an_install_keeps_and_equals_the_mount(fidelity, tmp_
     assert_preview_matches_mount(capsys, spec.prefix, options,
                                  [(f"node:{h}", mount.node(h)) for h in hosts])
     assert_explain_names_the_mounts_winner(spec.prefix, options, mount, hosts)
-    flagged = 0
+    flagged = written = 0
     for host in hosts:
         status, document = onesuite_json(capsys, "preview", "--root", spec.prefix, *options,
                                          host, "/etc")
+        # What the install writes itself is in the roots compared (install only).
+        written += sum(e["layer"].startswith("generated:") for e in document["entries"])
         for entry in document["entries"]:
             keeps = entry["install_keeps"]
             if keeps is None:
@@ -204,5 +206,6 @@ def test_preview_flags_what_an_install_keeps_and_equals_the_mount(fidelity, tmp_
                 / entry["path"][1:]
             assert (shown == kept_file.read_bytes()) == (fidelity == "install"), entry
     assert flagged >= len(hosts)  # every image's pair file, at least, on every node
+    assert (written >= len(hosts)) == (fidelity == "install"), written
     done = run_onesuite("explain", "--root", spec.prefix, *options, hosts[0], "/etc/qc-chain")
     assert "note: an install keeps image:" in done.stdout, done.stdout

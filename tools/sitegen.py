@@ -715,6 +715,18 @@ MASTER_SCRIPT = """\
 # writes one; only the lines onesuite-fs reads are here).
 {image_line}
 {overrides_line}
+# Leave notice of which image is installed on the client
+echo $IMAGENAME > /a/etc/systemimager/IMAGE_LAST_SYNCED_TO || shellout
+
+### BEGIN generate new fstab file from autoinstallscript.conf ###
+cat <<'EOF' > /a/etc/fstab
+# fstab of the script {name}
+LABEL=/	/	ext4	defaults	1	1	# /dev/sda2
+/dev/sda1	swap	swap	defaults	0	0
+proc	/proc	proc	defaults	0	0
+EOF
+### END generate new fstab file from autoinstallscript.conf ###
+
 for OVERRIDE in $OVERRIDES
 do
     rsync -av --numeric-ids $IMAGESERVER::overrides/$OVERRIDE/ /a/
@@ -734,7 +746,8 @@ def write_autoinstall_scripts(spec: SiteSpec) -> None:
     def master(name: str, image: str, extra: str = "") -> None:
         overrides = f'[ -z $OVERRIDES ] && OVERRIDES="{name} $GROUP_OVERRIDES $HOSTNAME{extra}"'
         (scripts / f"{name}.master").write_text(MASTER_SCRIPT.format(
-            image_line=f"[ -z $IMAGENAME ] && IMAGENAME={image}", overrides_line=overrides))
+            image_line=f"[ -z $IMAGENAME ] && IMAGENAME={image}", overrides_line=overrides,
+            name=name))
 
     for image in spec.images:
         master(image, image)
@@ -745,7 +758,9 @@ def write_autoinstall_scripts(spec: SiteSpec) -> None:
     if group is not None:
         extra = f"extra-{group.name}"
         master(group.name, group.image or "", f" {extra}")
-        for name, rel in ((group.name, "etc/motd"), (extra, f"opt/from-script-{extra}")):
+        # The --overrides one also replaces the fstab the script writes (it comes later).
+        for name, rel in ((group.name, "etc/motd"), (extra, f"opt/from-script-{extra}"),
+                          (extra, "etc/fstab")):
             own = spec.override_dir(name)
             (own / rel).parent.mkdir(parents=True)
             (own / rel).write_text(f"{rel} from the script's override {name}\n")
@@ -821,6 +836,7 @@ UPDATECLIENT_EXCLUDES = """\
   /indented/lines/are/not/used
 relative/are/not/used
 /etc/sysconfig/network
+/etc/fstab
 /etc/hosts
 /etc/profile.d/site*
 /home/*

@@ -13,7 +13,6 @@ from typing import Any
 from ..core.stack import Stages, node_stages
 from ..service import logs
 from ..service.ready import report_mount_ready
-from ..sources.scripts import written_after_image_pass
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -102,8 +101,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     for host, node in sorted(site.nodes.items()):
         entry = view.entries["nodes"].get(host)
         onesis = view.onesis.describe(view, entry) if view.onesis and entry else None
-        written = written_after_image_pass(node.image, site.chosen_scripts.get(host),
-                                           site.layout.scripts_dir)
+        written = [{"path": "/" + w.path, "content": w.content.decode("utf-8", "replace"),
+                    "from": f"{w.source} ({w.what})"}
+                   for w in site.install_writes.get(host, ())]
         rows.append({"name": host, "groups": list(node.groups), "image": node.image,
                      "layers": stack_json(node_stages(site, host, order)), "onesis": onesis,
                      "script": str(site.chosen_scripts[host]) if host in site.chosen_scripts
@@ -125,7 +125,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
                   f"{onesis['config']})")
         if row["script"] is not None:
             print(f"      autoinstall script {row['script']}")
-        print("      an install also writes, after the image pass (not in the served root): "
+        print("      an install also writes, after the image pass (in the served root with "
+              "--fidelity install): "
               + ", ".join(f"{w['path']} ({w['from']})" for w in row["written_after_image_pass"]))
         for number, layer in enumerate(row["layers"], 1):
             state = "" if layer["present"] else "  (missing: skipped)"

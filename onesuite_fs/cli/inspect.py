@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.provenance import Provenance
+from ..core.provenance import GENERATED_PREFIX, Provenance
 from ..core.stack import Stages
 from ..core.view import View
 from ..inspect.diff import Difference, diff
@@ -384,6 +384,9 @@ def _explain_lines(result: Explanation, view: TreeView, style: Style) -> list[st
         who = "winner" if result.record is not None else "the layers' winner (not shown)"
         lines.append(f"  {who}: {style.layer(winner['layer'])} {winner['source']}: "
                      f"{winner['why']}")
+    written = result.record.provenance if result.record is not None else None
+    if written is not None and written.layer.startswith(GENERATED_PREFIX) and written.rule:
+        lines.append(f"  written by the install itself: {written.reason} ({written.rule})")
     if result.record is not None and result.record.install_keeps is not None:
         shown = ("shown so (--fidelity install)" if view.root.view.fidelity == "install" else
                  "shown here: the override's bytes; --fidelity install shows the install's")

@@ -13,6 +13,8 @@ makes the request fail (EIO, logged), it is not followed (open_layer_root, opena
 from __future__ import annotations
 
 import errno
+import fcntl
+import hashlib
 import logging
 import os
 import stat
@@ -26,6 +28,7 @@ from typing import NamedTuple
 
 from . import openat2, whiteouts
 from .bounded import BoundedCache, entries_of
+from .model import WrittenFile
 
 log = logging.getLogger("onesuite.layers")
 DIR_FD_CACHE = 256
@@ -81,8 +84,23 @@ class Meta(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Generated:
+    """What makes a generated layer (core/generated.py): files an install writes itself, as
+    a shell redirect does, onto the tree `base` left (the image pass). No directory on disk:
+    its directories are base's, a file exists only where base has its directory and no
+    other non-regular entry, with base's file's mode and owner if it has one (a redirect
+    keeps them), else 0644 root (the installer's umask 022)."""
+
+    base: Layer
+    files: tuple[WrittenFile, ...]
+
+    def file(self, relpath: str) -> WrittenFile | None:
+        return next((f for f in self.files if f.path == relpath), None)
+
+
+@dataclass(frozen=True)
 class Layer:
-    """One tree laid into a node's root: the image or an override."""
+    """One tree laid into a node's root: the image or an override (or a generated one)."""
 
     kind: str  # "image" or "override"
     name: str
@@ -99,6 +117,8 @@ class Layer:
     # `rsync --exclude=lost+found/ --exclude=/proc/*` leaves out (IMAGE_PASS_EXCLUDES).
     # The same directory, scanned once: its listings are the unfiltered layer's, filtered.
     image_pass: bool = False
+    # A layer of files an install writes itself (kind "generated"): computed, not scanned.
+    generated: Generated | None = None
 
     @property
     def label(self) -> str:
@@ -150,6 +170,8 @@ class LayerStore:
         # An O_PATH fd per (layer, directory) recently opened from: an open is then one
         # openat instead of a walk from the layer root (an NFS listing opens every file).
         self._dir_fds: OrderedDict[tuple[int, str], int] = OrderedDict()
+        # Generated layers: their directories merge without giving metadata (resolve.py).
+        self.generated_ids: set[int] = set()
 
     def add(self, layer: Layer) -> int:
         with self._lock:
@@ -161,12 +183,23 @@ class LayerStore:
             self._ids[layer] = len(self.layers) - 1
             if found is not None:
                 self.whiteouts.set(len(self.layers) - 1, found)
+            if layer.generated is not None:
+                self.generated_ids.add(len(self.layers) - 1)
             return len(self.layers) - 1
 
     def _whiteouts_of(self, layer: Layer) -> whiteouts.Whiteouts | None:
         if not self.read_whiteouts or layer.kind not in whiteouts.LAYER_KINDS:
             return None
         return whiteouts.read(layer.path, layer.kind)
+
+    def metadata_layer(self, contribution: tuple[tuple[int, ...], ...]) -> int:
+        """The layer a merged root takes its metadata from: the first of the last stage,
+        passing over generated stages (a file written into a directory leaves its mode and
+        owner as they were)."""
+        for stage in reversed(contribution):
+            if stage[0] not in self.generated_ids:
+                return stage[0]
+        return contribution[-1][0]
 
     def layer(self, layer_id: int) -> Layer:
         return self.layers[layer_id]
@@ -198,6 +231,9 @@ class LayerStore:
         return result
 
     def _scan(self, layer_id: int, relpath: str) -> dict[str, Meta] | None:
+        generated = self.layers[layer_id].generated
+        if generated is not None:
+            return self._generated_listing(generated, relpath)
         try:
             with self.open_dir(layer_id, relpath) as fd:
                 found = scan_dir(fd)
@@ -229,6 +265,48 @@ class LayerStore:
                            for name, meta in listing.items() if meta.is_dir)
         return entries
 
+    def _generated_listing(self, generated: Generated, relpath: str) -> dict[str, Meta] | None:
+        """A generated layer's directory: base's metadata for its directories, the written
+        files where a redirect on base's tree would write them."""
+        base = self.add(generated.base)
+        base_dir = self.listing(base, relpath)
+        if base_dir is None:
+            return None
+        found: dict[str, Meta] = {}
+        prefix = f"{relpath}/" if relpath else ""
+        for written in generated.files:
+            if not written.path.startswith(prefix) or self.written_meta(generated,
+                                                                         written) is None:
+                continue
+            name, _, below = written.path[len(prefix):].partition("/")
+            found[name] = base_dir[name] if below else self.written_meta(generated, written)
+        return found
+
+    def written_meta(self, generated: Generated, written: WrittenFile) -> Meta | None:
+        """The written file's metadata, None when the redirect would write nothing there
+        (a directory on the way missing: the install stops; a symlink, a directory or
+        a special file at the path: not modelled, docs/semantics.md)."""
+        base = self.add(generated.base)
+        parent, _, name = written.path.rpartition("/")
+        where = ""
+        for part in parent.split("/") if parent else []:
+            found = (self.listing(base, where) or {}).get(part)
+            if found is None or not found.is_dir:
+                return None
+            where = f"{where}/{part}" if where else part
+        old = (self.listing(base, parent) or {}).get(name)
+        if old is not None and not stat.S_ISREG(old.mode):
+            return None
+        mode, uid, gid = (old.mode, old.uid, old.gid) if old else (stat.S_IFREG | 0o644, 0, 0)
+        size, t = len(written.content), written.mtime_ns
+        # (st_dev 0, a number of its own): what readers tell files apart by (hard links,
+        # digests already computed), one per written path and content.
+        ino = int.from_bytes(hashlib.blake2b(
+            b"%s\0%s\0%s" % (generated.base.label.encode("utf-8", "surrogateescape"),
+                              written.path.encode("utf-8", "surrogateescape"),
+                              written.content), digest_size=7).digest(), "big")
+        return Meta(mode, ino, 0, 1, uid, gid, size, t, t, t, 0, (size + 511) // 512)
+
     def root_meta(self, layer_id: int) -> Meta:
         found = self._root_metas.get(layer_id)
         if found is None:
@@ -248,6 +326,14 @@ class LayerStore:
 
     def lstat(self, layer_id: int, relpath: str) -> Meta:
         parent, _, name = relpath.rpartition("/")
+        generated = self.layers[layer_id].generated
+        if generated is not None:
+            if not name:
+                return self.root_meta(self.add(generated.base))
+            found = (self.listing(layer_id, parent) or {}).get(name)
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), relpath)
+            return found
         if not name:
             with self.open_dir(layer_id, "") as fd:
                 return Meta.from_stat(os.fstat(fd))
@@ -255,8 +341,15 @@ class LayerStore:
             return Meta.from_stat(os.stat(name, dir_fd=fd, follow_symlinks=False))
 
     def open_file(self, layer_id: int, relpath: str) -> int:
-        """An O_RDONLY fd of a regular file in the layer (never through a symlink)."""
+        """An O_RDONLY fd of a regular file in the layer (never through a symlink); for a
+        generated layer, a sealed memfd with the written bytes."""
         parent, _, name = relpath.rpartition("/")
+        generated = self.layers[layer_id].generated
+        if generated is not None:
+            written = generated.file(relpath)
+            if written is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), relpath)
+            return _sealed_memfd(name, written.content)
         key = (layer_id, parent)
         # Under the lock: an fd evicted and closed meanwhile could be reused by another
         # open, and openat would then look the name up somewhere else.
@@ -281,14 +374,34 @@ class LayerStore:
 
     def readlink(self, layer_id: int, relpath: str) -> bytes:
         parent, _, name = relpath.rpartition("/")
+        if self.layers[layer_id].generated is not None:
+            raise OSError(errno.EINVAL, "a generated layer has no symlinks")
         with self.open_dir(layer_id, parent) as fd:
             return os.readlink(os.fsencode(name), dir_fd=fd)
 
     def xattrs(self, layer_id: int, relpath: str) -> dict[str, bytes]:
         """All extended attributes of the entry itself (not of a symlink's target)."""
         parent, _, name = relpath.rpartition("/")
+        if self.layers[layer_id].generated is not None:
+            return {}  # a shell redirect writes none
         with self.open_dir(layer_id, parent) as fd:
             return entry_xattrs(fd, name)
+
+
+def _sealed_memfd(name: str, content: bytes) -> int:
+    """A read-only view of `content`: an anonymous file no write can change (sealed)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class LayerMoved(OSError):

@@ -32,6 +32,20 @@ class ScriptOverrides:
 
 
 @dataclass(frozen=True)
+class WrittenFile:
+    """A file a 4.3 install writes into a node's root itself, after the image pass and before
+    the overrides (docs/semantics.md, "What autoinstall writes after the image pass"): its
+    path in the root, its bytes, the time it is shown with (the install's own is unknown: the
+    modification time of the file its content comes from) and where the content comes from."""
+
+    path: str  # relative to the root: "etc/fstab"
+    content: bytes
+    mtime_ns: int
+    source: str  # "file:line" of what writes it (or of its input)
+    what: str  # "echo $IMAGENAME > /a/etc/systemimager/IMAGE_LAST_SYNCED_TO", ...
+
+
+@dataclass(frozen=True)
 class Group:
     """A cluster.xml <group> (or the groups that cluster.txt lines name)."""
 
@@ -148,6 +162,9 @@ class Site:
     # a node without one follows the image-named rule.
     scripts: dict[str, ScriptOverrides] = field(default_factory=dict)
     chosen_scripts: dict[str, Path] = field(default_factory=dict)  # host -> its script
+    # host -> what its install writes after the image pass (sources/install_writes.py);
+    # laid into the node's root with --fidelity install (core/generated.py).
+    install_writes: dict[str, tuple[WrittenFile, ...]] = field(default_factory=dict)
 
     def override_path(self, name: str) -> Path:
         return self.layout.overrides_dir / name

@@ -25,6 +25,7 @@ class Kind(Enum):
 
 
 ONESIS = "onesis"  # the label of an entry a oneSIS rule made
+GENERATED_PREFIX = "generated:"  # a layer of files an install writes itself (generated.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,8 @@ class Provenance:
         if self.kind is Kind.WHITEOUT:
             return f"hidden by {self.layer} (whiteout {self.source}, {self.rule})"
         text = f"{self.layer} {self.source}"
+        if self.layer.startswith(GENERATED_PREFIX) and self.rule is not None:
+            return f"{text} (written by {self.reason}, {self.rule})"
         if self.rule is not None and not self.is_dir:
             # A LINKBACK'd directory's origin names its variant only (docs/semantics.md:
             # for a directory, the layer its metadata comes from); --json adds the line.

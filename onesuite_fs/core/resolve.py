@@ -116,6 +116,9 @@ _APPLY_RULES: dict[str, str | None] = {
     # --fidelity install: an install's rsync skipped the bytes (same size and mtime) and set
     # only mode and owner: the earlier content stays the winner.
     "quick-check-keeps": None,
+    # A file the install writes itself into an existing directory (generated.py): the
+    # directory stays the one below.
+    "written-into": None,
 }
 
 
@@ -182,8 +185,8 @@ class MergeTrace:
         """The stage's entry, from `layer`, laid onto the tree built so far."""
         key = (self._stage, layer)
         self.steps.setdefault(key, step)  # a directory that beat a source keeps that step
-        if step == "quick-check-keeps":
-            return  # install mode: the bytes (and the winner) stay where they were
+        if step in ("quick-check-keeps", "written-into"):
+            return  # the bytes or the directory (and the winner) stay where they were
         rule = _APPLY_RULES[step]
         if rule is None:
             self._refused_since = True
@@ -302,7 +305,7 @@ class Resolver:
     def root(self, stages: Iterable[Iterable[int]]) -> MergedDir:
         """The merged root of a stack; every layer's root is a directory by construction."""
         contribution = tuple(tuple(stage) for stage in stages if stage)
-        top = contribution[-1][0]
+        top = self.store.metadata_layer(contribution)
         return self.merged_dir("", contribution, top, self.store.lstat(top, ""))
 
     def cached_dir(self, path: str, contribution: Contribution) -> MergedDir | None:
@@ -444,8 +447,12 @@ class Resolver:
             elif new.contribution is not None:
                 if current.contribution is not None:  # directory into directory: merge
                     current.contribution.append(new.contribution[0])
-                    current.layer, current.meta = new.layer, new.meta
-                    step = "merges"
+                    generated = self.store.generated_ids
+                    if not generated or new.layer not in generated:
+                        current.layer, current.meta = new.layer, new.meta
+                        step = "merges"
+                    else:  # a file written into it sets no mode, owner or time
+                        step = "written-into"
                 else:  # a directory replaces a non-directory
                     state[name] = new
                     step = "dir-replaces-non-dir"
@@ -464,7 +471,11 @@ class Resolver:
         """A non-directory laid over a non-directory: it replaces it, except that with rsync's
         quick check an install keeps the bytes it has (recorded; shown with `install`)."""
         content = current.kept or (current.layer, current.meta)
-        if not self.quick_check or not quick_check_keeps(content, new.meta):
+        # A redirect writes whatever is there; a file the install wrote itself has the
+        # install's time, which no override's file matches.
+        generated = self.store.generated_ids
+        if not self.quick_check or not quick_check_keeps(content, new.meta) or (
+                generated and (content[0] in generated or new.layer in generated)):
             state[name] = new
             return "replaces"
         if trace is not None:  # the (stage, layer) the kept bytes were laid by

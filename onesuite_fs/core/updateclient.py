@@ -154,7 +154,7 @@ def installed_children(tree: Any, installed: Installed, path: str) -> dict[str, 
     """The installed root's merged directory at `path` (relative), or {} when it has none."""
     resolver = tree.resolver
     if not path:
-        top = installed.contribution[-1][0]
+        top = tree.store.metadata_layer(installed.contribution)
         return resolver.merged_dir("", installed.contribution, top,
                                    tree.store.root_meta(top)).children
     found = resolver.resolve_path(installed.contribution, path)

@@ -23,6 +23,7 @@ from . import inodes
 from .bounded import DEFAULT_ENTRY_LIMIT, BoundedCache, entries_of
 from .entry import NAMESPACES, Entry, stage_ids
 from .fingerprint import fingerprint
+from .generated import with_install_writes
 from .layers import LayerStore, Meta
 from .model import Site
 from .onesis_config import OnesisSource
@@ -171,11 +172,28 @@ class View:
 
         groups = {g.name: g for g in site.cluster.groups}
         exclude_lists: dict[object, Installed | None] = {}
+        written: dict[object, Stages] = {}  # keeps what ids_of has seen by id() alive
+
+        def install_writes(stages: Stages, host: str, order: str) -> Stages:
+            """With --fidelity install, a node's stack with what its install writes."""
+            files = site.install_writes.get(host, ()) if self.fidelity == "install" else ()
+            if not files:
+                return stages
+            key = (id(stages), files, order)
+            if key not in written:
+                written[key] = with_install_writes(stages, files,
+                                                   updateclient=order == "updateclient")
+                written[(key, "stages")] = stages
+            return written[key]
+
         for namespace, name, stages in wanted:
+            if namespace == "nodes":
+                stages = install_writes(stages, name, self.order)
             contribution = ids_of(stages)
             installed = None
             if self.order == "updateclient" and namespace != "images":
-                below = (node_stages(site, name, "autoinstall", memo) if namespace == "nodes"
+                below = (install_writes(node_stages(site, name, "autoinstall", memo), name,
+                                        "autoinstall") if namespace == "nodes"
                          else group_stages(site, groups[name], "autoinstall", memo))
                 if id(below) not in exclude_lists:
                     exclude_lists[id(below)] = installed_view(self, below, ids_of(below))
@@ -319,7 +337,7 @@ class View:
 
     # ----- what a directory holds ---------------------------------------------------------
     def root_ref(self, entry: Entry) -> DirRef:
-        top = entry.contribution[-1][0]
+        top = self.store.metadata_layer(entry.contribution)
         return DirRef(entry, "", "", entry.contribution, top, self.store.root_meta(top))
 
     def merged(self, ref: DirRef) -> MergedDir:
@@ -572,6 +590,8 @@ class View:
         if backing is None or not stat.S_ISREG(backing.meta.mode):
             raise TreeError(errno.EACCES)
         fd = self.store.open_file(backing.layer, backing.path)
+        if backing.layer in self.store.generated_ids:
+            return fd  # written bytes kept in memory: nothing on disk to change
         # Serve only the file this view read: a file replaced or rewritten since would be new
         # bytes under old attributes (a torn read). The daemon reloads and retries.
         meta = backing.meta
@@ -615,5 +635,11 @@ class View:
                                        is_dir=True,
                                        rule=linkback.rule if linkback else None,
                                        reason=linkback.reason if linkback else None)
-        return Provenance.of_layer(self.store.layer(ref.layer).label, ref.path, is_dir=False,
+        layer = self.store.layer(ref.layer)
+        if layer.generated is not None:  # what wrote it, and from where (file:line)
+            written = layer.generated.file(ref.path)
+            if written is not None:
+                return Provenance.of_layer(layer.label, ref.path, is_dir=False,
+                                           rule=written.source, reason=written.what)
+        return Provenance.of_layer(layer.label, ref.path, is_dir=False,
                                    hard_links=ref.meta.nlink)

@@ -56,6 +56,8 @@ STEPS = {
     # --whiteouts (core/whiteouts.py)
     "hides": "its whiteout list hides the path from every layer below it",
     "hidden-by-whiteout": "not copied: an earlier source's whiteout list hides it",
+    "written-into": "the install writes a file into it (--fidelity install); it keeps its "
+                    "mode, owner and time from below",
 }
 
 # The rule that decided the winner (winner["rule"]).
@@ -162,7 +164,7 @@ def _abs(relative: str) -> str:
 def merged_dir(tree: View, entry: Entry, source: str) -> MergedDir | None:
     """The merged directory at `source` (relative, "" = root) of the entry's layers."""
     if not source:
-        top = entry.contribution[-1][0]
+        top = tree.store.metadata_layer(entry.contribution)
         return tree.resolver.merged_dir("", entry.contribution, top, tree.store.root_meta(top))
     found = tree.merged_lookup(entry, source)
     if found is None or found[1].contribution is None:

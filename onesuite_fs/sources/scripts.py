@@ -160,47 +160,5 @@ def script_image(scripts_dir: Path, host: str, groups: tuple[str, ...]
     return (script, *found) if found is not None else None
 
 
-_FSTAB_START = re.compile(r"""^\s*cat\s+<<\s*'?EOF'?\s*>\s*/a/etc/fstab\s*$""")
-
-
-def read_fstab(script: Path, scripts_dir: Path) -> tuple[int, str] | None:
-    """(line, text) of the /etc/fstab the script writes after the image pass (the
-    `cat <<'EOF' > /a/etc/fstab` block si_mkautoinstallscript generates from the image's
-    autoinstallscript.conf: Server.pm `_write_out_new_fstab_file`, lines 1589-1650), or None."""
-    real = Path(os.path.realpath(script))
-    if Path(os.path.realpath(scripts_dir)) not in real.parents:
-        return None
-    try:
-        with open(real, "rb") as f:
-            data = f.read(MAX_SCRIPT_BYTES).decode("utf-8", "surrogateescape")
-    except OSError:
-        return None
-    lines = data.splitlines()
-    for number, line in enumerate(lines, 1):
-        if _FSTAB_START.match(line):
-            body = []
-            for text in lines[number:]:
-                if text == "EOF":
-                    return number, "".join(f"{b}\n" for b in body)
-                body.append(text)
-            return None
-    return None
-
-
 IMAGE_LAST_SYNCED_TO = "/etc/systemimager/IMAGE_LAST_SYNCED_TO"
 
-
-def written_after_image_pass(image: str, script: Path | None,
-                             scripts_dir: Path) -> list[dict[str, object]]:
-    """What a 4.3 install writes into the root between the image pass and the overrides,
-    where the data to produce it exists (docs/semantics.md): IMAGE_LAST_SYNCED_TO
-    (`etc/autoinstallscript.template` line 317: `echo $IMAGENAME > ...`) and the fstab the
-    node's script carries. Not laid into the served root (see the docs for why)."""
-    found: list[dict[str, object]] = [{
-        "path": IMAGE_LAST_SYNCED_TO, "content": f"{image}\n",
-        "from": "etc/autoinstallscript.template:317 (echo $IMAGENAME)"}]
-    fstab = read_fstab(script, scripts_dir) if script is not None else None
-    if fstab is not None and script is not None:
-        found.append({"path": "/etc/fstab", "content": fstab[1],
-                      "from": f"{script}:{fstab[0]} (cat <<'EOF' > /a/etc/fstab)"})
-    return found

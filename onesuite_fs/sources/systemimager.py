@@ -18,6 +18,7 @@ from ..core.model import Cluster, Image, Node, Site, SiteLayout
 from ..core.names import check_name, name_problem
 from .cluster_txt import parse_cluster_txt
 from .cluster_xml import parse_cluster_xml, run_dynamic_node
+from .install_writes import install_writes
 from .layer_roots import LayerPlaces, has_dotdot
 from .options import SiteOptions
 from .scripts import ScriptOverrides, node_scripts, script_image
@@ -411,8 +412,10 @@ def load_site(settings: SiteOptions) -> Site:
                                                 overrides.refused))
     if settings.strict:
         refuse_broken(broken)
+    written = install_writes(nodes, images, Path(cluster.source), chosen, layout.scripts_dir,
+                             warnings.append)
     return Site(layout=layout, cluster=cluster, images=images, nodes=nodes,
                 warnings=tuple(warnings), present_overrides=overrides.present,
                 overrides_real_dir=overrides.real_dir, overrides_elsewhere=overrides.elsewhere,
                 overrides_linked=overrides.linked, broken=broken, scripts=scripts,
-                chosen_scripts=chosen)
+                chosen_scripts=chosen, install_writes=written)
