@@ -73,3 +73,18 @@ def test_a_planted_link_at_the_partial_name_is_not_followed(tmp_path):
     with atomic_output(out) as temp:
         temp.write_text("root")
     assert victim.read_text() == "keep" and out.read_text() == "root"
+
+
+def test_what_a_writer_staged_beside_the_partial_output_goes_with_it(tmp_path):
+    """A disk image stages the root in `PARTIAL.work`, an ISO in `PARTIAL.stage`: a failure
+    (or a signal) at any point, even before the writer's own clean-up is armed, leaves
+    neither; another output's files are not touched."""
+    out = tmp_path / "n1.raw"
+    other = tmp_path / ".n1.raw.keep"
+    other.write_text("not ours")
+    with pytest.raises(KeyboardInterrupt), atomic_output(out) as temp:
+        work = temp.with_name(temp.name + ".work")
+        (work / "root/etc").mkdir(parents=True, mode=0o700)
+        (work / "root/etc/shadow").write_text("secret")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".n1.raw.keep"]

@@ -164,9 +164,9 @@ def write_disk(root: Root, boot: DiskBoot, out: Path, fmt: str, layout: Layout,
     args = boot_media.command_line(f"root=PARTUUID={part_uuid}", "ro", append)
     work = out.with_name(out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(mode=0o700)
     stage, raw = work / "root", work / "disk.raw"
     try:
+        work.mkdir(mode=0o700)  # inside the try: a signal right after it still removes it
         writer = _Stager(progress, spill_dir=out.parent, on_skip=on_skip)
         try:
             writer.subtrees([(root, root.top(), stage)])

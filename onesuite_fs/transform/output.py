@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 
 from ..core.errors import ConfigError
@@ -54,6 +55,14 @@ def _remove(path: Path) -> None:
         os.unlink(path)
 
 
+def _remove_with_helpers(temp: Path) -> None:
+    """The partial output and what writers staged beside it under its name (`TEMP.work`,
+    `TEMP.stage`): a failure or signal at any point leaves none of them."""
+    _remove(temp)
+    for helper in temp.parent.glob(f"{glob_escape(temp.name)}.*"):
+        _remove(helper)
+
+
 # A file output holds a whole node root (its host keys, shadow, keytabs): readable by its
 # owner only, from the moment it exists, whatever the writing tool or the umask would give.
 FILE_OUTPUT_MODE = 0o600
@@ -77,7 +86,7 @@ def atomic_output(path: Path, *, directory: bool = False) -> Iterator[Path]:
         if not directory:
             os.chmod(temp, FILE_OUTPUT_MODE)  # a tool may have made the file anew
     except BaseException as exc:
-        _remove(temp)
+        _remove_with_helpers(temp)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise ConfigError(f"ran out of space writing {path}: {exc.strerror}; nothing was "
                               "kept", hint="free some space or write elsewhere") from None
