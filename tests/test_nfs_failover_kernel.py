@@ -50,7 +50,7 @@ BOOT_TIMEOUT = 300  # to the first pass; TCG boots take 30-90 s here
 @pytest.fixture(autouse=True)
 def tools():
     require("qemu-system-x86_64", "cpio", "ganesha.nfsd", "keepalived", "rpcbind", "nsenter",
-            "unshare", "ip", "rsync", "fusermount3")
+            "unshare", "ip", "ss", "rsync", "fusermount3")
 
 
 def reader_site(root: Path, kit: Path) -> tuple[Path, bytes]:
@@ -224,7 +224,7 @@ def test_a_kernel_nfs_root_reads_on_through_kill_link_loss_and_rolling_restart(t
             passes = guest.passes()
         finally:
             guest.stop()
-    print(f"\nKERNEL CLIENT: boot to first pass {boot:.0f} s, {len(passes)} passes, "
+    print(f"\nKERNEL CLIENT: boot to 3 passes {boot:.0f} s, {len(passes)} passes, "
           f"normal pass <= {normal:.1f} s, address on b {moved:.1f} s after the link went "
           "down; STALLS "
           + ", ".join(f"{k}: {v:.1f} s" for k, v in stalls.items()))

@@ -29,7 +29,7 @@ OVERRIDES = "var/lib/systemimager/overrides"
 
 @pytest.fixture(autouse=True)
 def tools():
-    require("ganesha.nfsd", "keepalived", "rpcbind", "nsenter", "unshare", "ip", "rsync",
+    require("ganesha.nfsd", "keepalived", "rpcbind", "nsenter", "unshare", "ip", "ss", "rsync",
             "fusermount3")
     require_libnfs()
 
