@@ -7,12 +7,19 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from nfstools import Netns
+from conftest import run_onesuite
+from nfstools import REPO, Netns, Serve, namespaces
 
 _counter = itertools.count()
 LAN_PREFIX = 24
+SERVERS = {"a": "10.252.0.1", "b": "10.252.0.2"}
+FLOATING = "10.252.0.100"
 
 
 class Lan:
@@ -92,3 +99,90 @@ def holds(ns: Netns, address: str) -> bool:
     """Whether `address` is on one of the namespace's interfaces now."""
     done = ns.run("ip", "-o", "addr", "show", timeout=10)
     return f" {address}/" in done.stdout
+
+
+def network_state(members: dict[str, Netns]) -> str:
+    """What each namespace's kernel holds now (addresses, neighbours, TCP connections with
+    their timers), for a failure message: a hung read is explained by these."""
+    out = []
+    for name, ns in members.items():
+        for cmd in (("ip", "-br", "addr"), ("ip", "neigh"), ("ss", "-tnio")):
+            done = ns.run(*cmd, timeout=10)
+            out.append(f"--- {name}: {' '.join(cmd)}\n{done.stdout}{done.stderr}")
+    return "\n".join(out)
+
+
+@contextmanager
+def ha_pair(tmp_path: Path, site: Path, node: str, node_address: str, *,
+            client: bool = True) -> Iterator[tuple[dict[str, dict], Netns | None, Lan]]:
+    """Servers a and b on one segment, each `onesuite serve` (NFSv3 and v4, rpcbind) over its
+    own rsync'd copy of `site` with one handle key, and keepalived with the configuration
+    `onesuite keepalived` wrote, floating FLOATING for `node` (home: a). With `client`, a
+    namespace at `node_address` on the segment; without, the caller plugs its own client
+    (a QEMU guest on a tap of the switch). Yields once a holds the address."""
+    work = Path(f"/tmp/onesuite-ha-{os.getpid()}")  # keepalived's script line: no odd chars
+    work.mkdir(mode=0o755)
+    config = work / "onesuite.toml"
+    config.write_text(f'[nfs.addresses]\n{node} = "{node_address}"\n'
+                      '[ha]\ninterface = "eth0"\nservers = ["a", "b"]\nrouter_id = 71\n'
+                      f'[[ha.floating]]\naddress = "{FLOATING}/24"\nnodes = "{node}"\n')
+    wrapper = work / "onesuite"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m onesuite_fs.cli "
+                       '"$@"\n')
+    wrapper.chmod(0o755)
+    (work / "key").write_text(os.urandom(32).hex() + "\n")
+    (work / "key").chmod(0o600)
+    tags = ("lan", "a", "b", "c") if client else ("lan", "a", "b")
+    with namespaces(*tags) as made, ExitStack() as stack:
+        switch, ns_a, ns_b = made[:3]
+        stack.callback(subprocess.run, ["rm", "-rf", str(work)], check=False)
+        lan = Lan(switch)
+        node_ns = made[3] if client else None
+        if node_ns is not None:
+            lan.plug(node_ns, node_address)
+        servers: dict[str, dict] = {}
+        for name, ns in (("a", ns_a), ("b", ns_b)):
+            lan.plug(ns, SERVERS[name])
+            copy = rsync_copy(site, tmp_path / f"site-{name}")
+            mnt = tmp_path / f"mnt-{name}"
+            mnt.mkdir()
+            state = work / f"state-{name}"
+            serve = Serve(ns, copy, mnt, state, "--config", str(config), "--protocols", "3,4",
+                          "--handle-key", str(work / "key"), private_run=True, rpcbind=True)
+            stack.callback(stop_serve, serve)
+            serve.start()
+            conf = work / f"keepalived-{name}.conf"
+            done = run_onesuite("keepalived", "--root", copy, "--config", config, "--server",
+                                name, "--nfs-state-dir", state, "--check-program", wrapper)
+            conf.write_text(done.stdout)
+            keepalived = Keepalived(ns, conf, work / f"k-{name}")
+            stack.callback(keepalived.stop)
+            servers[name] = {"ns": ns, "serve": serve, "keepalived": keepalived}
+        wait_for(lambda: holds(ns_a, FLOATING), 60, "server a never took the address",
+                 servers)
+        yield servers, node_ns, lan
+
+
+def stop_serve(serve: Serve) -> None:
+    if serve.proc is not None and serve.proc.poll() is None:
+        serve.stop()
+    else:
+        serve.cleanup()
+
+
+def restart(serve: Serve) -> None:
+    serve.cleanup()
+    serve.start()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, message: str,
+             servers: dict[str, dict]) -> float:
+    """Poll `condition` every 0.2 s; the seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            logs = {n: s["keepalived"].log.read_text()[-3000:] for n, s in servers.items()}
+            raise AssertionError(f"{message}\n{logs}")
+        time.sleep(0.2)
+    return time.monotonic() - started

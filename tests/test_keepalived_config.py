@@ -35,6 +35,10 @@ def test_each_address_has_a_home_and_every_instance_tracks_the_check():
     assert "10.1.0.251/24 dev eth0" in blocks[1]
     assert all("track_script {\n        onesuite_serves" in b and "state BACKUP" in b
                for b in blocks)
+    # Losing an address resets the connections clients made to it on this server.
+    for block, address in zip(blocks, ("10.1.0.250", "10.1.0.251"), strict=True):
+        for event in ("backup", "fault", "stop"):
+            assert f'notify_{event} "/bin/ss -K -t src {address}"' in block
 
 
 @pytest.mark.parametrize(("change", "message"), [

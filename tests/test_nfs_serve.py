@@ -102,9 +102,11 @@ def test_isolation_each_node_reads_only_its_own_root(example_site, tmp_path, ver
 class Holder:
     """nfs_hold.py in a client namespace: one NFS handle, read on demand."""
 
-    def __init__(self, ns: Netns, url: str, path: str, size: int) -> None:
+    def __init__(self, ns: Netns, url: str, path: str, size: int,
+                 chunk: int | None = None) -> None:
         self.proc = subprocess.Popen([*ns.prefix, sys.executable, str(HOLD), url, path,
-                                      str(size)], stdin=subprocess.PIPE,
+                                      str(size), *([str(chunk)] if chunk else [])],
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()

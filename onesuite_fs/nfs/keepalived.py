@@ -38,6 +38,8 @@ from ..core.errors import ConfigError
 from ..core.limits import LimitExceeded
 from ..sources.hostrange import expand_range_list
 
+# Resets the TCP connections clients made to an address this server no longer holds.
+RESET_CONNECTIONS = "/bin/ss -K -t src"  # iproute2; SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY)
 HOME_PRIORITY = 150  # the address's home server; the others 100, 90, ... in server order
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _SAFE_INTERFACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}$")  # IFNAMSIZ - 1
@@ -207,6 +209,7 @@ def render_keepalived(plan: HaPlan, server: str, check: str) -> str:
     ]
     for floating in plan.floating:
         priority = plan.priority(floating, server)
+        reset = f'"{RESET_CONNECTIONS} {floating.address.partition("/")[0]}"'
         shown = ", ".join(floating.nodes[:8]) + (", ..." if len(floating.nodes) > 8 else "")
         lines += [
             "",
@@ -221,6 +224,14 @@ def render_keepalived(plan: HaPlan, server: str, check: str) -> str:
             "    # split (a link back up) clients learn the winner's address at once.",
             "    garp_master_refresh 5",
             "    higher_prio_send_advert true",
+            "    # The address gone from here (given back, this server failing, its link down,",
+            "    # keepalived stopping): reset the NFS connections clients made to it here.",
+            "    # Otherwise such a connection stays open, and when the address comes back, a",
+            "    # client that reconnects from the same port (the Linux client does) meets it",
+            "    # and neither side resets: the client hangs until its TCP gives up.",
+            f"    notify_backup {reset}",
+            f"    notify_fault {reset}",
+            f"    notify_stop {reset}",
             "    virtual_ipaddress {",
             f"        {floating.address} dev {plan.interface}",
             "    }",
