@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -143,6 +144,7 @@ def storm(ns: Netns, nodes: list[str], pids: list[int], trace: Path) -> dict[str
     """Every node's client at once; per-client results, wall time and server CPU."""
     drop_caches()
     cpu = _cpu_seconds(pids)
+    clients_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     procs = [subprocess.Popen(
         [*ns.prefix, sys.executable, str(REPLAY), node_address(node), f"/nodes/{node}",
@@ -168,6 +170,9 @@ def storm(ns: Netns, nodes: list[str], pids: list[int], trace: Path) -> dict[str
         results.append(result)
     wall = time.perf_counter() - began
     server_cpu = _cpu_seconds(pids) - cpu
+    clients_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # every client waited for
+    client_cpu = (clients_after.ru_utime + clients_after.ru_stime
+                  - clients_before.ru_utime - clients_before.ru_stime)
     files = sum(int(r["files"]) for r in results)
     total = sum(int(r["bytes"]) for r in results)
     seconds = sorted(float(r["seconds"]) for r in results)
@@ -179,7 +184,7 @@ def storm(ns: Netns, nodes: list[str], pids: list[int], trace: Path) -> dict[str
         "files_per_s": files / wall, "bytes": total, "mb_per_s": total / wall / 1e6,
         "p50": statistics.median(seconds) if seconds else None,
         "p99": seconds[min(len(seconds) - 1, int(0.99 * len(seconds)))] if seconds else None,
-        "server_cpu": server_cpu,
+        "server_cpu": server_cpu, "client_cpu": client_cpu,
         "failures": failures[:3],
     }
 
@@ -280,7 +285,8 @@ def run_one(server: str, ns: Netns, prefix: Path, spec, work: Path,  # type: ign
 
 FAMILY = "nfs_storm"
 METRICS = (("files_per_s", "files_per_s"), ("mb_per_s", "MB_per_s"), ("p50", "p50_s"),
-           ("p99", "p99_s"), ("server_cpu", "server_cpu_s"), ("errors", "errors"),
+           ("p99", "p99_s"), ("server_cpu", "server_cpu_s"), ("client_cpu", "client_cpu_s"),
+           ("errors", "errors"),
            ("wall", "wall_s"), ("load", "load_1min"))
 
 

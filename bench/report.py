@@ -143,8 +143,9 @@ order: bench/data/boot-trace.json, recorded by bench/boot_record.py from a QEMU 
 from `onesuite serve` to multi-user (GETATTR, LOOKUP, ACCESS, READLINK, READ, READDIRPLUS, ...).
 Caches dropped before each storm. files/s counts the files each boot read; p50/p99 are the
 clients' times to finish their boot; server CPU is ganesha's (and the FUSE daemon's) user +
-system seconds during the storm; an error is a reply whose status differs from the recorded
-boot's, or a failed call. Each server is ganesha with onesuite's settings: onesuite serve,
+system seconds during the storm, clients' CPU the K client processes' own (they share the 2
+cores with the servers); an error is a reply whose status differs from the recorded boot's,
+or a failed call. Each server is ganesha with onesuite's settings: onesuite serve,
 ganesha over K materialized roots (hard-linked copies of one rsync'd image plus each node's
 override passes), ganesha over K read-only kernel overlayfs mounts (nfs_export=on). The
 clients run on the same 2 cores as the servers."""
@@ -187,9 +188,9 @@ def storm_table(s: Samples) -> list[str]:
         return []
     cases = sorted({k[1].rpartition(" K=")[0] for k in s if k[0] == STORM},
                    key=lambda c: (STORM_SERVERS.index(c) if c in STORM_SERVERS else 9, c))
-    lines = ["| server | K | files/s | MB/s | p50 s | p99 s | server CPU s | errors | files/s "
-             "vs materialized | files/s vs its K=" + str(ks[0]) + " | runs |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| server | K | files/s | MB/s | p50 s | p99 s | server CPU s | clients' CPU s "
+             "| errors | files/s vs materialized | files/s vs its K=" + str(ks[0]) + " | runs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for case in cases:
         for k in ks:
             name = f"{case} K={k}"
@@ -197,7 +198,8 @@ def storm_table(s: Samples) -> list[str]:
             if not values:
                 continue
             row = [case, str(k)]
-            for metric in ("files_per_s", "MB_per_s", "p50_s", "p99_s", "server_cpu_s"):
+            for metric in ("files_per_s", "MB_per_s", "p50_s", "p99_s", "server_cpu_s",
+                           "client_cpu_s"):
                 m = med(s, STORM, name, metric)
                 row.append(_fmt(m) if m is not None else "")
             row.append(f"{sum(s.get((STORM, name, 'errors'), [0])):.0f}")
