@@ -255,7 +255,12 @@ def measure(image: str, clients: list[int], runs: int, servers: list[str], say, 
                 for k, server, n in plan:
                     label = f"{server} --workers {n}" if n else server
                     say(f"nfs_storm: run {number + 1}/{runs}, K={k}, {label}")
-                    row = run_one(server, ns, prefix, spec, work, nodes[:k], roots, trace, n)
+                    try:
+                        row = run_one(server, ns, prefix, spec, work, nodes[:k], roots, trace,
+                                      n)
+                    except (OSError, RuntimeError, AssertionError,
+                            subprocess.SubprocessError) as exc:  # a server that fails to serve
+                        row = {"clients": k, "errors": k, "failures": [repr(exc)[-2000:]]}
                     rows.append({"run": number, "server": label, **row,
                                  "load": os.getloadavg()[0]})
                     say(f"nfs_storm:   {row.get('files_per_s', 0):.0f} files/s, "
