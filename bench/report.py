@@ -109,6 +109,13 @@ def targets(s: Samples) -> list[tuple[str, str, str]]:
                 med(s, "nfs", "materialized listing 1st", "seconds"))
     check("NFS first full listing ≤ 2× ganesha over the materialized tree", nfs,
           nfs is not None and nfs <= 2, f"{nfs:.2f}×" if nfs else "")
+    for what, most in (("listing 2nd", 1.2), ("boot set", 1.5)):
+        r = ratio(med(s, "nfs", f"onesuite {what}", "seconds"),
+                  med(s, "nfs", f"materialized {what}", "seconds"))
+        if r is not None:
+            label = "second listing" if what == "listing 2nd" else "boot set, one client"
+            check(f"NFS {label} ≤ {most}× ganesha over the materialized tree", r, r <= most,
+                  f"{r:.2f}×")
     ks = storm_ks(s)
     if ks:
         k = ks[-1]
