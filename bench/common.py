@@ -63,6 +63,8 @@ class Config:
     storm_walkers: int
     walk_nodes_for_rss: int
     families: tuple[str, ...]
+    storm_clients: tuple[int, ...] = (8, 32, 128)  # K of the NFS boot storm
+    storm_workers: tuple[int, ...] = (1, 2)  # onesuite serve --workers N, where it exists
 
     def params(self, nodes: int) -> ScaleParams:
         return ScaleParams(nodes, image=self.image)

@@ -43,12 +43,14 @@ CLIENT = Path(__file__).resolve().parent / "nfs_client.py"
 @contextlib.contextmanager
 def ganesha_running(plan: ExportPlan, options: GaneshaOptions, state: Path,
                     wrap: Callable[[list[str]], list[str]],
-                    env: dict[str, str] | None = None) -> Iterator[int]:
-    """ganesha serving `plan` with onesuite's own settings, started through `wrap` (the
-    namespace, a private /run), ready when its log says so; stopped by its PID. Yields it."""
+                    env: dict[str, str] | None = None,
+                    edit: Callable[[str], str] = lambda text: text) -> Iterator[int]:
+    """ganesha serving `plan` with onesuite's own settings (`edit` may change them), started
+    through `wrap` (the namespace, a private /run), ready when its log says so; stopped by its
+    PID. Yields it."""
     state.mkdir(parents=True, exist_ok=True)
     conf, log, pidfile = state / "ganesha.conf", state / "ganesha.log", state / "ganesha.pid"
-    conf.write_text(render_config(plan, options, state / "recovery"))
+    conf.write_text(edit(render_config(plan, options, state / "recovery")))
     (state / "recovery").mkdir(exist_ok=True)
     log.unlink(missing_ok=True)
     command = ["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(log), "-p", str(pidfile),

@@ -75,7 +75,12 @@ def targets(s: Samples) -> list[tuple[str, str, str]]:
                                                                   "seconds"))
     check("warm walk ≤ 3× local disk", warm, warm is not None and warm <= 3,
           f"{warm:.2f}×" if warm else "")
-    check("cold walk ≤ 4× local disk", cold, cold is not None and cold <= 4,
+    peer = med(s, "walk", "fuse-overlayfs warm", "seconds")
+    mine = med(s, "walk", "onesuite warm", "seconds")
+    if peer is not None and mine is not None:
+        check("warm walk faster than fuse-overlayfs", mine, mine < peer,
+              f"{mine / peer:.2f}× fuse-overlayfs's time")
+    check("cold walk ≤ 3× local disk", cold, cold is not None and cold <= 3,
           f"{cold:.2f}×" if cold else "")
     ns = sorted({int(k[1][2:]) for k in s if k[0] == "scale"})
     if ns:
@@ -104,6 +109,27 @@ def targets(s: Samples) -> list[tuple[str, str, str]]:
                 med(s, "nfs", "materialized listing 1st", "seconds"))
     check("NFS first full listing ≤ 2× ganesha over the materialized tree", nfs,
           nfs is not None and nfs <= 2, f"{nfs:.2f}×" if nfs else "")
+    for what, most in (("listing 2nd", 1.2), ("boot set", 1.5)):
+        r = ratio(med(s, "nfs", f"onesuite {what}", "seconds"),
+                  med(s, "nfs", f"materialized {what}", "seconds"))
+        if r is not None:
+            label = "second listing" if what == "listing 2nd" else "boot set, one client"
+            check(f"NFS {label} ≤ {most}× ganesha over the materialized tree", r, r <= most,
+                  f"{r:.2f}×")
+    ks = storm_ks(s)
+    if ks:
+        k = ks[-1]
+        storm = ratio(med(s, STORM, f"onesuite K={k}", "files_per_s"),
+                      med(s, STORM, f"materialized K={k}", "files_per_s"))
+        errors = sum(s.get((STORM, f"onesuite K={k}", "errors"), [0]))
+        check(f"NFS boot storm, K={k}: files/s ≥ 0.5× ganesha over materialized roots, "
+              "0 errors", storm, storm is not None and storm >= 0.5 and errors == 0,
+              f"{storm:.2f}×, {errors:.0f} errors" if storm else "")
+    for k in storm_worker_ks(s):
+        two = ratio(med(s, STORM, f"onesuite --workers 2 K={k}", "files_per_s"),
+                    med(s, STORM, f"onesuite --workers 1 K={k}", "files_per_s"))
+        check(f"NFS boot storm, K={k}: --workers 2 ≥ 1.6× --workers 1 in files/s", two,
+              two is not None and two >= 1.6, f"{two:.2f}×" if two else "")
     sizes = transform_sizes(s)
     if len(sizes) > 1:
         lo, hi = sizes[-2], sizes[-1]
@@ -114,6 +140,22 @@ def targets(s: Samples) -> list[tuple[str, str, str]]:
                   grown, grown is not None and grown <= FLAT_RSS,
                   f"{grown:.2f}×" if grown else "")
     return rows
+
+
+STORM_INTRO = """\
+K clients start at once, each a separate process (bench/nfs3_replay.py) connecting from its
+node's own address and a privileged port to its node's own export over NFSv3, and replays the
+NFS calls a real systemd boot of the debootstrap image (+ systemd-sysv) made, in the boot's
+order: bench/data/boot-trace.json, recorded by bench/boot_record.py from a QEMU guest booting
+from `onesuite serve` to multi-user (GETATTR, LOOKUP, ACCESS, READLINK, READ, READDIRPLUS, ...).
+Caches dropped before each storm. files/s counts the files each boot read; p50/p99 are the
+clients' times to finish their boot; server CPU is ganesha's (and the FUSE daemon's) user +
+system seconds during the storm, clients' CPU the K client processes' own (they share the 2
+cores with the servers); an error is a reply whose status differs from the recorded boot's,
+or a failed call. Each server is ganesha with onesuite's settings: onesuite serve,
+ganesha over K materialized roots (hard-linked copies of one rsync'd image plus each node's
+override passes), ganesha over K read-only kernel overlayfs mounts (nfs_export=on). The
+clients run on the same 2 cores as the servers."""
 
 
 # The transforms stream: between the two largest roots (4x the entries) nothing may grow
@@ -127,6 +169,89 @@ TRANSFORM_JOBS = ("export tar", "export cpio", "export squashfs", "export raw", 
 def transform_sizes(s: Samples) -> list[int]:
     return sorted({int(k[1].rpartition("E=")[2]) for k in s
                    if k[0] == "transform" and "E=" in k[1]})
+
+
+STORM = "nfs_storm"
+STORM_SERVERS = ("onesuite", "materialized", "overlayfs")
+WALK_CASES = ("local", "overlayfs", "fuse-overlayfs", "mergerfs", "onesuite")
+WALK_PHASES = ("cold", "warm", "third")
+
+
+def storm_ks(s: Samples) -> list[int]:
+    return sorted({int(k[1].rpartition("K=")[2]) for k in s
+                   if k[0] == STORM and k[1].startswith("materialized K=")})
+
+
+def storm_worker_ks(s: Samples) -> list[int]:
+    return sorted({int(k[1].rpartition("K=")[2]) for k in s
+                   if k[0] == STORM and k[1].startswith("onesuite --workers 2 K=")})
+
+
+def storm_table(s: Samples) -> list[str]:
+    """One row per server and K (medians), its files/s against ganesha over materialized
+    roots in the same run, and its growth from the smallest K."""
+    ks = storm_ks(s)
+    if not ks:
+        return []
+    cases = sorted({k[1].rpartition(" K=")[0] for k in s if k[0] == STORM},
+                   key=lambda c: (STORM_SERVERS.index(c) if c in STORM_SERVERS else 9, c))
+    lines = ["| server | K | files/s | MB/s | p50 s | p99 s | server CPU s | clients' CPU s "
+             "| errors | files/s vs materialized | files/s vs its K=" + str(ks[0]) + " | runs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for case in cases:
+        for k in ks:
+            name = f"{case} K={k}"
+            values = s.get((STORM, name, "files_per_s"))
+            if not values:
+                continue
+            row = [case, str(k)]
+            for metric in ("files_per_s", "MB_per_s", "p50_s", "p99_s", "server_cpu_s",
+                           "client_cpu_s"):
+                m = med(s, STORM, name, metric)
+                row.append(_fmt(m) if m is not None else "")
+            row.append(f"{sum(s.get((STORM, name, 'errors'), [0])):.0f}")
+            vs = ratio(med(s, STORM, name, "files_per_s"),
+                       med(s, STORM, f"materialized K={k}", "files_per_s"))
+            grown = ratio(med(s, STORM, name, "files_per_s"),
+                          med(s, STORM, f"{case} K={ks[0]}", "files_per_s"))
+            row += [f"{vs:.2f}×" if vs else "", f"{grown:.2f}×" if grown else "",
+                    str(len(values))]
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def storm_plot(s: Samples, png: Path) -> bool:
+    """files/s and p99 against K for the three servers (medians, min-max bars)."""
+    ks = storm_ks(s)
+    if not ks:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric, label in ((axes[0], "files_per_s", "aggregate files/s"),
+                              (axes[1], "p99_s", "p99 time to finish one boot (s)")):
+        for server in STORM_SERVERS:
+            values = [s.get((STORM, f"{server} K={k}", metric)) for k in ks]
+            shown = [(k, summary(v)) for k, v in zip(ks, values, strict=True) if v]
+            if not shown:
+                continue
+            xs = [k for k, _ in shown]
+            mids = [m for _, (m, _, _) in shown]
+            err = [[m - lo for _, (m, lo, _) in shown], [hi - m for _, (m, _, hi) in shown]]
+            ax.errorbar(xs, mids, yerr=err, marker="o", capsize=3, label=server)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("K clients (each replays one recorded systemd boot over NFSv3)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"NFS boot storm: {label}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def headline(s: Samples) -> str:
@@ -151,9 +276,9 @@ def family_table(s: Samples, family: str) -> list[str]:
 
 def ratios(s: Samples) -> list[str]:
     out = []
-    for phase in ("cold", "warm"):
+    for phase in WALK_PHASES:
         local = med(s, "walk", f"local {phase}", "seconds")
-        for other in ("onesuite", "overlayfs"):
+        for other in WALK_CASES[1:]:
             r = ratio(med(s, "walk", f"{other} {phase}", "seconds"), local)
             if r:
                 out.append(f"- walk {phase}: {other} / local disk = **{r:.2f}×**")
@@ -168,6 +293,19 @@ def ratios(s: Samples) -> list[str]:
                                                                "reads_per_s"))
     if r:
         out.append(f"- boot storm: onesuite reads/s = **{r:.2f}×** overlayfs")
+    for k in storm_ks(s):
+        for server in ("onesuite", "overlayfs"):
+            r = ratio(med(s, STORM, f"{server} K={k}", "files_per_s"),
+                      med(s, STORM, f"materialized K={k}", "files_per_s"))
+            if r:
+                out.append(f"- NFS boot storm K={k}: {server} files/s / ganesha over "
+                           f"materialized roots = **{r:.2f}×**")
+    for k in storm_worker_ks(s):
+        r = ratio(med(s, STORM, f"onesuite --workers 2 K={k}", "files_per_s"),
+                  med(s, STORM, f"onesuite --workers 1 K={k}", "files_per_s"))
+        if r:
+            out.append(f"- NFS boot storm K={k}: onesuite --workers 2 / --workers 1 files/s = "
+                       f"**{r:.2f}×**")
     for what in ("listing 1st", "listing 2nd", "boot set"):
         r = ratio(med(s, "nfs", f"onesuite {what}", "seconds"),
                   med(s, "nfs", f"materialized {what}", "seconds"))
@@ -191,14 +329,16 @@ def plot(s: Samples, png: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    cases = ["local", "overlayfs", "onesuite"]
-    for offset, phase in ((-0.2, "cold"), (0.2, "warm")):
+    cases = [c for c in WALK_CASES if ("walk", f"{c} cold", "seconds") in s] or ["local"]
+    for offset, phase in ((-0.27, "cold"), (0, "warm"), (0.27, "third")):
         values = [s.get(("walk", f"{c} {phase}", "seconds"), [0]) for c in cases]
         mids = [summary(v)[0] for v in values]
         err = [[m - summary(v)[1] for m, v in zip(mids, values, strict=True)],
                [summary(v)[2] - m for m, v in zip(mids, values, strict=True)]]
-        ax.bar([i + offset for i in range(3)], mids, 0.4, yerr=err, capsize=3, label=phase)
-    ax.set_xticks(range(3), cases)
+        ax.bar([i + offset for i in range(len(cases))], mids, 0.27, yerr=err, capsize=2,
+               label=phase)
+    ax.set_xticks(range(len(cases)), [c.replace("fuse-overlayfs", "fuse-\noverlayfs")
+                                      for c in cases])
     ax.set_ylabel("seconds")
     ax.set_title("walk: find + stat of one node's root")
     ax.legend()
@@ -238,8 +378,13 @@ def write(csv_path: Path, out: Path) -> None:
               "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in targets(s)]
     lines += ["", "## Ratios", "", *ratios(s), "", f"![plot]({png.name})", ""]
+    storm_png = out.with_name(out.stem + "-nfs-storm.png")
+    if storm_plot(s, storm_png):
+        lines += ["## Boot storm over NFS", "", STORM_INTRO, "", *storm_table(s), "",
+                  f"![files/s and p99 against K]({storm_png.name})", ""]
     titles = {"walk": "Walk (seconds)", "scale": "Scale", "copying": "Against copying",
-              "reads": "Reads (MiB/s)", "storm": "Boot storm", "nfs": "Through NFS (seconds)",
+              "reads": "Reads (MiB/s)", "storm": "Boot storm (local walkers)",
+              "nfs": "Through NFS (seconds)", "nfs_storm": "Boot storm over NFS, every sample",
               "transform": "Transform (export, convert)"}
     for family, title in titles.items():
         table = family_table(s, family)

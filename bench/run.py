@@ -4,9 +4,10 @@
 network namespaces). Results are measured, never asserted: tests only run --dry-run.
 
 families (each figure is the median of --runs runs, min and max shown):
-  walk     find + stat of every entry of one node's root, cold (fresh mount, caches dropped)
-           and warm: onesuite-fs vs the root materialized on local disk (rsync, as
-           SystemImager builds it) vs a read-only kernel overlayfs of the same layers
+  walk     find + stat of every entry of one node's root, cold (fresh mount, caches dropped),
+           warm (second walk) and third: onesuite-fs vs the root materialized on local disk
+           (rsync, as SystemImager builds it) vs a read-only kernel overlayfs of the same layers
+           vs the FUSE peers fuse-overlayfs and mergerfs stacking the same layers
   scale    for N = 10, 100, 1,000, 10,000 nodes: `onesuite mount` start time, daemon RSS
            after start, LOOKUP+GETATTR requests per second on 20 sampled nodes, and (largest
            N) RSS after walking 100 different nodes
@@ -19,6 +20,11 @@ families (each figure is the median of --runs runs, min and max shown):
   nfs      nfs-ganesha (NFSv4, in a network namespace): first and second full listing
            (nfs-ls -R) and the boot set read (libnfs), serving onesuite-fs (`onesuite serve`)
            vs serving the materialized root
+  nfs_storm  boot storm over NFSv3: K = 8, 32, 128 clients at once, each replaying a recorded
+           systemd boot (bench/data/boot-trace.json) from its own address to its own export:
+           files/s, MB/s, p50/p99 time to finish, server CPU, errors; onesuite serve vs
+           ganesha over K materialized roots vs ganesha over K kernel overlayfs mounts, and
+           onesuite serve --workers 1 vs 2 at K=32 when the daemon has that option
   transform  `onesuite export` (tar, cpio, squashfs, raw) of one node, `convert to-onesis` of 4
            nodes and `convert to-systemimager` of that image back, for roots of 5,000, 50,000
            and 200,000 entries: wall time and the command's maximum RSS (memory must not grow
@@ -42,11 +48,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import copying, nfs, reads, report, scale, storm, transform, walk  # noqa: E402
+from bench import (  # noqa: E402
+    copying,
+    nfs,
+    nfs_storm,
+    reads,
+    report,
+    scale,
+    storm,
+    transform,
+    walk,
+)
 from bench.common import REPO, Config, Recorder, machine  # noqa: E402
 
 FAMILIES = {"walk": walk, "scale": scale, "copying": copying, "reads": reads, "storm": storm,
-            "nfs": nfs, "transform": transform}
+            "nfs": nfs, "nfs_storm": nfs_storm, "transform": transform}
 RESULTS = REPO / "bench" / "results"
 
 
@@ -59,7 +75,7 @@ def make_config(args: argparse.Namespace) -> Config:
     if args.quick:
         return Config(quick=True, runs=args.runs or 2, image=args.image,
                       scale_nodes=(10, 10000), copy_nodes=(10,), storm_walkers=8,
-                      walk_nodes_for_rss=10, families=families)
+                      walk_nodes_for_rss=10, families=families, storm_clients=(8,))
     return Config(quick=False, runs=args.runs or 5, image=args.image,
                   scale_nodes=(10, 100, 1000, 10000), copy_nodes=(10, 100), storm_walkers=32,
                   walk_nodes_for_rss=100, families=families)

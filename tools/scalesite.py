@@ -80,7 +80,7 @@ class ScaleParams:
     groups: int = 10
     host_share: float = 0.1  # share of nodes with a host override directory
     density: int = 8  # files per host override
-    image: str = "debootstrap"  # or "synthetic"
+    image: str = "debootstrap"  # or "systemd" (debootstrap + systemd-sysv), "synthetic"
     synthetic_entries: int = 8000
     big_file_mib: int = 100
     seed: int = 1
@@ -105,9 +105,10 @@ def address(index: int) -> str:
     return f"10.{77 + index // 64000}.{index // 250 % 256}.{index % 250 + 1}"
 
 
-def golden_image(build: bool = True) -> Path | None:
-    """The cached debootstrap image (tools/golden_image.sh), built if `build`, else None."""
-    script = REPO / "tools/golden_image.sh"
+def golden_image(build: bool = True, image: str = "debootstrap") -> Path | None:
+    """The cached debootstrap image (tools/golden_image.sh; image "systemd": the same plus
+    systemd-sysv, tools/systemd_image.sh), built if `build`, else None."""
+    script = REPO / ("tools/systemd_image.sh" if image == "systemd" else "tools/golden_image.sh")
     if not build:
         cache = Path(os.environ.get("ONESUITE_CACHE", "/var/cache/onesuite-fs")) / "golden"
         found = sorted(cache.glob("*-minbase-*")) if cache.is_dir() else []
@@ -263,7 +264,7 @@ def host_override_nodes(params: ScaleParams) -> list[str]:
 
 
 def _image_source(params: ScaleParams, cache: Path, golden: Path | None) -> Path:
-    if params.image == "debootstrap":
+    if params.image in ("debootstrap", "systemd"):
         if golden is None:
             raise RuntimeError("no golden image: run tools/golden_image.sh or use --image "
                                "synthetic")
@@ -325,7 +326,7 @@ def generate_scale_site(prefix: Path, params: ScaleParams, *, cache: Path = DEFA
 
 def cached_site(params: ScaleParams, cache: Path = DEFAULT_CACHE) -> tuple[Path, SiteSpec]:
     """(prefix, spec) of the site for `params`, generated only the first time."""
-    golden = golden_image(build=params.image == "debootstrap")
+    golden = golden_image(build=params.image in ("debootstrap", "systemd"), image=params.image)
     prefix = cache / "sites" / params.key(golden)
     if not (prefix / ".complete").exists():
         building = prefix.with_name(f"{prefix.name}.building.{os.getpid()}")
@@ -352,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of nodes with a host override (default 0.1)")
     parser.add_argument("--density", type=int, default=8,
                         help="files per host override (default 8)")
-    parser.add_argument("--image", choices=("debootstrap", "synthetic"), default="debootstrap",
-                        help="the golden image: real minbase (cached) or synthetic")
+    parser.add_argument("--image", choices=("debootstrap", "systemd", "synthetic"),
+                        default="debootstrap",
+                        help="the golden image: real minbase (cached), the same with "
+                             "systemd-sysv (it boots), or synthetic")
     parser.add_argument("--synthetic-entries", type=int, default=8000,
                         help="entries of a synthetic image (default 8000)")
     parser.add_argument("--max-dir-entries", type=int, default=0, metavar="N",
@@ -370,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.prefix is None:
         parser.error("PREFIX or --cached is needed")
     else:
-        golden = golden_image(build=params.image == "debootstrap")
+        golden = golden_image(build=params.image in ("debootstrap", "systemd"),
+                              image=params.image)
         generate_scale_site(args.prefix, params, golden=golden)
         prefix = args.prefix
     print(prefix)

@@ -9,7 +9,9 @@
 # + grub-common + mtools + dosfstools + syslinux + fdisk + qemu-utils (UEFI boot of the ISO,
 # the raw and qcow2 disk images), ovmf (the UEFI firmware the boot tests run),
 # systemd + systemd-container + logrotate (the service tests: systemd-analyze verify, units
-# booted in a systemd-nspawn container, the logrotate snippet checked).
+# booted in a systemd-nspawn container, the logrotate snippet checked), fuse-overlayfs +
+# mergerfs (the walk benchmark's FUSE peers) and tcpdump (bench/boot_record.py records a boot's
+# NFS traffic).
 # A virtualenv in .venv built from Debian's python3 (the interpreter a fresh Debian 12 machine
 # has), with onesuite-fs installed in editable mode. Re-running does nothing unless something
 # is missing or pyproject.toml changed.
@@ -20,7 +22,8 @@ APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr rs
               nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev keepalived
               qemu-system-x86 cpio debootstrap squashfs-tools xorriso isolinux syslinux-common
               grub-efi-amd64-bin grub-common mtools dosfstools syslinux fdisk e2fsprogs
-              qemu-utils ovmf systemd systemd-container logrotate)
+              qemu-utils ovmf systemd systemd-container logrotate
+              fuse-overlayfs mergerfs tcpdump)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
