@@ -52,10 +52,15 @@ def test_refused_writes_are_counted_per_node_and_path_with_a_proposal(example_si
     refused(lambda: os.chmod(n3 / "etc/motd", 0o600))  # a shared file only node003 used
     refused(lambda: os.setxattr(n3 / "var", "user.x", b"1"))
     refused(lambda: os.unlink(n2 / "etc/issue"))
+    os.stat(mount.node("node004") / "etc/chrony.conf")  # two nodes look one image file up:
+    os.stat(mount.node("node005") / "etc/chrony.conf")  # one inode, so no node is known
+    refused(lambda: os.utime(mount.node("node005") / "etc/chrony.conf"))
     refused(lambda: os.symlink("x", mount.mountpoint / "groups/Compute/etc/l"))  # no node
     report = writes(mount.mountpoint)
     found = rows(report)
-    assert report["total"] == 8 and report["outside_nodes"] == 1
+    assert report["total"] == 9 and report["outside_nodes"] == 1
+    shared = found[("*", "etc/chrony.conf")]
+    assert shared["operations"] == {"utimes": 1} and shared["line"] is None
     hostname = found[("node001", "etc/hostname")]
     assert hostname["count"] == 2 and hostname["operations"] == {"truncate": 2}
     assert hostname["first"] <= hostname["last"]

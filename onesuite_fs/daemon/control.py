@@ -31,6 +31,7 @@ from pathlib import Path
 from ..core.errors import ConfigError
 
 REQUEST_XATTR = "user.onesuite.request"
+PID_XATTR = "user.onesuite.pid"  # only a onesuite daemon answers it (fuse_ops.py)
 REPLY_PREFIX = "user.onesuite.reply."
 COMMANDS = ("writes", "plan", "rollback")
 MAX_REQUEST = 1024  # bytes of a request
@@ -137,6 +138,14 @@ def ask(mountpoint: Path, command: str, timeout: float = 3600.0,
     what to do when the mount or the daemon cannot be asked."""
     request_id = secrets.token_hex(16)
     request = json.dumps({"id": request_id, "command": command}).encode()
+    try:  # never set the request on a directory that is not a onesuite mount
+        os.getxattr(mountpoint, PID_XATTR)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise ConfigError(_refusal(mountpoint, command, exc), hint=_hint(exc)) from None
+        raise ConfigError(f"{mountpoint} is not a running onesuite mount ({exc.strerror})",
+                          hint="check the mount point, or start it with onesuite mount"
+                          ) from None
     try:
         os.setxattr(mountpoint, REQUEST_XATTR, request)
     except OSError as exc:
