@@ -201,3 +201,44 @@ def test_replies_are_paged_bounded_and_expire():
         store.start("f" * 32, 2.0)
     assert busy.value.errno == errno.EBUSY
     assert store.read("a" * 32, 10_000.0) is None  # expired
+
+
+# ----- through NFS (nfs-ganesha, a libnfs client in its own network namespace) --------------
+
+@needs_root_fuse()
+@pytest.mark.mount
+@pytest.mark.nfs
+def test_writes_refused_over_nfs_are_counted_for_the_writing_node(example_site, tmp_path):
+    import sys
+
+    from nfstools import namespaces, require, require_libnfs, serving, veth
+
+    require("ganesha.nfsd", "nsenter", "ip", "fusermount3")
+    require_libnfs()
+    writer = Path(__file__).resolve().parent / "nfs_write.py"
+    with namespaces("srv", "a") as (srv, a):
+        veth(srv, "10.251.1.1", a, "10.251.1.2")
+        config = tmp_path / "onesuite.toml"
+        config.write_text(
+                          '[nfs.addresses]\nnode004 = "10.251.1.2"\n')
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        with serving(srv, example_site, mnt, tmp_path / "state", "--config", str(config),
+                     "--protocols", "4", "--handle-key", str(tmp_path / "key"),
+                     "--count-writes"):
+            steps = [["write", "/etc/motd", "defaced\n"], ["write", "/var/log/new.log", "x\n"],
+                     ["mkdir", "/opt/new-dir"], ["unlink", "/etc/hosts"]]
+            done = a.run(sys.executable, str(writer), "nfs://10.251.1.1/nodes/node004?version=4",
+                         json.dumps(steps), timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert all(r.startswith("ERR") for r in json.loads(done.stdout)), done.stdout
+            report = writes(mnt)
+    found = rows(report)
+    assert {path for node, path in found if node == "node004"} >= {
+        "var/log/new.log", "opt/new-dir", "etc/hosts"}, found
+    assert found[("node004", "var/log/new.log")]["line"] == "LINKDIR /var/log -d"
+    assert found[("node004", "opt/new-dir")]["operations"] == {"mkdir": 1}
+    # ganesha opens the image's motd by handle: one inode for every node, and only node004
+    # looked it up, so it is node004's write.
+    assert found[("node004", "etc/motd")]["line"] == "LINKFILE /etc/motd -d"
+    assert report["outside_nodes"] == 0
