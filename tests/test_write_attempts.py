@@ -184,7 +184,7 @@ def test_malformed_control_requests_are_refused(value):
 def test_replies_are_paged_bounded_and_expire():
     store = ReplyStore()
     store.start("a" * 32, 0.0)
-    assert store.read("a" * 32, 1.0) == b'{"state": "running"}'
+    assert json.loads(store.read("a" * 32, 1.0)) == {"state": "running", "progress": {}}
     assert store.read("a" * 32 + ".0", 1.0) is None
     store.finish("a" * 32, {"x": "y" * 150_000})
     header = json.loads(store.read("a" * 32, 1.0))

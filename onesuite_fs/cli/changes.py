@@ -53,8 +53,23 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _ask(mountpoint: Path, command: str) -> dict[str, Any]:
     from ..daemon.control import ask
+    from ..progress import Progress
 
-    return ask(mountpoint.resolve(), command)
+    line = Progress(f"{command}: waiting for the daemon", transient=True)
+
+    def shown(progress: dict[str, int]) -> None:
+        if "nodes" in progress:  # a plan: the site is read, then nodes compared
+            line.label = f"{command}: comparing nodes' roots"
+            line.total_entries = progress["nodes"]
+            line.entries = progress.get("compared", 0) - 1
+            line.entry()
+        else:
+            line.tick(0)  # the time it has waited
+
+    try:
+        return ask(mountpoint.resolve(), command, progress=shown)
+    finally:
+        line.close()
 
 
 def _when(at: float | None) -> str:

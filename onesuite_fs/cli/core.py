@@ -53,7 +53,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                     "sysimage.conf, switch to the new generation in one step and invalidate "
                     "exactly what changed. A configuration that fails to parse leaves the "
                     "old generation serving; the error is printed and the exit status is 1. "
-                    "The daemon does the same on SIGHUP, and by itself when it sees changes.")
+                    "The daemon does the same on SIGHUP, and by itself when it sees changes. "
+                    "After 'onesuite rollback' only this (or SIGHUP) reads the configuration "
+                    "from disk again and unpins; 'onesuite plan' shows what it would change.")
     reload.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     reload.add_argument("--json", action="store_true", help="machine-readable output")
     reload.set_defaults(func=cmd_reload)

@@ -50,14 +50,15 @@ class Commands:
 
     async def _run(self, request_id: str, command: str) -> None:
         try:
-            answer = await self._answer(command)
+            answer = await self._answer(command, self.replies.progress(request_id))
         except ControlError as exc:
             answer = {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - an answer, never the daemon's end
             answer = {"error": describe_failure(exc)}
         self.replies.finish(request_id, answer)
 
-    async def _answer(self, command: str) -> dict[str, object]:
+    async def _answer(self, command: str, progress: dict[str, int] | None = None
+                      ) -> dict[str, object]:
         if command == "writes":
             snapshot = self.requests.writes.to_json()
             view = self.requests.tree.view
@@ -66,9 +67,9 @@ class Commands:
         if command == "rollback":
             report = await self.requests.rollback()
             return {"report": report_json(report), "status": self.requests.status()}
-        return await self._plan()
+        return await self._plan({} if progress is None else progress)
 
-    async def _plan(self) -> dict[str, object]:
+    async def _plan(self, progress: dict[str, int]) -> dict[str, object]:
         if self.requests.reloading:
             return {"error": "a reload or rollback is running: run plan again when it is "
                              "done (onesuite status shows the outcome)", "busy": True}
@@ -78,9 +79,10 @@ class Commands:
         try:
             generations = self.requests.generations
             number = generations.number
+            progress.update(nodes=len(generations.tree.entries["nodes"]), compared=0)
             serving, new = await trio.to_thread.run_sync(generations.build_plan)
             try:
-                result = await trio.to_thread.run_sync(_plan_of, serving, new)
+                result = await trio.to_thread.run_sync(_plan_of, serving, new, progress)
             finally:
                 new.view.store.close()
             current = generations.history.current()
@@ -91,6 +93,9 @@ class Commands:
             self._planning = False
 
 
-def _plan_of(serving, new) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    return plan(serving.view, new.view)
+def _plan_of(serving, new, progress: dict[str, int]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    def tick() -> None:
+        progress["compared"] = progress.get("compared", 0) + 1
+
+    return plan(serving.view, new.view, tick=tick)
 

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def parse_request(value: bytes) -> tuple[str, str]:
 class _Reply:
     started: float
     data: bytes | None = None  # None while running
+    # What a running command has done so far (its keys fixed when it starts: a worker
+    # thread updates the values while the handler thread reads them).
+    progress: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,6 +100,11 @@ class ReplyStore:
             del self.replies[oldest]
         self.replies[request_id] = _Reply(now)
 
+    def progress(self, request_id: str) -> dict[str, int]:
+        """The running command's progress counters, to update in place."""
+        reply = self.replies.get(request_id)
+        return reply.progress if reply is not None else {}
+
     def finish(self, request_id: str, answer: dict[str, object]) -> None:
         data = json.dumps(answer, sort_keys=True).encode()
         if len(data) > MAX_REPLY:
@@ -114,7 +123,8 @@ class ReplyStore:
             return None
         if not page:
             if reply.data is None:
-                return b'{"state": "running"}'
+                return json.dumps({"state": "running", "progress": dict(reply.progress)}
+                                  ).encode()
             pages = max(1, -(-len(reply.data) // PAGE))
             return json.dumps({"state": "done", "pages": pages,
                                "size": len(reply.data)}).encode()
@@ -133,9 +143,10 @@ class ReplyStore:
 
 # ----- the client (the CLI) ---------------------------------------------------------------
 def ask(mountpoint: Path, command: str, timeout: float = 3600.0,
-        progress: object = None) -> dict[str, object]:
-    """Run `command` in the daemon of `mountpoint` and return its answer. ConfigError with
-    what to do when the mount or the daemon cannot be asked."""
+        progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, object]:
+    """Run `command` in the daemon of `mountpoint` and return its answer; `progress` is
+    called with what the daemon reports while it runs. ConfigError with what to do when
+    the mount or the daemon cannot be asked."""
     request_id = secrets.token_hex(16)
     request = json.dumps({"id": request_id, "command": command}).encode()
     try:  # never set the request on a directory that is not a onesuite mount
@@ -161,6 +172,8 @@ def ask(mountpoint: Path, command: str, timeout: float = 3600.0,
                               f"({exc.strerror})", hint="run the command again") from None
         if header.get("state") == "done":
             break
+        if progress is not None:
+            progress(header.get("progress") or {})
         if time.monotonic() > deadline:
             raise ConfigError(f"the daemon of {mountpoint} did not answer {command} within "
                               f"{timeout:.0f} s")
