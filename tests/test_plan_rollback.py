@@ -208,3 +208,49 @@ def test_a_plan_is_refused_while_a_reload_runs(example_site):
         assert "no earlier generation" in report["error"]
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("edit", ["layer", "restack", "rules", "rules-and-layer", "variant"])
+def test_the_narrowed_plan_equals_a_whole_walk_of_every_node(example_site, edit):
+    """plan() looks only where a change can be; a lockstep walk of every node's two whole
+    roots must find exactly the same changes."""
+    from treetools import inode_tree
+
+    from onesuite_fs.core.onesis_config import OnesisSource
+    from onesuite_fs.core.walk import Root
+    from onesuite_fs.inspect.plan import _walk_both, plan
+    from onesuite_fs.settings import Settings
+    from onesuite_fs.sources.systemimager import load_site
+
+    def tree():  # noqa: ANN202
+        built = inode_tree(load_site(Settings(root=example_site)), "autoinstall",
+                           OnesisSource())
+        built.prescan()
+        return built
+
+    image = example_site / "var/lib/systemimager/images/rocky9"
+    (example_site / OVERRIDES / "node003/etc").mkdir(parents=True)
+    (example_site / OVERRIDES / "node003/etc/id").write_text("3\n")
+    before = tree()
+    if edit in ("layer", "rules-and-layer"):
+        (example_site / OVERRIDES / "compute/etc/motd.new").write_text("new\n")
+        (image / "etc/hosts").write_text("changed\n")
+    if edit == "restack":
+        move_node006_to_gpu(example_site)
+    if edit in ("rules", "rules-and-layer"):
+        conf = image / "etc/sysimage.conf"
+        conf.write_text(conf.read_text() + "\nLINKDIR /var/log\nRAMFILE /etc/hosts -d\n")
+    if edit == "variant":  # a LINKBACK's new variant: the LINKBACK path changes
+        (example_site / OVERRIDES / "compute/etc/issue.compute").write_text("new issue\n")
+    after = tree()
+    planned = plan(before.view, after.view, paths_shown=10_000)
+    by_node: dict[str, set] = {}
+    for group in planned["groups"]:
+        for node in group["nodes"]:
+            by_node[node] = {(c["path"], c["status"], tuple(c["fields"]), c["below"])
+                             for c in group["changes"]}
+    for name, entry in before.entries["nodes"].items():
+        walked = {(c.path, c.status, c.fields, c.below) for c in _walk_both(
+            Root(before.view, entry), Root(after.view, after.entries["nodes"][name]))}
+        assert by_node.get(name, set()) == walked, name
+    assert planned["nodes_changed"] > 0

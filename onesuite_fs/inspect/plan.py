@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..core.entry import Entry
@@ -68,13 +68,24 @@ def configuration_digest(view: View) -> str:
 
 def _signature(view: View, entry: Entry, *, with_name: bool = False) -> str:
     """What decides a node's root besides its layers' contents."""
-    stack = [[e.layer.kind, e.layer.name, str(e.layer.path), e.role, e.present,
-              e.layer.image_pass] for stage in entry.stages for e in stage]
+    return json.dumps([_rules_signature(view, entry, with_name=with_name),
+                       _stack(entry)], sort_keys=True, default=str)
+
+
+def _stack(entry: Entry) -> list[list[object]]:
+    """The layers present, in order (a host override with no directory adds nothing)."""
+    return [[number, e.layer.kind, e.layer.name, str(e.layer.path), e.layer.image_pass]
+            for number, stage in enumerate(entry.stages) for e in stage if e.present]
+
+
+def _rules_signature(view: View, entry: Entry, *, with_name: bool = False) -> str:
+    """What decides a node's root besides its layers: policies and oneSIS rules."""
     onesis = view.onesis.describe(view, entry) if view.onesis is not None else None
     # A LINKBACK may pick a variant named after the host: then the host is part of it.
-    named = with_name or bool(onesis and onesis["linkbacks"])
-    return json.dumps([entry.name if named else None, view.order, view.fidelity, stack,
-                       onesis], sort_keys=True, default=str)
+    named = with_name or any(lb["target"] == "NODE" or "$NODE" in str(lb["target"])
+                             for lb in (onesis or {}).get("linkbacks", ()))
+    return json.dumps([entry.name if named else None, view.order, view.fidelity, onesis],
+                      sort_keys=True, default=str)
 
 
 def _origin(root: Root, item: Item | None) -> str | None:
@@ -121,20 +132,27 @@ def _compare(old: Root, a: Item | None, new: Root, b: Item | None) -> Change | N
     return Change(a.path, "changed", fields, _origin(old, a), _origin(new, b))
 
 
-def _walk_both(old: Root, new: Root) -> Iterator[Change]:
+def _walk_both(old: Root, new: Root, prune: Callable[[str], bool] | None = None
+               ) -> Iterator[Change]:
     """Every difference of two roots, walking both in lockstep (below an added or removed
-    directory only counted)."""
+    directory only counted). With `prune`, a directory shown from the same place on both
+    sides is entered only when prune(path) says something may differ below it."""
     roots = [old, new]
-    pending: list[dict[int, Item]] = [{0: old.top(), 1: new.top()}]
+    pending: list[tuple[dict[int, Item], bool]] = [({0: old.top(), 1: new.top()}, False)]
     while pending:
-        items = pending.pop()
+        items, whole = pending.pop()
         for _name, present in merged_children(roots, items):
             a, b = present.get(0), present.get(1)
             change = _compare(old, a, new, b)
             if change is not None:
                 yield change
             if a is not None and b is not None and a.is_dir and b.is_dir:
-                pending.append({0: a, 1: b})
+                if prune is None or whole:
+                    pending.append(({0: a, 1: b}, whole))
+                elif _origin(old, a) != _origin(new, b):  # another variant: all of it
+                    pending.append(({0: a, 1: b}, True))
+                elif prune(a.path):
+                    pending.append(({0: a, 1: b}, False))
 
 
 @dataclass
@@ -146,6 +164,7 @@ class _LayerDiffs:
     _old_ids: dict[Layer, int] = field(default_factory=dict)
     _new_ids: dict[Layer, int] = field(default_factory=dict)
     _changed: dict[Layer, frozenset[str]] = field(default_factory=dict)
+    _all: dict[tuple[int, Layer], frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._old_ids = {layer: n for n, layer in enumerate(self.old.store.layers)}
@@ -173,6 +192,26 @@ class _LayerDiffs:
                     pending.append(path)
                 elif (x is not None and x.is_dir) or (y is not None and y.is_dir):
                     pending.append(path)  # added or removed: what is below changed too
+
+    def all_paths(self, view: View, layer: Layer) -> frozenset[str]:
+        """Every path of `layer` as `view` read it (a layer a node gained or lost)."""
+        key = (id(view), layer)
+        found = self._all.get(key)
+        if found is None:
+            ids = self._old_ids if view is self.old else self._new_ids
+            found = self._all[key] = frozenset(self._walk(view, ids.get(layer)))
+        return found
+
+    @staticmethod
+    def _walk(view: View, layer_id: int | None) -> Iterator[str]:
+        pending = [""]
+        while pending:
+            directory = pending.pop()
+            for name, meta in _listing(view, layer_id, directory).items():
+                path = f"{directory}/{name}" if directory else name
+                yield path
+                if meta.is_dir:
+                    pending.append(path)
 
     def layers_changed(self) -> list[dict[str, object]]:
         return [{"layer": layer.label, "path": str(layer.path), "paths": len(paths)}
@@ -208,13 +247,62 @@ def _paths_changed_for(view: View, entry: Entry, diffs: _LayerDiffs) -> list[str
     return sorted(paths)
 
 
+def _rules_changes(old: View, before: Entry, new: View, after: Entry,
+                   diffs: _LayerDiffs) -> list[Change]:
+    """A node whose layers are the same but whose oneSIS rules changed: the directories
+    either side's rules may touch (a different LINKBACK variant directory whole), and what
+    its layers changed on disk."""
+    was, now = old.node_onesis(before), new.node_onesis(after)
+    if old.order != new.order or old.fidelity != new.fidelity:
+        return list(_walk_both(Root(old, before), Root(new, after)))
+
+    def prune(path: str) -> bool:
+        return any(rules is not None and rules.may_touch_below(path) for rules in (was, now))
+
+    old_root, new_root = Root(old, before), Root(new, after)
+    found = {c.path: c for c in _walk_both(old_root, new_root, prune)}
+    for change in _point_changes(old_root, new_root, _paths_changed_for(new, after, diffs)):
+        found.setdefault(change.path, change)
+    return [found[p] for p in sorted(found, key=lambda p: p.split("/"))]
+
+
+def _restacked_paths(old: View, before: Entry, new: View, after: Entry,
+                     diffs: _LayerDiffs) -> list[str] | None:
+    """For a node whose layer stack changed but whose rules did not: every path of the
+    layers it gained or lost, and what changed in the layers it kept. None when the kept
+    layers changed order (then only a whole walk tells)."""
+    def present(entry: Entry) -> list[tuple[int, Layer]]:
+        return [(n, e.layer) for n, stage in enumerate(entry.stages) for e in stage
+                if e.present]
+
+    was, now = present(before), present(after)
+    kept = {layer for _, layer in was} & {layer for _, layer in now}
+    if [x for x in was if x[1] in kept] != [x for x in now if x[1] in kept]:
+        return None
+    paths: set[str] = set()
+    for layer in kept:
+        paths |= diffs.changed(layer)
+    for view, stack in ((old, was), (new, now)):
+        for _, layer in stack:
+            if layer not in kept:
+                paths |= diffs.all_paths(view, layer)
+    onesis = new.node_onesis(after)
+    if onesis is not None and paths:
+        directories = {p.rpartition("/")[0] for p in paths}
+        paths |= {lb.strip("/") for lb in onesis.rules.linkbacks
+                  if lb.strip("/").rpartition("/")[0] in directories}
+    return sorted(paths, key=lambda p: p.split("/"))
+
+
 def _point_changes(old_root: Root, new_root: Root, paths: list[str]) -> list[Change]:
-    """Look each path up in both roots; below an added or removed directory, only count."""
+    """Look each path up in both roots (sorted parents first, each directory's descendants
+    right after it); below an added or removed directory, only count."""
     changes: list[Change] = []
     absorbed: str | None = None
-    for path in paths:
+    for path in sorted(paths, key=lambda p: p.split("/")):
         if absorbed is not None and path.startswith(absorbed):
             continue
+        absorbed = None
         change = _compare(old_root, old_root.lookup(path), new_root, new_root.lookup(path))
         if change is None:
             continue
@@ -239,10 +327,21 @@ def plan(old: View, new: View, *, paths_shown: int = PATHS_SHOWN,
                                          _paths_changed_for(new, after, diffs)))
         else:
             reconfigured.append(name)
-            key = (old_sig, new_sig)
-            if key not in walked:
-                walked[key] = tuple(_walk_both(Root(old, before), Root(new, after)))
-            found = walked[key]
+            restacked = None
+            if _rules_signature(old, before) == _rules_signature(new, after):
+                restacked = _restacked_paths(old, before, new, after, diffs)
+            if restacked is not None:
+                found = tuple(_point_changes(Root(old, before), Root(new, after), restacked))
+            elif _stack(before) == _stack(after):  # only the rules (or a policy) changed
+                key = (old_sig, new_sig)
+                if key not in walked:
+                    walked[key] = tuple(_rules_changes(old, before, new, after, diffs))
+                found = walked[key]
+            else:
+                key = (old_sig, new_sig)
+                if key not in walked:
+                    walked[key] = tuple(_walk_both(Root(old, before), Root(new, after)))
+                found = walked[key]
         if found:
             by_changes.setdefault(found, []).append(name)
         if tick is not None:
