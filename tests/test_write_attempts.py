@@ -236,7 +236,7 @@ def test_writes_refused_over_nfs_are_counted_for_the_writing_node(example_site, 
     found = rows(report)
     assert {path for node, path in found if node == "node004"} >= {
         "var/log/new.log", "opt/new-dir", "etc/hosts"}, found
-    assert found[("node004", "var/log/new.log")]["line"] == "LINKDIR /var/log -d"
+    assert found[("node004", "var/log/new.log")]["line"] == "LINKDIR /var/log"  # empty: no -d
     assert found[("node004", "opt/new-dir")]["operations"] == {"mkdir": 1}
     # ganesha opens the image's motd by handle: one inode for every node, and only node004
     # looked it up, so it is node004's write.
