@@ -17,7 +17,7 @@ from ..core.view import TreeError
 from ..service import logs, sd_notify
 from ..service.mount_helper import HELPER_NAMES
 from ..service.mount_helper import main as mount_helper_main
-from . import core, inspect, nfs, service, transform
+from . import changes, core, inspect, nfs, service, transform
 from .common import EXIT_FAILURE, EXIT_USAGE, site_options
 
 DESCRIPTION = """\
@@ -45,7 +45,7 @@ examples:
 """
 
 
-COMMAND_MODULES = (core, nfs, transform, inspect, service)
+COMMAND_MODULES = (core, changes, nfs, transform, inspect, service)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from typing import Any
 from ..core.stack import Stages, node_stages
 from ..service import logs
 from ..service.ready import report_mount_ready
+from .changes import cmd_status_writes, print_history
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -51,7 +52,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                     "sysimage.conf, switch to the new generation in one step and invalidate "
                     "exactly what changed. A configuration that fails to parse leaves the "
                     "old generation serving; the error is printed and the exit status is 1. "
-                    "The daemon does the same on SIGHUP, and by itself when it sees changes.")
+                    "The daemon does the same on SIGHUP, and by itself when it sees changes. "
+                    "After 'onesuite rollback' only this (or SIGHUP) reads the configuration "
+                    "from disk again and unpins; 'onesuite plan' shows what it would change.")
     reload.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     reload.add_argument("--json", action="store_true", help="machine-readable output")
     reload.set_defaults(func=cmd_reload)
@@ -59,10 +62,18 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     status = commands.add_parser(
         "status", help="generation, last reload and counters of a running mount",
         description="What a running mount serves: its generation and when it was loaded, "
-                    "what the last reload changed (nodes and paths affected), and counters "
-                    "(lookups, reads, errors, cache invalidations).")
+                    "what the last reload changed (nodes and paths affected), the last "
+                    "generations kept (number, time, what triggered it, configuration "
+                    "digest) and whether a rollback pinned the configuration, and counters "
+                    "(lookups, reads, errors, cache invalidations). --writes lists the "
+                    "writes the nodes were refused instead.")
     status.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--writes", action="store_true",
+                        help="the writes the nodes were refused (EROFS), per node and path, "
+                             "with the sysimage.conf line (LINKDIR/LINKFILE/RAMDIR/RAMFILE) "
+                             "that would make each writable and why; needs root "
+                             "(docs/live.md, 'Writes the nodes were refused')")
     status.set_defaults(func=cmd_status)
 
     umount = commands.add_parser(
@@ -199,6 +210,7 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
               "see the daemon log), the last:")
         for failure in failures.get("recent", [])[-5:]:
             print(f"  {failure['operation']} {failure['path']}: {failure['error']}")
+    print_history(status)
     counters = status.get("counters", {})
     if counters:
         print("counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
@@ -221,6 +233,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from ..daemon.mount import daemon_status
 
+    if args.writes:
+        return cmd_status_writes(args)
     _print_status(daemon_status(args.mountpoint.resolve()), args.json)
     return EXIT_OK
 

@@ -87,6 +87,12 @@ def add_port_option(parser: argparse.ArgumentParser) -> None:
                         help="accept NFS requests from source ports >= 1024 (default: refused, "
                              "so only root on a node can reach its root; [nfs] "
                              "privileged_ports = false does the same)")
+    parser.add_argument("--count-writes", action="store_true",
+                        help="export every node read-write, so that the writes a node tries "
+                             "reach the mount, which refuses them (EROFS, as before) and "
+                             "counts them for 'onesuite status --writes'. Default: a node "
+                             "without persistent paths is exported read-only and the NFS "
+                             "server refuses its writes before the mount sees them")
 
 
 def add_attr_expiration_option(parser: argparse.ArgumentParser) -> None:
@@ -223,7 +229,9 @@ def _plan(settings: Settings, site: Site, mountpoint: Path, args: argparse.Names
     for warning in book.warnings:
         print(f"onesuite: warning: {warning}", file=sys.stderr)
     privileged = settings.nfs_privileged_ports and not args.allow_unprivileged_ports
-    plan = plan_exports(book, mountpoint, writable=view.writable_nodes(),
+    # --count-writes: every export RW; the mount still refuses all but persistent paths.
+    writable = set(book.found) if args.count_writes else view.writable_nodes()
+    plan = plan_exports(book, mountpoint, writable=writable,
                         privileged_ports=privileged)
     for node, why in plan.unexported:
         print(f"onesuite: warning: node {node} is not exported: {why}", file=sys.stderr)

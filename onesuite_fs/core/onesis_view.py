@@ -197,6 +197,20 @@ class NodeOnesis:
     def needs_ram_dir(self) -> bool:
         return self.policy == "ram" and bool(self._ram_rules)
 
+    def may_touch_below(self, view_dir: str) -> bool:
+        """Whether any rule may change an entry of this directory or of one below it
+        (`onesuite plan` compares only those when only the rules changed)."""
+        if not view_dir:
+            return True
+        prefix = view_dir + "/"
+        if any(d == view_dir or d.startswith(prefix) for d in self._linkbacks):
+            return True
+        parts = tuple(view_dir.split("/"))
+        return any(len(parts) <= len(rule.parent) and all(
+            fnmatch.fnmatchcase(part, glob) for part, glob in zip(parts, rule.parent,
+                                                                  strict=False))
+            for rule in (*self._ram_rules, *self._hidden))
+
     def touches(self, view_dir: str) -> bool:
         """Whether any rule may change the entries of this directory."""
         if view_dir in self._linkbacks or (view_dir == "" and self.needs_ram_dir):

@@ -32,6 +32,8 @@ from pyfuse3 import (
 )
 
 from ..core.view import Attr
+from .commands import Commands
+from .control import REPLY_PREFIX, REQUEST_XATTR, ControlError
 from .fuse_guard import HandlerFailures, guard_handlers
 from .inode_tree import InodeTree
 from .live import Generations, Invalidations, ReloadReport
@@ -124,6 +126,7 @@ class OnesuiteOperations(pyfuse3.Operations):
         self._encoded: dict[int, list[tuple[bytes, EntryAttributes]]] = {}
         self._next_dir_handle = 1
         self.failures = HandlerFailures()
+        self.commands = Commands(requests)  # plan, rollback, status --writes (control.py)
 
     @property
     def tree(self) -> InodeTree:
@@ -137,8 +140,8 @@ class OnesuiteOperations(pyfuse3.Operations):
     def stats(self):  # type: ignore[no-untyped-def]
         return self.requests.stats
 
-    async def reload(self) -> ReloadReport:
-        return await self.requests.reload()
+    async def reload(self, trigger: str = "reload") -> ReloadReport:
+        return await self.requests.reload(trigger)
 
     def _forget_listings(self) -> None:
         self._encoded.clear()  # listings of the old generation
@@ -182,6 +185,20 @@ class OnesuiteOperations(pyfuse3.Operations):
 
     async def _tree_call(self, ino: int, call: Callable[[], T]) -> T:
         return await _answer(self.requests.run(ino, call))
+
+    async def _write_call(self, operation: str, ino: int, name: bytes | None,
+                          call: Callable[[], T]) -> T:
+        """A write's tree call; an EROFS answer is counted (`onesuite status --writes`)."""
+        try:
+            return await self._tree_call(ino, call)
+        except FUSEError as exc:
+            if exc.errno == errno.EROFS:
+                self._refused(operation, ino, name)
+            raise
+
+    def _refused(self, operation: str, ino: int, name: bytes | None = None) -> FUSEError:
+        self.requests.refused_write(operation, ino, None if name is None else _name(name))
+        return _erofs()
 
     # ----- lookups and attributes -------------------------------------------------------
     async def lookup(self, parent_inode: InodeT, name: FileNameT,
@@ -248,7 +265,12 @@ class OnesuiteOperations(pyfuse3.Operations):
 
     # ----- files --------------------------------------------------------------------------
     async def open(self, inode: InodeT, flags: FlagT, ctx: RequestContext) -> FileInfo:
-        fd = await _answer(self.requests.open(inode, flags, _requester(ctx)))
+        try:
+            fd = await _answer(self.requests.open(inode, flags, _requester(ctx)))
+        except FUSEError as exc:
+            if exc.errno == errno.EROFS:
+                self._refused("truncate" if flags & os.O_TRUNC else "write", inode)
+            raise
         # keep_cache: layer data only changes on a reload, which invalidates explicitly;
         # writable (persistent) files change only through this mount.
         return FileInfo(fh=FileHandleT(fd), keep_cache=True)
@@ -293,6 +315,11 @@ class OnesuiteOperations(pyfuse3.Operations):
         daemon = self._daemon_xattrs(inode)
         if name in daemon:
             return daemon[name]
+        if inode == pyfuse3.ROOT_INODE and name.startswith(REPLY_PREFIX.encode()):
+            reply = self.commands.read(name[len(REPLY_PREFIX):].decode("ascii", "replace"))
+            if reply is None:
+                raise FUSEError(pyfuse3.ENOATTR)
+            return reply
         values = await self._tree_call(inode, lambda: self.tree.xattrs(inode))
         value = values.get(os.fsdecode(name))
         if value is None:
@@ -315,31 +342,33 @@ class OnesuiteOperations(pyfuse3.Operations):
 
     async def create(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, flags: FlagT,
                      ctx: RequestContext) -> tuple[FileInfo, EntryAttributes]:
-        fd, attr = await self._tree_call(parent_inode, lambda: self.tree.create(
+        fd, attr = await self._write_call("create", parent_inode, name, lambda: self.tree.create(
             parent_inode, _name(name), mode, flags, ctx.uid, ctx.gid))
         return FileInfo(fh=FileHandleT(fd)), self._entry(attr)
 
     async def mkdir(self, parent_inode: InodeT, name: FileNameT, mode: ModeT,
                     ctx: RequestContext) -> EntryAttributes:
-        return self._entry(await self._tree_call(parent_inode, lambda: self.tree.make(
-            parent_inode, _name(name), "dir", mode, ctx.uid, ctx.gid)))
+        return self._entry(await self._write_call("mkdir", parent_inode, name, lambda: (
+            self.tree.make(parent_inode, _name(name), "dir", mode, ctx.uid, ctx.gid))))
 
     async def symlink(self, parent_inode: InodeT, name: FileNameT, target: FileNameT,
                       ctx: RequestContext) -> EntryAttributes:
-        return self._entry(await self._tree_call(parent_inode, lambda: self.tree.make(
-            parent_inode, _name(name), "symlink", 0o777, ctx.uid, ctx.gid, target)))
+        return self._entry(await self._write_call("symlink", parent_inode, name, lambda: (
+            self.tree.make(parent_inode, _name(name), "symlink", 0o777, ctx.uid, ctx.gid,
+                           target))))
 
     async def mknod(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, rdev: int,
                     ctx: RequestContext) -> EntryAttributes:
-        return self._entry(await self._tree_call(parent_inode, lambda: self.tree.make(
-            parent_inode, _name(name), "node", mode, ctx.uid, ctx.gid, rdev=rdev)))
+        return self._entry(await self._write_call("mknod", parent_inode, name, lambda: (
+            self.tree.make(parent_inode, _name(name), "node", mode, ctx.uid, ctx.gid,
+                           rdev=rdev))))
 
     async def unlink(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
-        await self._tree_call(parent_inode, lambda: self.tree.remove(
+        await self._write_call("unlink", parent_inode, name, lambda: self.tree.remove(
             parent_inode, _name(name), is_dir=False))
 
     async def rmdir(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
-        await self._tree_call(parent_inode, lambda: self.tree.remove(
+        await self._write_call("rmdir", parent_inode, name, lambda: self.tree.remove(
             parent_inode, _name(name), is_dir=True))
 
     async def rename(self, parent_inode_old: InodeT, name_old: FileNameT,
@@ -347,7 +376,7 @@ class OnesuiteOperations(pyfuse3.Operations):
                      ctx: RequestContext) -> None:
         if flags:
             raise FUSEError(errno.EINVAL)  # no RENAME_EXCHANGE / NOREPLACE
-        await self._tree_call(parent_inode_old, lambda: self.tree.rename(
+        await self._write_call("rename", parent_inode_old, name_old, lambda: self.tree.rename(
             parent_inode_old, _name(name_old), parent_inode_new, _name(name_new)))
 
     async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: SetattrFields,
@@ -366,19 +395,29 @@ class OnesuiteOperations(pyfuse3.Operations):
             changes["times_ns"] = (
                 attr.st_atime_ns if fields.update_atime else current.atime_ns,
                 attr.st_mtime_ns if fields.update_mtime else current.mtime_ns)
-        return self._entry(await self._tree_call(inode, lambda: self.tree.set_attrs(
-            inode, **changes)))
+        operation = ("truncate" if "size" in changes else "chmod" if "mode" in changes
+                     else "chown" if "uid" in changes or "gid" in changes else "utimes")
+        return self._entry(await self._write_call(operation, inode, None,
+                                                  lambda: self.tree.set_attrs(inode, **changes)))
 
     async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
         await trio.to_thread.run_sync(os.fdatasync if datasync else os.fsync, fh)
 
     async def link(self, inode: InodeT, new_parent_inode: InodeT, new_name: FileNameT,
                    ctx: RequestContext) -> EntryAttributes:
-        raise _erofs()  # hard links would tie a node's state to another path
+        raise self._refused("link", new_parent_inode, new_name)  # would tie a node's state
+        # to another path
 
     async def setxattr(self, inode: InodeT, name: XAttrNameT, value: bytes,
                        ctx: RequestContext) -> None:
-        raise _erofs()
+        if inode == pyfuse3.ROOT_INODE and name == REQUEST_XATTR.encode():
+            self._refuse(ctx, inode)  # never an NFS server's thread
+            try:
+                await self.commands.request(value)
+            except ControlError as exc:
+                raise FUSEError(exc.errno) from None
+            return
+        raise self._refused("setxattr", inode)
 
     async def removexattr(self, inode: InodeT, name: XAttrNameT, ctx: RequestContext) -> None:
-        raise _erofs()
+        raise self._refused("removexattr", inode)

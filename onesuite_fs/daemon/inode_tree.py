@@ -504,6 +504,28 @@ class InodeTree:
             return f"{self.view.store.layer(ref.layer).label} /{ref.path}"
         return f"inode {ino}"
 
+    def where(self, ino: int) -> tuple[str | None, str, bool]:
+        """For counting a refused write (write_attempts.py): the node whose root `ino` is
+        in (None outside every node's root), its path there ('' for the root), and whether
+        it is a layer file, one inode for every view showing it (so no node is known from
+        the number). Never raises."""
+        if self._is_fixed_dir(ino):
+            return None, self.path_of(ino), False
+        ref = self._registered(ino)
+        if isinstance(ref, FileRef):
+            return None, ref.path, True
+        if isinstance(ref, DirRef | PrivateRef | StateRef):
+            node = ref.entry.name if ref.entry.namespace == "nodes" else None
+            return node, ref.path, False
+        return None, f"inode {ino}", False
+
+    def node_of_dir(self, ino: int) -> str | None:
+        """The node whose root directory `ino` (a view-keyed number) is in; cheap."""
+        if not inodes.is_view_keyed(ino):
+            return None
+        entry = self.view.slots.get(inodes.slot_of(ino))
+        return entry.name if entry is not None and entry.namespace == "nodes" else None
+
     def xattrs(self, ino: int) -> dict[str, bytes]:
         values: dict[str, bytes] = {}
         if not self._is_fixed_dir(ino):

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..core.view import Attr, DirRef, TreeError
+from ..inspect.plan import configuration_digest
+from .history import Configuration, History, Record
 from .inode_tree import InodeTree
 
 
@@ -64,6 +66,9 @@ class ReloadReport:
     paths_changed: list[str] = field(default_factory=list)
     invalidated_entries: int = 0
     invalidated_inodes: int = 0
+    trigger: str = "reload"  # what asked for it (history.py)
+    digest: str | None = None  # configuration_digest of the new generation
+    based_on: int | None = None  # the generation whose configuration it was built from
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -185,15 +190,21 @@ class Generations:
         # deleted while open, they keep their attributes until closed.
         self.retired: deque[InodeTree] = deque(maxlen=3)
         self._lock = threading.Lock()  # one build at a time
+        # The last few generations and their configurations (rollback; history.py).
+        self.history = History()
+        self.history.add(Record(1, self.loaded_at, "mount", None, Configuration.of(tree.view),
+                                1))
 
-    def build_next(self) -> tuple[InodeTree | None, Invalidations | None, ReloadReport]:
-        """Build and diff the next generation (in a worker thread); switch nothing."""
+    def build_next(self, configuration: Configuration | None = None
+                   ) -> tuple[InodeTree | None, Invalidations | None, ReloadReport]:
+        """Build and diff the next generation (in a worker thread); switch nothing. From
+        `configuration` (a kept one: rollback, pinned) or else read from disk."""
         started = time.monotonic()
         with self._lock:
-            if self.rebuild is None:
+            if self.rebuild is None and configuration is None:
                 return None, None, self._report(started, error="this mount cannot reload")
             try:
-                new = self.rebuild()
+                new = configuration.build() if configuration is not None else self.rebuild()
                 new.listing_dates = self.tree.listing_dates.carried()  # diffed with them
                 new.prescan()  # the whole site as it is now: one consistent reading
                 changes = diff_trees(self.tree, new)
@@ -201,8 +212,26 @@ class Generations:
                 return None, None, self._report(started, error=describe_failure(exc))
             report = self._report(started)
             report.generation = self.number + 1
+            report.digest = configuration_digest(new.view)
             _count(report, changes)
             return new, changes, report
+
+    def build_plan(self) -> tuple[InodeTree, InodeTree]:
+        """The serving generation and the one `onesuite reload` would build now, without
+        diffing for the kernel or switching (`onesuite plan`; a worker thread)."""
+        serving = self.tree
+        with self._lock:
+            if self.rebuild is None:
+                raise ConfigError("this mount cannot reload, so there is nothing to plan")
+            new = self.rebuild()
+            new.prescan()
+        return serving, new
+
+    def digest_serving(self) -> None:
+        """Compute the serving generation's configuration digest if not yet (a thread)."""
+        record = self.history.current()
+        if record is not None and record.digest is None and record.generation == self.number:
+            record.digest = configuration_digest(self.tree.view)
 
     def catch_up(self, new: InodeTree, changes: Invalidations, report: ReloadReport) -> bool:
         """catch_up_diff against the serving generation (worker thread, or the FUSE thread
@@ -243,6 +272,10 @@ class Generations:
         self.tree = new
         self.number = report.generation
         self.loaded_at = report.loaded_at
+        self.history.add(Record(report.generation, report.loaded_at, report.trigger,
+                                report.digest, Configuration.of(new.view),
+                                report.based_on or report.generation,
+                                len(report.nodes_affected), len(report.paths_changed)))
 
     def completed(self, report: ReloadReport) -> None:
         """The switch is done and the kernel told what changed: `onesuite reload` (which
@@ -286,6 +319,7 @@ class Generations:
                 "seconds": round(last.seconds, 3), "error": last.error,
                 "nodes_affected": last.nodes_affected, "paths_changed": last.paths_changed,
                 "invalidated_entries": last.invalidated_entries,
-                "invalidated_inodes": last.invalidated_inodes,
+                "invalidated_inodes": last.invalidated_inodes, "trigger": last.trigger,
             },
+            **self.history.status(),
         }

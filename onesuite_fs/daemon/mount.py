@@ -145,7 +145,13 @@ async def _serve(ops: OnesuiteOperations, live: LiveOptions | None,
                     return
 
         nursery.start_soon(on_signals)
-        nursery.start_soon(_logged, partial(trio.to_thread.run_sync, ops.tree.prescan,
+        ops.commands.spawn = nursery.start_soon  # plan, rollback, status --writes
+
+        def prescan_and_digest() -> None:
+            ops.tree.prescan()
+            ops.generations.digest_serving()  # the history's configuration digest
+
+        nursery.start_soon(_logged, partial(trio.to_thread.run_sync, prescan_and_digest,
                                             abandon_on_cancel=True),
                            "reading the whole site in the background (generation 1 reads "
                            "directories when first used instead)")
@@ -153,7 +159,8 @@ async def _serve(ops: OnesuiteOperations, live: LiveOptions | None,
             nursery.start_soon(_logged, partial(trio.to_thread.run_sync, on_ready,
                                                 abandon_on_cancel=True), "reporting readiness")
         if live is not None and live.watch_paths:
-            nursery.start_soon(partial(keep_watching, list(live.watch_paths), ops.reload,
+            nursery.start_soon(partial(keep_watching, list(live.watch_paths),
+                                       partial(ops.reload, "watch"),
                                        quiet=live.quiet, poll_every=live.poll_every))
         await pyfuse3.main(min_tasks=4, max_tasks=64)
         nursery.cancel_scope.cancel()

@@ -13,16 +13,20 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import trio
 
+from ..core import inodes
 from ..core.view import Attr, ChangedOnDisk, TreeError
+from .history import EXPLICIT
 from .inode_tree import InodeTree
 from .live import Generations, Invalidations, ReloadReport
 from .requesters import NfsServerThreads
+from .write_attempts import LookupHints, WriteAttempts
 
 T = TypeVar("T")
 log = logging.getLogger("onesuite.fuse")
@@ -54,6 +58,9 @@ class Requests:
         self.invalidate = invalidate
         self.cache_timeout = cache_timeout
         self.stats: Counter[str] = Counter()
+        # Writes refused with EROFS, per node and path (`onesuite status --writes`).
+        self.writes = WriteAttempts()
+        self.write_hints = LookupHints()
         self._reloading = trio.Lock()
         # Called after each switch (the adapter drops replies it encoded for the old one).
         self.on_switch: Callable[[], None] = lambda: None
@@ -64,12 +71,42 @@ class Requests:
         return self.generations.tree
 
     # ----- live updates -----------------------------------------------------------------
-    async def reload(self) -> ReloadReport:
+    @property
+    def reloading(self) -> bool:
+        """Whether a reload or rollback is running now."""
+        return self._reloading.locked()
+
+    async def reload(self, trigger: str = EXPLICIT) -> ReloadReport:
         """Build the next generation in a thread, switch, then invalidate what changed.
         Never raises (SIGHUP, the watcher and open() call it): whatever fails is reported
-        and the generation being served keeps serving."""
+        and the generation being served keeps serving. `trigger` says who asked
+        (history.py): after a rollback only an explicit reload reads the configuration
+        from disk again, the others build from the pinned one."""
+        return await self._switch(trigger)
+
+    async def rollback(self) -> ReloadReport:
+        """Switch to a new generation built from the previous generation's configuration
+        (history.py); an error in the report when none is kept. Never raises."""
+        return await self._switch("rollback")
+
+    async def _switch(self, trigger: str) -> ReloadReport:
         async with self._reloading:  # one at a time: each diff is against what is served
-            new, changes, report = await trio.to_thread.run_sync(self.generations.build_next)
+            history = self.generations.history
+            if trigger == "rollback":
+                target = history.rollback_target()
+                if target is None:
+                    current = history.current()
+                    return ReloadReport(self.generations.number, time.time(), 0.0, (
+                        "no earlier generation is kept to roll back to (generation "
+                        f"{self.generations.number} serves the configuration of generation "
+                        f"{current.based_on if current else self.generations.number}; the "
+                        f"last {history.records.maxlen} are kept)"), trigger=trigger)
+                configuration, based_on = target.configuration, target.based_on
+            else:
+                configuration, based_on = history.configuration_for(trigger)
+            new, changes, report = await trio.to_thread.run_sync(self.generations.build_next,
+                                                                 configuration)
+            report.trigger, report.based_on = trigger, based_on
             if new is None or changes is None:
                 self.generations.failed(report)
                 return report
@@ -88,6 +125,10 @@ class Requests:
                     self.generations.failed(report)
                     return report
             self.generations.switch(new, report, changes)
+            if trigger == "rollback":
+                history.pin(target)
+            elif trigger == EXPLICIT:
+                history.pinned = None
             self.on_switch()
             if self.invalidate is not None:
                 try:
@@ -182,7 +223,20 @@ class Requests:
                 return None
             raise
         self.refuse_nfs_outside_nodes(requester, attr.ino)  # ".." of a node's root
+        if inodes.is_backed_ino(attr.ino):  # a layer file: remember which node asked
+            node = self.tree.node_of_dir(parent)
+            if node is not None:
+                self.write_hints.looked_up(attr.ino, node)
         return attr
+
+    def refused_write(self, operation: str, ino: int, name: str | None = None) -> None:
+        """Count a write answered EROFS: `operation` on `ino`, or on its entry `name`."""
+        node, path, shared = self.tree.where(ino)
+        if shared:
+            node = self.write_hints.node_of(ino)
+        if name is not None:
+            path = f"{path}/{name}" if path else name
+        self.writes.record(node, path, operation, time.time())
 
     async def attr(self, ino: int, requester: int | None) -> Attr:
         self.stats["getattr"] += 1
@@ -207,7 +261,7 @@ class Requests:
             # (after this, a replaced file's old inode is stale and the kernel looks the path
             # up again), rather than serve new bytes under old attributes.
             self.stats["reload_on_open"] += 1
-            await self.reload()
+            await self.reload("open")
         except (TreeError, OSError):
             pass  # not known inline (recovery, a worker thread): `run` finds out
         return await self.run(ino, lambda: self.tree.open(ino, flags))
